@@ -1,0 +1,32 @@
+# amlflow's single entry point. `make help` lists the targets.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+
+.PHONY: help install demo test test-all serve bench gen
+
+help:            ## list the targets
+	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
+
+$(VENV)/.installed: pyproject.toml constraints/ci.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints/ci.txt -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed   ## create .venv and install amlflow with its test tools
+
+demo: install    ## run the MNIST pipeline on the embedded defaults (real digits, no network)
+	$(VENV)/bin/amlflow demo
+
+test: install    ## run the default test suite (what CI runs)
+	$(PY) -m pytest
+
+test-all: install ## run every test layer, slow ones included
+	$(PY) -m pytest -m ''
+
+serve: install   ## start the AML-compatible endpoint on 127.0.0.1:8080
+	$(VENV)/bin/amlflow serve --host 127.0.0.1 --port 8080
+
+gen: install     ## regenerate docs/operations.md from botocore's service model
+	$(PY) scripts/gen_operations.py

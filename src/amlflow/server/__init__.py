@@ -1,0 +1,1 @@
+"""amlflow.server — see docs/architecture.md."""

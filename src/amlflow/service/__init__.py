@@ -1,0 +1,1 @@
+"""amlflow.service — see docs/architecture.md."""

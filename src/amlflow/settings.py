@@ -1,0 +1,41 @@
+"""amlflow's settings, read from the environment (``AMLFLOW_*``) and overridable by keyword.
+
+| setting        | environment             | default                   |
+|----------------|-------------------------|---------------------------|
+| home           | ``AMLFLOW_HOME``        | ``~/.amlflow``            |
+| storage        | ``AMLFLOW_STORAGE``     | ``local`` (or ``s3``)     |
+| storage_root   | ``AMLFLOW_STORAGE_ROOT``| ``$AMLFLOW_HOME/s3``      |
+| max_jobs       | ``AMLFLOW_MAX_JOBS``    | 2 (AML allowed 25)        |
+| seed           | ``AMLFLOW_SEED``        | 0                         |
+| region         | ``AMLFLOW_REGION``      | ``us-east-1``             |
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+__all__ = ["Settings"]
+
+
+class Settings(BaseSettings):
+    """Configuration of the embedded service and the server."""
+
+    model_config = SettingsConfigDict(env_prefix="AMLFLOW_", extra="ignore")
+
+    home: Path = Field(default_factory=lambda: Path("~/.amlflow").expanduser())
+    storage: Literal["local", "s3"] = "local"
+    storage_root: Path | None = None
+    max_jobs: int = Field(default=2, ge=1, le=25)
+    seed: int = 0
+    region: str = "us-east-1"
+    account_id: str = "123456789012"
+    iam_user: str = "amlflow"
+
+    def resolved_storage_root(self) -> Path:
+        """The local storage root: ``storage_root`` or ``<home>/s3``."""
+        root = self.storage_root if self.storage_root is not None else self.home / "s3"
+        return Path(root).expanduser()

@@ -1,0 +1,1 @@
+"""amlflow.storage — see docs/architecture.md."""
