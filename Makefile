@@ -17,7 +17,7 @@ $(VENV)/.installed: pyproject.toml constraints/ci.txt
 install: $(VENV)/.installed   ## create .venv and install amlflow with its test tools
 
 demo: install    ## run the MNIST pipeline on the embedded defaults (real digits, no network)
-	$(VENV)/bin/amlflow demo
+	$(PY) -m flows.mnist_pipeline
 
 test: install    ## run the default test suite (what CI runs)
 	$(PY) -m pytest
