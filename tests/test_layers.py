@@ -45,10 +45,11 @@ def _imports(path: Path) -> list[tuple[int, str]]:
 
 def _violations(folder: Path, forbidden: tuple[str, ...]) -> list[str]:
     out = []
+    base = REPO if folder.is_relative_to(REPO) else folder
     for path in sorted(folder.rglob("*.py")):
         for lineno, module in _imports(path):
             if any(module == f or module.startswith(f + ".") for f in forbidden):
-                out.append(f"{path.relative_to(REPO)}:{lineno} imports {module}")
+                out.append(f"{path.relative_to(base)}:{lineno} imports {module}")
     return out
 
 
