@@ -1,0 +1,287 @@
+"""The ONE place where amlflow's boto3-style clients are built.
+
+Everything that talks to Amazon Machine Learning (the Prefect tasks, the benchmark, user scripts) gets its
+clients here, so the endpoint, region, retries and timeouts are applied in exactly one spot and are never
+dropped on the way (the bug of prefect-aws's ``client_waiter``, which rebuilds a client without
+``endpoint_url``).
+
+Which AML client you get (:func:`ml_client`):
+
+| condition (first match wins)                                   | client                                       |
+|----------------------------------------------------------------|----------------------------------------------|
+| ``endpoint_url=`` argument or ``AWS_ENDPOINT_URL_MACHINE_LEARNING`` | ``boto3.client("machinelearning", endpoint_url=...)`` (an ``amlflow serve`` endpoint) |
+| ``AMLFLOW_TARGET=aws``                                         | ``boto3.client("machinelearning")`` (real AWS) |
+| otherwise (``AMLFLOW_TARGET`` unset or ``embedded``)           | the in-process service, ``amlflow.connect()`` |
+
+Which storage you get (:func:`storage`): in the embedded default the same storage the in-process service
+reads (``amlflow.storage.storage_from_settings``: ``s3://bucket/key`` is the file
+``<AMLFLOW_STORAGE_ROOT>/bucket/key``, no credentials needed); against an endpoint or AWS, S3 through
+boto3 honouring ``AWS_ENDPOINT_URL_S3`` (MinIO, moto, LocalStack) — unless ``AMLFLOW_STORAGE=local``
+says the server shares a local storage root with this process.
+
+Environment read here (besides boto3's own: credentials, ``AWS_ENDPOINT_URL_S3``, profiles):
+
+| variable                              | meaning                                             | default |
+|---------------------------------------|-----------------------------------------------------|---------|
+| ``AMLFLOW_TARGET``                    | ``embedded`` / ``endpoint`` / ``aws``               | ``embedded`` unless an endpoint is set |
+| ``AWS_ENDPOINT_URL_MACHINE_LEARNING`` | URL of an AML-compatible endpoint                   | unset   |
+| ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` | region for boto3 clients                          | ``us-east-1`` |
+| ``AMLFLOW_CLIENT_MAX_ATTEMPTS``       | botocore retry attempts (mode ``standard``)         | 5       |
+| ``AMLFLOW_CLIENT_CONNECT_TIMEOUT``    | seconds                                             | 10      |
+| ``AMLFLOW_CLIENT_READ_TIMEOUT``       | seconds                                             | 60      |
+
+Example:
+    >>> from amlflow.client import ml_client
+    >>> ml = ml_client()                       # embedded: no server, no credentials
+    >>> ml.describe_ml_models(Limit=1)["Results"]
+    []
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import TYPE_CHECKING, Any, Literal
+
+import boto3
+from botocore.config import Config
+
+if TYPE_CHECKING:
+    from amlflow.settings import Settings
+    from amlflow.storage import Storage
+
+__all__ = [
+    "ClientOptions",
+    "client_options",
+    "ml_client",
+    "reports_for",
+    "reset_clients",
+    "s3_client",
+    "storage",
+    "target",
+]
+
+Target = Literal["embedded", "endpoint", "aws"]
+
+_LOCK = threading.Lock()
+_EMBEDDED: dict[tuple[str, ...], Any] = {}
+
+#: Used when a boto3 client talks to a local endpoint and no AWS credentials are configured: an
+#: ``amlflow serve`` endpoint (unless started with signature checks) and moto accept any key.
+_LOCAL_DUMMY_CREDENTIALS = {"aws_access_key_id": "amlflow", "aws_secret_access_key": "amlflow"}
+
+
+class ClientOptions:
+    """Resolved client options (from arguments, then the environment).
+
+    Attributes:
+        target: ``embedded``, ``endpoint`` or ``aws``.
+        endpoint_url: the AML endpoint for ``endpoint`` (None otherwise).
+        region: AWS region name.
+        max_attempts: botocore retry attempts (retry mode ``standard``).
+        connect_timeout: seconds.
+        read_timeout: seconds.
+    """
+
+    def __init__(
+        self,
+        *,
+        endpoint_url: str | None = None,
+        target: str | None = None,
+        region: str | None = None,
+        max_attempts: int | None = None,
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+    ) -> None:
+        env = os.environ
+        self.endpoint_url: str | None = endpoint_url or env.get("AWS_ENDPOINT_URL_MACHINE_LEARNING") or None
+        raw_target = (target or env.get("AMLFLOW_TARGET") or "").strip().lower()
+        if raw_target not in ("", "embedded", "endpoint", "aws"):
+            raise ValueError(
+                f"AMLFLOW_TARGET must be one of embedded, endpoint, aws; got {raw_target!r}"
+            )
+        if raw_target == "endpoint" and not self.endpoint_url:
+            raise ValueError(
+                "AMLFLOW_TARGET=endpoint needs an endpoint: set AWS_ENDPOINT_URL_MACHINE_LEARNING "
+                "(e.g. http://127.0.0.1:8080 for `amlflow serve`)"
+            )
+        resolved: Target
+        if self.endpoint_url and raw_target != "embedded":
+            resolved = "endpoint"
+        elif raw_target == "aws":
+            resolved = "aws"
+        else:
+            resolved = "embedded"
+        self.target: Target = resolved
+        self.region: str = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
+        self.max_attempts: int = int(max_attempts or env.get("AMLFLOW_CLIENT_MAX_ATTEMPTS") or 5)
+        self.connect_timeout: float = float(connect_timeout or env.get("AMLFLOW_CLIENT_CONNECT_TIMEOUT") or 10)
+        self.read_timeout: float = float(read_timeout or env.get("AMLFLOW_CLIENT_READ_TIMEOUT") or 60)
+
+    def botocore_config(self) -> Config:
+        """The botocore ``Config``: region, retry mode ``standard``, timeouts."""
+        return Config(
+            region_name=self.region,
+            retries={"mode": "standard", "max_attempts": self.max_attempts},
+            connect_timeout=self.connect_timeout,
+            read_timeout=self.read_timeout,
+        )
+
+    def __repr__(self) -> str:
+        return f"ClientOptions(target={self.target!r}, endpoint_url={self.endpoint_url!r}, region={self.region!r})"
+
+
+def client_options(**overrides: Any) -> ClientOptions:
+    """Resolve the client options from keyword overrides and the environment.
+
+    Example:
+        >>> client_options(endpoint_url="http://127.0.0.1:8080").target
+        'endpoint'
+    """
+    return ClientOptions(**overrides)
+
+
+def target(**overrides: Any) -> Target:
+    """Which AML back end :func:`ml_client` would use: ``embedded``, ``endpoint`` or ``aws``."""
+    return ClientOptions(**overrides).target
+
+
+def _credentials_kwargs(endpoint_url: str | None) -> dict[str, str]:
+    """Dummy credentials for a custom endpoint when boto3 finds none (never for real AWS)."""
+    if endpoint_url is None:
+        return {}
+    if boto3.session.Session().get_credentials() is not None:
+        return {}
+    return dict(_LOCAL_DUMMY_CREDENTIALS)
+
+
+def _embedded_key(settings: Settings | None) -> tuple[str, ...]:
+    from amlflow.settings import Settings as _Settings
+
+    resolved = settings if settings is not None else _Settings()
+    return (
+        str(resolved.home),
+        resolved.storage,
+        str(resolved.resolved_storage_root()),
+        str(resolved.max_jobs),
+        str(resolved.seed),
+    )
+
+
+def ml_client(
+    settings: Settings | None = None,
+    *,
+    endpoint_url: str | None = None,
+    target: str | None = None,
+    region: str | None = None,
+) -> Any:
+    """Return a boto3-style ``machinelearning`` client.
+
+    An ``amlflow serve`` endpoint or AWS when ``endpoint_url`` / ``AWS_ENDPOINT_URL_MACHINE_LEARNING`` /
+    ``AMLFLOW_TARGET=aws`` say so, otherwise the embedded in-process service. The embedded client is
+    shared per process and per amlflow home, so every task of a flow sees the same job pool.
+
+    Args:
+        settings: embedded-service settings (``amlflow.settings.Settings``); default: the environment.
+        endpoint_url: an AML-compatible endpoint (overrides the environment).
+        target: ``embedded``, ``endpoint`` or ``aws`` (overrides ``AMLFLOW_TARGET``).
+        region: AWS region (overrides ``AWS_REGION``).
+
+    Returns:
+        An object with the methods of ``boto3.client("machinelearning")``.
+
+    Example:
+        >>> ml = ml_client(endpoint_url="http://127.0.0.1:8080")
+        >>> ml.meta.endpoint_url
+        'http://127.0.0.1:8080'
+    """
+    opts = ClientOptions(endpoint_url=endpoint_url, target=target, region=region)
+    if opts.target == "embedded":
+        key = _embedded_key(settings)
+        with _LOCK:
+            client = _EMBEDDED.get(key)
+            if client is None:
+                import amlflow
+
+                kwargs = settings.model_dump() if settings is not None else {}
+                client = amlflow.connect(**kwargs)
+                _EMBEDDED[key] = client
+            return client
+    return boto3.client(
+        "machinelearning",
+        endpoint_url=opts.endpoint_url,  # None for "aws": boto3's regional endpoint
+        config=opts.botocore_config(),
+        **_credentials_kwargs(opts.endpoint_url),
+    )
+
+
+def s3_client(*, endpoint_url: str | None = None, region: str | None = None) -> Any:
+    """Return a boto3 S3 client honouring ``AWS_ENDPOINT_URL_S3`` (MinIO, moto, LocalStack, AWS).
+
+    Args:
+        endpoint_url: an S3 endpoint (overrides ``AWS_ENDPOINT_URL_S3``).
+        region: AWS region (overrides ``AWS_REGION``).
+
+    Example:
+        >>> s3 = s3_client(endpoint_url="http://127.0.0.1:9000")
+        >>> s3.meta.endpoint_url
+        'http://127.0.0.1:9000'
+    """
+    opts = ClientOptions(region=region)
+    url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or None
+    return boto3.client("s3", endpoint_url=url, config=opts.botocore_config(), **_credentials_kwargs(url))
+
+
+def storage(settings: Settings | None = None) -> Storage:
+    """Return the storage that holds the pipeline's ``s3://`` inputs and outputs.
+
+    Embedded: exactly the storage the in-process service reads. Endpoint or AWS: S3 through boto3
+    (``AWS_ENDPOINT_URL_S3`` honoured), unless ``AMLFLOW_STORAGE=local`` (a server on this machine
+    sharing ``AMLFLOW_STORAGE_ROOT``).
+
+    Example:
+        >>> store = storage()
+        >>> store.write_atomic("s3://demo/hello.txt", b"hi")
+        >>> store.read_bytes("s3://demo/hello.txt")
+        b'hi'
+    """
+    from amlflow.settings import Settings as _Settings
+    from amlflow.storage import storage_from_settings
+
+    resolved = settings if settings is not None else _Settings()
+    if ClientOptions().target == "embedded" or os.environ.get("AMLFLOW_STORAGE", "").lower() == "local":
+        return storage_from_settings(resolved)
+    return storage_from_settings(resolved.model_copy(update={"storage": "s3"}))
+
+
+def reports_for(client: Any) -> Any | None:
+    """The embedded service's report side-channel behind ``client``, or None.
+
+    AML's console showed baselines, confusion matrices, threshold tables and data insights that the API
+    never returned; the embedded service keeps them (``get_evaluation_report(id)``,
+    ``get_data_insights(id)``). A boto3 client for an endpoint or AWS has none: reports degrade.
+
+    Example:
+        >>> reports_for(ml_client(endpoint_url="http://127.0.0.1:8080")) is None
+        True
+    """
+    for attr in ("service", "_service", "backend", "_backend"):
+        candidate = getattr(client, attr, None)
+        if candidate is not None and (
+            hasattr(candidate, "get_evaluation_report") or hasattr(candidate, "get_data_insights")
+        ):
+            return candidate
+    if hasattr(client, "get_evaluation_report") or hasattr(client, "get_data_insights"):
+        return client
+    return None
+
+
+def reset_clients() -> None:
+    """Forget the cached embedded clients (closing them when they can be closed); for tests."""
+    with _LOCK:
+        clients = list(_EMBEDDED.values())
+        _EMBEDDED.clear()
+    for client in clients:
+        close = getattr(client, "close", None)
+        if callable(close):
+            close()

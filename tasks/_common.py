@@ -1,0 +1,235 @@
+"""Shared helpers of the AML tasks: deterministic IDs, the retry condition, and waiting with backoff.
+
+Nothing here talks to AML by itself; the task modules (one per entity) call these helpers with a client
+from :mod:`amlflow.client`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from botocore.exceptions import ClientError, HTTPClientError
+from botocore.exceptions import ConnectionError as BotocoreConnectionError
+from prefect import get_run_logger
+
+__all__ = [
+    "TRANSIENT_CODES",
+    "EntityFailedError",
+    "EntityWaitTimeoutError",
+    "entity_id",
+    "error_code",
+    "is_transient",
+    "resolve_text_or_uri",
+    "retry_on_transient",
+    "summarize",
+    "wait_for_entity",
+]
+
+#: AWS error codes that are worth retrying (botocore's throttling codes plus AML's 500).
+TRANSIENT_CODES: frozenset[str] = frozenset(
+    {
+        "InternalServerException",
+        "InternalFailure",
+        "InternalError",
+        "ServiceUnavailable",
+        "ServiceUnavailableException",
+        "Throttling",
+        "ThrottlingException",
+        "ThrottledException",
+        "TooManyRequestsException",
+        "RequestLimitExceeded",
+        "RequestThrottled",
+        "RequestThrottledException",
+        "SlowDown",
+        "RequestTimeout",
+        "RequestTimeoutException",
+        "PriorRequestNotComplete",
+    }
+)
+
+#: Polling of Get*: first delay, growth factor, cap (seconds).
+POLL_FIRST_DELAY = 0.2
+POLL_FACTOR = 1.5
+POLL_MAX_DELAY = 5.0
+#: AML ended any job running longer than 7 days; the tasks wait at most this long by default.
+DEFAULT_WAIT_TIMEOUT = 7 * 24 * 3600.0
+
+
+class EntityFailedError(RuntimeError):
+    """An AML entity ended FAILED (or was DELETED): permanent, never retried.
+
+    Attributes:
+        entity_id: the entity's ID.
+        status: ``FAILED`` or ``DELETED``.
+        aml_message: AML's ``Message`` for the entity ("" when it gave none).
+    """
+
+    def __init__(self, kind: str, entity_id: str, status: str, aml_message: str) -> None:
+        self.entity_id = entity_id
+        self.status = status
+        self.aml_message = aml_message
+        detail = aml_message or "no message given"
+        super().__init__(f"{kind} {entity_id} ended {status}: {detail}")
+
+
+class EntityWaitTimeoutError(TimeoutError):
+    """An AML entity did not finish within the task's timeout."""
+
+
+def entity_id(prefix: str, *parts: Any) -> str:
+    """Derive an AML entity ID from the inputs that define the entity.
+
+    The same inputs give the same ID, so a retried or re-run task re-attaches to the entity it created
+    (AML's creates are idempotent on the ID) instead of creating a duplicate.
+
+    Args:
+        prefix: ``ds``, ``ml``, ``ev`` or ``bp``.
+        *parts: JSON-serialisable values (content hashes, URIs, parameters).
+
+    Returns:
+        ``<prefix>-<24 hex chars>``, within AML's 64-character ``[a-zA-Z0-9_.-]+`` limit.
+
+    Example:
+        >>> entity_id("ds", "s3://b/k", {"splitting": {"percentEnd": 70}}) == entity_id(
+        ...     "ds", "s3://b/k", {"splitting": {"percentEnd": 70}})
+        True
+    """
+    blob = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return f"{prefix}-{hashlib.sha256(blob.encode('utf-8')).hexdigest()[:24]}"
+
+
+def error_code(exc: BaseException) -> str | None:
+    """The AWS error code of a ``ClientError`` (None for anything else)."""
+    if isinstance(exc, ClientError):
+        code = exc.response.get("Error", {}).get("Code")
+        return str(code) if code else None
+    return None
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for failures worth retrying: throttling, 5xx/InternalServerException, connection errors.
+
+    Permanent failures — ``InvalidInputException``, ``ResourceNotFoundException``,
+    ``IdempotentParameterMismatchException``, an entity that ended FAILED — are not transient.
+
+    Example:
+        >>> from botocore.exceptions import ClientError
+        >>> is_transient(ClientError({"Error": {"Code": "InternalServerException"}}, "GetMLModel"))
+        True
+        >>> is_transient(ClientError({"Error": {"Code": "InvalidInputException"}}, "CreateMLModel"))
+        False
+    """
+    if isinstance(exc, ClientError):
+        if error_code(exc) in TRANSIENT_CODES:
+            return True
+        status = exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        return isinstance(status, int) and (status >= 500 or status == 429)
+    if isinstance(exc, (BotocoreConnectionError, HTTPClientError)):
+        return True
+    return isinstance(exc, (ConnectionError, TimeoutError)) and not isinstance(exc, EntityWaitTimeoutError)
+
+
+def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
+    """Prefect ``retry_condition_fn``: retry a failed task run only when its error is transient."""
+    try:
+        state.result()
+    except BaseException as exc:  # noqa: BLE001 - we classify whatever the task raised
+        return is_transient(exc)
+    return False
+
+
+def wait_for_entity(
+    get: Callable[..., Mapping[str, Any]],
+    id_member: str,
+    entity: str,
+    kind: str,
+    *,
+    timeout_seconds: float = DEFAULT_WAIT_TIMEOUT,
+    first_delay: float = POLL_FIRST_DELAY,
+    max_delay: float = POLL_MAX_DELAY,
+    sleep: Callable[[float], None] = time.sleep,
+) -> dict[str, Any]:
+    """Poll ``get(**{id_member: entity})`` with exponential backoff until the entity is COMPLETED.
+
+    Args:
+        get: the client's Get* method (``ml.get_ml_model``).
+        id_member: its ID member (``MLModelId``).
+        entity: the entity's ID.
+        kind: a label for logs and errors (``ML model``).
+        timeout_seconds: give up after this long (``EntityWaitTimeoutError``).
+        first_delay: first poll delay in seconds; each next one is 1.5× longer, capped at ``max_delay``.
+        max_delay: the longest delay between two polls.
+        sleep: the sleep function (tests pass a fake).
+
+    Returns:
+        The Get* response of the COMPLETED entity.
+
+    Raises:
+        EntityFailedError: the entity ended FAILED or was DELETED (with AML's ``Message``).
+        EntityWaitTimeoutError: still not finished after ``timeout_seconds``.
+
+    Example:
+        >>> wait_for_entity(ml.get_data_source, "DataSourceId", "ds-123", "datasource")  # doctest: +SKIP
+    """
+    logger = get_run_logger()
+    started = time.monotonic()
+    delay = first_delay
+    last_status = None
+    while True:
+        response = dict(get(**{id_member: entity}))
+        status = str(response.get("Status", ""))
+        if status != last_status:
+            logger.info("%s %s is %s", kind, entity, status)
+            last_status = status
+        if status == "COMPLETED":
+            return response
+        if status in ("FAILED", "DELETED"):
+            raise EntityFailedError(kind, entity, status, str(response.get("Message") or ""))
+        elapsed = time.monotonic() - started
+        if elapsed >= timeout_seconds:
+            raise EntityWaitTimeoutError(
+                f"{kind} {entity} still {status} after {elapsed:.0f} s (timeout {timeout_seconds:.0f} s)"
+            )
+        sleep(min(delay, max(0.0, timeout_seconds - elapsed)))
+        delay = min(delay * POLL_FACTOR, max_delay)
+
+
+def summarize(response: Mapping[str, Any]) -> dict[str, Any]:
+    """A JSON-safe copy of a Get* response: ``ResponseMetadata`` dropped, datetimes as ISO strings."""
+
+    def convert(value: Any) -> Any:
+        if hasattr(value, "isoformat"):
+            return value.isoformat()
+        if isinstance(value, Mapping):
+            return {str(k): convert(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [convert(v) for v in value]
+        return value
+
+    return {k: convert(v) for k, v in response.items() if k != "ResponseMetadata"}
+
+
+def resolve_text_or_uri(value: str, what: str) -> tuple[str | None, str | None]:
+    """Interpret a schema/recipe argument: ``s3://`` URI, inline JSON text, or a local file path.
+
+    Returns:
+        ``(text, uri)``: exactly one is set.
+
+    Raises:
+        ValueError: a local path that does not exist (the message names ``what``).
+    """
+    stripped = value.strip()
+    if stripped.startswith("s3://"):
+        return None, stripped
+    if stripped.startswith("{"):
+        return stripped, None
+    from pathlib import Path
+
+    path = Path(stripped).expanduser()
+    if not path.is_file():
+        raise ValueError(f"{what}: {value!r} is neither an s3:// URI, JSON text, nor an existing file")
+    return path.read_text(encoding="utf-8"), None
