@@ -1,0 +1,163 @@
+"""SigV4 verification: good, missing, wrong secret, unknown key, stale or future date, tampering."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+
+
+import botocore.auth
+import httpx
+import pytest
+from botocore.auth import SigV4Auth
+from botocore.awsrequest import AWSRequest
+from botocore.credentials import Credentials
+
+from amlflow.server.app import create_app
+from amlflow.server.auth import SignedRequest, SigV4Verifier
+from amlflow.server.protocol import ProtocolError
+from amlflow.server.runner import ServerThread
+from tests.server.conftest import make_client
+from tests.server.fakes import FakeDispatcher
+
+pytestmark = pytest.mark.server
+
+KEY, SECRET = "AKIDAMLFLOWTEST", "s3cr3t/with+chars"
+TARGET = "AmazonML_20141212.GetMLModel"
+
+
+@pytest.fixture(scope="module")
+def signed_server() -> Iterator[ServerThread]:
+    with ServerThread(lambda url: create_app(FakeDispatcher(url), credentials={KEY: SECRET})) as srv:
+        yield srv
+
+
+def _signed(url: str, body: bytes, *, secret: str = SECRET, when: dt.datetime | None = None,
+            region: str = "us-east-1") -> AWSRequest:
+    req = AWSRequest(method="POST", url=url + "/", data=body,
+                     headers={"X-Amz-Target": TARGET, "Content-Type": "application/x-amz-json-1.1"})
+    signer = SigV4Auth(Credentials(KEY, secret), "machinelearning", region)
+    if when is None:
+        signer.add_auth(req)
+    else:
+        original = botocore.auth.get_current_datetime
+        botocore.auth.get_current_datetime = lambda: when  # type: ignore[assignment]
+        try:
+            signer.add_auth(req)
+        finally:
+            botocore.auth.get_current_datetime = original  # type: ignore[assignment]
+    return req
+
+
+def _send(req: AWSRequest, body: bytes | None = None) -> httpx.Response:
+    headers = {k: v for k, v in req.headers.items()}
+    return httpx.post(req.url, headers=headers, content=req.body if body is None else body)
+
+
+def test_good_signature_from_boto3(signed_server: ServerThread) -> None:
+    ml = make_client(signed_server.url, key=KEY, secret=SECRET)
+    assert ml.get_ml_model(MLModelId="ml-1")["MLModelId"] == "EntityId-value"
+    assert httpx.get(signed_server.url + "/health").json()["auth"] == "sigv4"
+
+
+def test_wrong_secret(signed_server: ServerThread) -> None:
+    ml = make_client(signed_server.url, key=KEY, secret="not-the-secret")
+    with pytest.raises(ml.exceptions.ClientError) as info:
+        ml.get_ml_model(MLModelId="ml-1")
+    err = info.value.response
+    assert err["Error"]["Code"] == "InvalidSignatureException"
+    assert "does not match the signature you provided" in err["Error"]["Message"]
+    assert err["ResponseMetadata"]["HTTPStatusCode"] == 400
+
+
+def test_unknown_access_key(signed_server: ServerThread) -> None:
+    ml = make_client(signed_server.url, key="AKIDUNKNOWN", secret=SECRET)
+    with pytest.raises(ml.exceptions.ClientError) as info:
+        ml.describe_ml_models()
+    assert info.value.response["Error"]["Code"] == "UnrecognizedClientException"
+
+
+def test_missing_signature(signed_server: ServerThread) -> None:
+    r = httpx.post(signed_server.url, headers={"X-Amz-Target": TARGET}, content=b'{"MLModelId": "ml-1"}')
+    assert r.status_code == 400
+    assert r.json() == {"__type": "MissingAuthenticationTokenException",
+                        "message": "Request is missing Authentication Token"}
+    assert r.headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
+
+
+def test_stale_date_is_signature_expired(signed_server: ServerThread) -> None:
+    stale = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=6)
+    r = _send(_signed(signed_server.url, b'{"MLModelId": "ml-1"}', when=stale))
+    assert r.status_code == 400
+    assert r.json()["__type"] == "InvalidSignatureException"
+    assert r.json()["message"].startswith("Signature expired: ")
+    assert r.json()["message"].endswith(" - 5 min.)")
+
+
+def test_future_date_is_not_yet_current(signed_server: ServerThread) -> None:
+    future = dt.datetime.now(dt.UTC).replace(tzinfo=None) + dt.timedelta(minutes=6)
+    r = _send(_signed(signed_server.url, b'{"MLModelId": "ml-1"}', when=future))
+    assert r.json()["__type"] == "InvalidSignatureException"
+    assert r.json()["message"].startswith("Signature not yet current: ")
+
+
+def test_small_skew_is_accepted(signed_server: ServerThread) -> None:
+    skewed = dt.datetime.now(dt.UTC).replace(tzinfo=None) - dt.timedelta(minutes=4)
+    r = _send(_signed(signed_server.url, b'{"MLModelId": "ml-1"}', when=skewed))
+    assert r.status_code == 200, r.text
+
+
+def test_tampered_body_fails(signed_server: ServerThread) -> None:
+    req = _signed(signed_server.url, b'{"MLModelId": "ml-1"}')
+    r = _send(req, body=b'{"MLModelId": "ml-2"}')
+    assert r.json()["__type"] == "InvalidSignatureException"
+
+
+def test_tampered_target_fails(signed_server: ServerThread) -> None:
+    req = _signed(signed_server.url, b'{"MLModelId": "ml-1"}')
+    req.headers.replace_header("X-Amz-Target", "AmazonML_20141212.DeleteMLModel")
+    r = _send(req)
+    assert r.json()["__type"] == "InvalidSignatureException"
+
+
+def test_other_region_in_scope_still_verifies(signed_server: ServerThread) -> None:
+    """The signature is computed with the client's own scope (eu-west-1 was AML's other region)."""
+    r = _send(_signed(signed_server.url, b'{"MLModelId": "ml-1"}', region="eu-west-1"))
+    assert r.status_code == 200, r.text
+
+
+@pytest.mark.parametrize(
+    ("authorization", "fragment"),
+    [
+        ("AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/machinelearning/aws4_request",
+         "requires 'SignedHeaders' parameter"),
+        ("Basic dXNlcjpwYXNz", "Unsupported Authorization algorithm"),
+        ("AWS4-HMAC-SHA256 Credential=AKID/x, SignedHeaders=host, Signature=00", "Credential should be scoped"),
+    ],
+)
+def test_incomplete_signature(signed_server: ServerThread, authorization: str, fragment: str) -> None:
+    r = httpx.post(signed_server.url, headers={"X-Amz-Target": TARGET, "Authorization": authorization,
+                                               "X-Amz-Date": "20260101T000000Z"}, content=b"{}")
+    assert r.json()["__type"] == "IncompleteSignatureException"
+    assert fragment in r.json()["message"]
+
+
+def test_verifier_uses_injected_clock() -> None:
+    """Unit level: the same signed request is valid at signing time and expired 10 minutes later."""
+    when = dt.datetime(2026, 1, 2, 3, 4, 5)
+    req = _signed("http://127.0.0.1:8080", b"{}", when=when)
+    signed = SignedRequest(method="POST", path="/", query="", body=b"{}",
+                           headers=[(k, v) for k, v in req.headers.items()] + [("Host", "127.0.0.1:8080")])
+    epoch = when.replace(tzinfo=dt.UTC).timestamp()
+    assert SigV4Verifier({KEY: SECRET}, clock=lambda: epoch).verify(signed) == KEY
+    with pytest.raises(ProtocolError) as info:
+        SigV4Verifier({KEY: SECRET}, clock=lambda: epoch + 600).verify(signed)
+    assert info.value.code == "InvalidSignatureException"
+    assert "20260102T030405Z is now earlier than 20260102T030905Z (20260102T031405Z - 5 min.)" in info.value.message
+
+
+def test_verifier_needs_credentials() -> None:
+    with pytest.raises(ValueError, match="credentials"):
+        SigV4Verifier({})
+
+
