@@ -269,3 +269,32 @@ def test_client_error_is_not_retried_and_carries_message(fake_ml: Any) -> None:
         fake_ml.delete_data_source(DataSourceId="err-ResourceNotFoundException")
     assert "fake ResourceNotFoundException for DeleteDataSource" in str(info.value)
     assert info.value.response["ResponseMetadata"]["RetryAttempts"] == 0
+
+
+def test_listening_socket_is_tcp_so_responses_are_not_delayed() -> None:
+    """asyncio sets TCP_NODELAY on accepted sockets only for proto=IPPROTO_TCP listeners.
+
+    Without it every response (headers and body written separately) waited ~40 ms for a delayed ACK.
+    """
+    import socket
+
+    from amlflow.server.runner import bind_socket
+
+    sock = bind_socket("127.0.0.1", 0)
+    try:
+        assert sock.proto == socket.IPPROTO_TCP
+    finally:
+        sock.close()
+
+
+def test_sequential_requests_are_fast(fake_server: Any, fake_ml: Any) -> None:
+    """Median round trip well under the 40 ms a Nagle/delayed-ACK stall costs (loose: shared CI cores)."""
+    import statistics
+    import time
+
+    times = []
+    for _ in range(15):
+        t0 = time.perf_counter()
+        fake_ml.predict(MLModelId="ml-1", Record={"a": "1"}, PredictEndpoint=fake_server.url)
+        times.append(time.perf_counter() - t0)
+    assert statistics.median(times) < 0.030
