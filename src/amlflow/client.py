@@ -41,6 +41,8 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any, Literal
 
 import boto3
@@ -54,6 +56,7 @@ __all__ = [
     "ClientOptions",
     "client_options",
     "ml_client",
+    "override",
     "reports_for",
     "reset_clients",
     "s3_client",
@@ -65,6 +68,7 @@ Target = Literal["embedded", "endpoint", "aws"]
 
 _LOCK = threading.Lock()
 _EMBEDDED: dict[tuple[str, ...], Any] = {}
+_OVERRIDE: dict[str, Any] = {}
 
 #: Used when a boto3 client talks to a local endpoint and no AWS credentials are configured: an
 #: ``amlflow serve`` endpoint (unless started with signature checks) and moto accept any key.
@@ -195,6 +199,8 @@ def ml_client(
         >>> ml.meta.endpoint_url
         'http://127.0.0.1:8080'
     """
+    if "ml" in _OVERRIDE:
+        return _OVERRIDE["ml"]
     opts = ClientOptions(endpoint_url=endpoint_url, target=target, region=region)
     if opts.target == "embedded":
         key = _embedded_key(settings)
@@ -245,6 +251,8 @@ def storage(settings: Settings | None = None) -> Storage:
         >>> store.read_bytes("s3://demo/hello.txt")
         b'hi'
     """
+    if "storage" in _OVERRIDE:
+        return _OVERRIDE["storage"]  # type: ignore[no-any-return]
     from amlflow.settings import Settings as _Settings
     from amlflow.storage import storage_from_settings
 
@@ -285,3 +293,25 @@ def reset_clients() -> None:
         close = getattr(client, "close", None)
         if callable(close):
             close()
+
+
+@contextmanager
+def override(*, ml: Any | None = None, store: Storage | None = None) -> Iterator[None]:
+    """Make :func:`ml_client` / :func:`storage` return the given objects inside the block (tests, tools).
+
+    Example:
+        >>> with override(ml=my_wrapped_client):
+        ...     my_flow()
+    """
+    with _LOCK:
+        saved = dict(_OVERRIDE)
+        if ml is not None:
+            _OVERRIDE["ml"] = ml
+        if store is not None:
+            _OVERRIDE["storage"] = store
+    try:
+        yield
+    finally:
+        with _LOCK:
+            _OVERRIDE.clear()
+            _OVERRIDE.update(saved)
