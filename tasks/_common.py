@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from prefect import get_run_logger
+from prefect.exceptions import MissingContextError
 
 __all__ = [
     "TRANSIENT_CODES",
@@ -25,6 +27,7 @@ __all__ = [
     "is_transient",
     "resolve_text_or_uri",
     "retry_on_transient",
+    "run_logger",
     "summarize",
     "wait_for_entity",
 ]
@@ -78,6 +81,14 @@ class EntityFailedError(RuntimeError):
 
 class EntityWaitTimeoutError(TimeoutError):
     """An AML entity did not finish within the task's timeout."""
+
+
+def run_logger() -> Any:
+    """Prefect's run logger inside a flow or task run, else the ``amlflow.tasks`` logger."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logging.getLogger("amlflow.tasks")
 
 
 def entity_id(prefix: str, *parts: Any) -> str:
@@ -175,7 +186,7 @@ def wait_for_entity(
     Example:
         >>> wait_for_entity(ml.get_data_source, "DataSourceId", "ds-123", "datasource")  # doctest: +SKIP
     """
-    logger = get_run_logger()
+    logger = run_logger()
     started = time.monotonic()
     delay = first_delay
     last_status = None

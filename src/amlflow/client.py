@@ -69,6 +69,7 @@ Target = Literal["embedded", "endpoint", "aws"]
 _LOCK = threading.Lock()
 _EMBEDDED: dict[tuple[str, ...], Any] = {}
 _OVERRIDE: dict[str, Any] = {}
+_REMOTE: dict[tuple[Any, ...], Any] = {}
 
 #: Used when a boto3 client talks to a local endpoint and no AWS credentials are configured: an
 #: ``amlflow serve`` endpoint (unless started with signature checks) and moto accept any key.
@@ -213,12 +214,24 @@ def ml_client(
                 client = amlflow.connect(**kwargs)
                 _EMBEDDED[key] = client
             return client
-    return boto3.client(
-        "machinelearning",
-        endpoint_url=opts.endpoint_url,  # None for "aws": boto3's regional endpoint
-        config=opts.botocore_config(),
-        **_credentials_kwargs(opts.endpoint_url),
-    )
+    return _boto3_client("machinelearning", opts.endpoint_url, opts)
+
+
+def _boto3_client(service: str, endpoint_url: str | None, opts: ClientOptions) -> Any:
+    """A cached boto3 client (boto3 clients are thread-safe; creating them concurrently is not)."""
+    key = (service, endpoint_url, opts.region, opts.max_attempts, opts.connect_timeout, opts.read_timeout,
+           tuple(os.environ.get(v, "") for v in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3")))
+    with _LOCK:
+        client = _REMOTE.get(key)
+        if client is None:
+            client = boto3.session.Session().client(
+                service,
+                endpoint_url=endpoint_url,  # None for AWS: boto3's regional endpoint
+                config=opts.botocore_config(),
+                **_credentials_kwargs(endpoint_url),
+            )
+            _REMOTE[key] = client
+        return client
 
 
 def s3_client(*, endpoint_url: str | None = None, region: str | None = None) -> Any:
@@ -235,7 +248,7 @@ def s3_client(*, endpoint_url: str | None = None, region: str | None = None) -> 
     """
     opts = ClientOptions(region=region)
     url = endpoint_url or os.environ.get("AWS_ENDPOINT_URL_S3") or None
-    return boto3.client("s3", endpoint_url=url, config=opts.botocore_config(), **_credentials_kwargs(url))
+    return _boto3_client("s3", url, opts)
 
 
 def storage(settings: Settings | None = None) -> Storage:
@@ -285,10 +298,11 @@ def reports_for(client: Any) -> Any | None:
 
 
 def reset_clients() -> None:
-    """Forget the cached embedded clients (closing them when they can be closed); for tests."""
+    """Forget the cached clients (closing embedded ones when they can be closed); for tests."""
     with _LOCK:
         clients = list(_EMBEDDED.values())
         _EMBEDDED.clear()
+        _REMOTE.clear()
     for client in clients:
         close = getattr(client, "close", None)
         if callable(close):
