@@ -153,6 +153,35 @@ def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+class _Progress:
+    """A Prefect progress artifact per waited entity: PENDING 10 %, INPROGRESS 50 %, finished 100 %."""
+
+    _PERCENT = {"PENDING": 10.0, "INPROGRESS": 50.0, "COMPLETED": 100.0, "FAILED": 100.0, "DELETED": 100.0}
+
+    def __init__(self, kind: str, entity: str) -> None:
+        self.kind = kind
+        self.entity = entity
+        self.artifact_id: Any = None
+
+    def update(self, status: str) -> None:
+        from prefect.context import TaskRunContext
+
+        if TaskRunContext.get() is None:
+            return
+        from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+        percent = self._PERCENT.get(status, 0.0)
+        try:
+            if self.artifact_id is None:
+                self.artifact_id = create_progress_artifact(
+                    percent, description=f"{self.kind} {self.entity}: {status}"
+                )
+            else:
+                update_progress_artifact(self.artifact_id, percent, description=f"{self.kind} {self.entity}: {status}")
+        except Exception as exc:  # noqa: BLE001 - progress display must never fail a wait
+            run_logger().debug("progress artifact not updated: %s", exc)
+
+
 def wait_for_entity(
     get: Callable[..., Mapping[str, Any]],
     id_member: str,
@@ -190,11 +219,13 @@ def wait_for_entity(
     started = time.monotonic()
     delay = first_delay
     last_status = None
+    progress = _Progress(kind, entity)
     while True:
         response = dict(get(**{id_member: entity}))
         status = str(response.get("Status", ""))
         if status != last_status:
             logger.info("%s %s is %s", kind, entity, status)
+            progress.update(status)
             last_status = status
         if status == "COMPLETED":
             return response
