@@ -27,13 +27,18 @@ REPO = Path(__file__).resolve().parent.parent
 
 
 def repo_path(value: str | None, default: str | None = None) -> str | None:
-    """Resolve a file argument: ``s3://`` URIs and existing paths as given, else relative to the repo."""
+    """Resolve a file argument: ``s3://`` URIs and existing paths as given, else relative to the repo.
+
+    ``""`` means "none" (None); ``None`` means "use ``default``".
+    """
     chosen = value if value is not None else default
+    if chosen == "":
+        return None
     if chosen is None or chosen.startswith("s3://") or chosen.lstrip().startswith("{"):
         return chosen
     path = Path(chosen).expanduser()
     if path.exists() or path.is_absolute():
-        return str(path)
+        return str(path.resolve())
     return str(REPO / chosen)
 
 
