@@ -7,7 +7,12 @@ from typing import Any
 
 import pytest
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+from prefect.client.schemas.filters import (
+    ArtifactFilter,
+    ArtifactFilterFlowRunId,
+    FlowRunFilter,
+    FlowRunFilterId,
+)
 
 from amlflow.client import override
 from flows.pipeline import aml_pipeline
@@ -41,6 +46,14 @@ def task_runs(flow_run_id: Any) -> list[Any]:
         return client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
 
 
+def artifacts(flow_run_id: Any) -> dict[str, Any]:
+    with get_client(sync_client=True) as client:
+        found = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=[flow_run_id]))
+        )
+    return {a.key: a for a in found if a.key}
+
+
 def test_pipeline_runs_evaluation_and_batch_prediction_in_parallel(
     fake_aml: FakeML, tiny_csv: Path, tmp_path: Path
 ) -> None:
@@ -61,6 +74,14 @@ def test_pipeline_runs_evaluation_and_batch_prediction_in_parallel(
     model = runs["wait_for_ml_model"]
     assert model.end_time <= runs["create_evaluation"].start_time
     assert runs["wait_for_data_source"].end_time is not None
+
+    published = artifacts(state.state_details.flow_run_id)
+    assert {"insights-train", "insights-evaluation", "insights-batch", "evaluation-report",
+            "batch-preview", "batch-summary", "batch-result"} <= set(published)
+    report = published["evaluation-report"]
+    assert "| model | 0.75 |" in report.data and "data:image/png;base64," in report.data
+    assert "No baseline" in report.data
+    assert "not available from this AML back end" in published["insights-train"].data
 
 
 def test_pipeline_rerun_reattaches_to_the_same_entities(fake_aml: FakeML, tiny_csv: Path, tmp_path: Path) -> None:
