@@ -55,6 +55,34 @@ def sample(shape: Shape, depth: int = 0) -> Any:
     return f"{shape.name}-value"
 
 
+def valid_sample(shape: Shape) -> Any:
+    """A value for ``shape`` that passes the model's constraints (patterns, lengths, enums)."""
+    kind = shape.type_name
+    if kind == "structure":
+        return {name: valid_sample(member) for name, member in shape.members.items()}
+    if kind == "list":
+        return [valid_sample(shape.member)]
+    if kind == "map":
+        key = shape.key.enum[0] if shape.key.enum else "k1"
+        return {key: valid_sample(shape.value)}
+    if kind != "string":
+        value = sample(shape)
+        low = shape.metadata.get("min")
+        return max(value, low) if low is not None and not isinstance(value, bool) else value
+    if shape.enum:
+        return shape.enum[0]
+    pattern = shape.metadata.get("pattern", "")
+    if pattern.startswith("s3://"):
+        return "s3://bucket/key.csv"
+    if pattern.startswith("https://"):
+        return "https://realtime.machinelearning.us-east-1.amazonaws.com"
+    if pattern == "[a-z0-9]+":
+        return "abc123"
+    value = "value-123"
+    low = shape.metadata.get("min", 0)
+    return value + "x" * max(0, low - len(value))
+
+
 class FakeDispatcher:
     """Records calls; answers every operation with a full output sample."""
 

@@ -13,7 +13,7 @@ from botocore import xform_name
 from botocore.exceptions import ClientError
 
 from amlflow.server.protocol import TARGET_PREFIX, service_model
-from tests.server.fakes import SAMPLE_TIME, sample
+from tests.server.fakes import SAMPLE_TIME, sample, valid_sample
 
 pytestmark = pytest.mark.server
 
@@ -23,7 +23,7 @@ MODEL = service_model()
 def _inputs(operation: str, url: str) -> dict[str, Any]:
     """Minimal valid input: every required member, with sample values."""
     shape = MODEL.operation_model(operation).input_shape
-    params = {name: sample(shape.members[name]) for name in shape.required_members}
+    params = {name: valid_sample(shape.members[name]) for name in shape.required_members}
     if operation == "Predict":
         params["PredictEndpoint"] = url
     return params

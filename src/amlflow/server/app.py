@@ -39,6 +39,7 @@ from amlflow.server.protocol import (
     parse_target,
     serialize_output,
 )
+from amlflow.server.validate import validate_input
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "Dispatcher", "create_app"]
 
@@ -64,6 +65,7 @@ def create_app(
     health: Callable[[], Mapping[str, Any]] | None = None,
     verifier: SigV4Verifier | None = None,
     on_shutdown: Callable[[], None] | None = None,
+    validate: bool = True,
 ) -> Starlette:
     """Build the Starlette app around ``dispatcher``.
 
@@ -76,6 +78,8 @@ def create_app(
         verifier: a ready :class:`SigV4Verifier` (tests inject one with a fake clock).
         on_shutdown: called (in a worker thread) when the server shuts down, after it stopped accepting
             connections and open requests finished: ``amlflow serve`` lets running jobs finish here.
+        validate: check every request against botocore's input shape (lengths, patterns, enums, ranges)
+            before it reaches the service (:mod:`amlflow.server.validate`).
     """
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes: expected a positive number of bytes, got {max_body_bytes}")
@@ -101,6 +105,8 @@ def create_app(
                 )
             operation = parse_target(request.headers.get("x-amz-target"))
             params = parse_body(body)
+            if validate:
+                validate_input(operation, params)
             result = await run_in_threadpool(dispatcher.dispatch, operation, params)
             payload = serialize_output(operation, result)
             response = Response(dump_json(payload), status_code=200, media_type=CONTENT_TYPE)
