@@ -78,7 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                        help="require AWS Signature V4 with this access key id (env AMLFLOW_ACCESS_KEY_ID); "
                        "without keys any request is accepted, like moto")
     serve.add_argument("--secret-access-key", default=env("AMLFLOW_SECRET_ACCESS_KEY"),
-                       help="the secret for --access-key-id (env AMLFLOW_SECRET_ACCESS_KEY)")
+                       help="the secret for --access-key-id (env AMLFLOW_SECRET_ACCESS_KEY; prefer the "
+                       "variable: command lines are visible to other users)")
     serve.add_argument("--log-level", default=env("AMLFLOW_LOG_LEVEL", "info"),
                        choices=("debug", "info", "warning", "error", "critical"),
                        help="log level of the JSON-lines log on stderr, one line per request with its "
