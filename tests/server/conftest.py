@@ -182,3 +182,17 @@ def wait_for(ml: Any, kind: str, entity_id: str, *, timeout: float = 300.0) -> d
         if out["Status"] in ("COMPLETED", "FAILED", "DELETED") or time.monotonic() > deadline:
             return out
         time.sleep(0.1)
+
+
+def _service_available() -> bool:
+    try:
+        from amlflow.service import Service  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+#: Tests that drive the real service: skipped, with this reason, until ``amlflow.service.Service`` exists.
+requires_service = pytest.mark.skipif(
+    not _service_available(), reason="amlflow.service.Service is not implemented yet (issue 2)"
+)

@@ -298,3 +298,25 @@ def test_sequential_requests_are_fast(fake_server: Any, fake_ml: Any) -> None:
         fake_ml.predict(MLModelId="ml-1", Record={"a": "1"}, PredictEndpoint=fake_server.url)
         times.append(time.perf_counter() - t0)
     assert statistics.median(times) < 0.030
+
+
+def test_aws_cli_speaks_to_the_server(fake_server: Any) -> None:
+    """The AWS CLI (awscli package) against the server: a JSON result and a modelled error."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    exe = Path(sys.executable).with_name("aws")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", AWS_DEFAULT_REGION="us-east-1")
+    base = [str(exe), "machinelearning", "--endpoint-url", fake_server.url, "--output", "json"]
+    ok = subprocess.run([*base, "get-ml-model", "--ml-model-id", "ml-cli"], env=env, capture_output=True,
+                        text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    body = json.loads(ok.stdout)
+    assert body["MLModelId"] == "EntityId-value" and body["EndpointInfo"]["EndpointStatus"] == "NONE"
+    bad = subprocess.run([*base, "get-ml-model", "--ml-model-id", "err-ResourceNotFoundException"], env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0
+    assert "ResourceNotFoundException" in bad.stderr and "fake ResourceNotFoundException" in bad.stderr
