@@ -24,6 +24,9 @@ within 100 ms". Target here: ≥ 1,000 requests/s with a pool of clients and p99
 
 Usage:
     python bench/predict_bench.py [--processes 3] [--threads 2] [--duration 10] [--url URL]
+    python bench/predict_bench.py --transport-only   # the real app + uvicorn around a stub service that
+                                                     # answers every Predict with a fixed BINARY
+                                                     # prediction: the transport's own cost
 
 The machine's cores are shared by clients and server: on 2 cores, client processes compete with the
 server process, so client-side figures are a pessimistic bound.
@@ -85,6 +88,39 @@ def _start_server(home: Path, log_path: Path) -> tuple[subprocess.Popen[bytes], 
     if not match:
         proc.kill()
         raise SystemExit(f"server did not start: {line!r}; see {log_path}")
+    return proc, match.group(1)
+
+
+class _StubService:
+    """Answers Predict with a fixed BINARY prediction (transport-only measurement)."""
+
+    def dispatch(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
+        return {"Prediction": {"predictedLabel": "0", "predictedScores": {"0": 0.0123},
+                               "details": {"PredictiveModelType": "BINARY", "Algorithm": "SGD"}}}
+
+
+def _stub_server_main() -> None:
+    import uvicorn
+
+    from amlflow.server.app import create_app
+    from amlflow.server.logs import configure_logging
+    from amlflow.server.runner import bind_socket, socket_url
+
+    sock = bind_socket("127.0.0.1", 0)
+    configure_logging("info")
+    print(f"amlflow serving on {socket_url(sock)}", flush=True)
+    config = uvicorn.Config(create_app(_StubService()), log_config=None, access_log=False, log_level="info")
+    uvicorn.Server(config).run(sockets=[sock])
+
+
+def _start_stub_server(log_path: Path) -> tuple[subprocess.Popen[bytes], str]:
+    log = log_path.open("wb")
+    proc = subprocess.Popen([sys.executable, __file__, "--stub-server"], stdout=subprocess.PIPE, stderr=log)
+    assert proc.stdout is not None
+    match = re.search(r"(http://\S+)", proc.stdout.readline().decode())
+    if not match:
+        proc.kill()
+        raise SystemExit(f"stub server did not start; see {log_path}")
     return proc, match.group(1)
 
 
@@ -249,22 +285,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="threads per client process (default 2)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
     parser.add_argument("--no-raw", action="store_true", help="skip the raw-HTTP measurement")
+    parser.add_argument("--transport-only", action="store_true",
+                        help="measure the app and uvicorn around a stub service (no model)")
+    parser.add_argument("--stub-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.stub_server:
+        _stub_server_main()
+        return 0
 
     workdir = Path(tempfile.mkdtemp(prefix="amlflow-predict-bench-"))
     log_path = workdir / "server.log"
     proc = None
     try:
-        if args.url:
-            url, storage_root = args.url, None
-        else:
-            proc, url = _start_server(workdir / "home", log_path)
-            storage_root = workdir / "home" / "s3"
         t0 = time.perf_counter()
-        endpoint = _build_model(url, storage_root)
+        if args.transport_only:
+            proc, url = _start_stub_server(log_path)
+            endpoint = url
+        else:
+            if args.url:
+                url, storage_root = args.url, None
+            else:
+                proc, url = _start_server(workdir / "home", log_path)
+                storage_root = workdir / "home" / "s3"
+            endpoint = _build_model(url, storage_root)
         build_s = time.perf_counter() - t0
         records = _records()
-        print(f"server {url}; model built and endpoint READY in {build_s:.1f} s; "
+        what = "stub service (transport only)" if args.transport_only else "model built and endpoint READY"
+        print(f"server {url}; {what} in {build_s:.1f} s; "
               f"{args.processes} client processes x {args.threads} threads, {args.duration:.0f} s each run; "
               f"cpu count {os.cpu_count()}")
         warm = _client(url)
