@@ -5,9 +5,12 @@ required members, modelled errors, and amlflow's support and differences
 (:mod:`amlflow.server.compat`); then the waiters and paginators. A test fails when the committed file
 differs from what this script writes (run ``make gen``).
 
+The README carries the compact form of the same table (operation → support / differences) between the
+markers ``<!-- compat:begin -->`` and ``<!-- compat:end -->``; this script rewrites that block too.
+
 Usage:
-    python scripts/gen_operations.py            # write docs/operations.md
-    python scripts/gen_operations.py --check    # exit 1 when docs/operations.md is stale
+    python scripts/gen_operations.py            # write docs/operations.md and the README's table
+    python scripts/gen_operations.py --check    # exit 1 when either is stale
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from amlflow.server.compat import GENERAL_DIFFERENCES, OPERATIONS
 
 REPO = Path(__file__).resolve().parent.parent
 TARGET = REPO / "docs" / "operations.md"
+README = REPO / "README.md"
+BEGIN, END = "<!-- compat:begin -->", "<!-- compat:end -->"
 
 
 def render() -> str:
@@ -109,23 +114,57 @@ def render() -> str:
     return "\n".join(lines) + "\n"
 
 
+def render_summary() -> str:
+    """The README's compact compatibility table: one row per operation of botocore's model."""
+    model = botocore.session.get_session().get_service_model("machinelearning")
+    supported = sum(1 for s in OPERATIONS.values() if s.support == "supported")
+    lines = [
+        f"Generated from botocore's `machinelearning` model by `scripts/gen_operations.py`: {supported} of "
+        f"{len(model.operation_names)} operations supported; all 4 waiters and 4 paginators. Details, "
+        "waiters, paginators and errors: [docs/operations.md](docs/operations.md).",
+        "",
+        "| Operation | Support | Differences from AML |",
+        "|---|---|---|",
+    ]
+    for name in model.operation_names:
+        entry = OPERATIONS[name]
+        lines.append(f"| `{name}` | {entry.support} | {entry.note or 'Same as AML.'} |")
+    return "\n".join(lines) + "\n"
+
+
+def readme_with_summary(readme: str) -> str:
+    """``readme`` with the block between the compat markers replaced by :func:`render_summary`."""
+    head, sep1, rest = readme.partition(BEGIN)
+    _, sep2, tail = rest.partition(END)
+    if not (sep1 and sep2):
+        raise SystemExit(f"README.md lacks the markers {BEGIN} ... {END}")
+    return f"{head}{BEGIN}\n{render_summary()}{END}{tail}"
+
+
+def _write(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text, encoding="utf-8")
+    tmp.replace(path)
+    print(f"wrote {path}")
+
+
 def main(argv: list[str] | None = None) -> int:
     """Write (or with ``--check`` compare) docs/operations.md; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale; write nothing")
     parser.add_argument("--output", type=Path, default=TARGET, help="file to write (default docs/operations.md)")
+    parser.add_argument("--readme", type=Path, default=README, help="README whose table to rewrite")
     args = parser.parse_args(argv)
-    text = render()
+    wanted = {args.output: render()}
+    if args.readme.exists():
+        wanted[args.readme] = readme_with_summary(args.readme.read_text(encoding="utf-8"))
     if args.check:
-        current = args.output.read_text(encoding="utf-8") if args.output.exists() else ""
-        if current != text:
-            print(f"{args.output} is stale: run python scripts/gen_operations.py", file=sys.stderr)
-            return 1
-        return 0
-    tmp = args.output.with_suffix(".md.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(args.output)
-    print(f"wrote {args.output}")
+        stale = [p for p, text in wanted.items() if (p.read_text(encoding="utf-8") if p.exists() else "") != text]
+        for path in stale:
+            print(f"{path} is stale: run python scripts/gen_operations.py", file=sys.stderr)
+        return 1 if stale else 0
+    for path, text in wanted.items():
+        _write(path, text)
     return 0
 
 

@@ -42,10 +42,24 @@ def test_operations_doc_lists_every_operation_waiter_and_paginator() -> None:
     assert text.count("| `Describe") >= 8  # 4 operations + 4 paginators
 
 
+def test_readme_table_is_current() -> None:
+    """The README's compact table (between the compat markers) is what the generator writes."""
+    gen = _generator()
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    assert gen.readme_with_summary(readme) == readme
+    for name in service_model().operation_names:
+        assert f"| `{name}` |" in readme
+
+
 def test_check_mode_detects_staleness(tmp_path: Path) -> None:
     gen = _generator()
     out = tmp_path / "operations.md"
+    readme = tmp_path / "README.md"
     out.write_text("old\n", encoding="utf-8")
-    assert gen.main(["--check", "--output", str(out)]) == 1
-    assert gen.main(["--output", str(out)]) == 0
+    readme.write_text(f"intro\n{gen.BEGIN}\nold table\n{gen.END}\nrest\n", encoding="utf-8")
+    assert gen.main(["--check", "--output", str(out), "--readme", str(readme)]) == 1
+    assert gen.main(["--output", str(out), "--readme", str(readme)]) == 0
+    assert gen.main(["--check", "--output", str(out), "--readme", str(readme)]) == 0
+    text = readme.read_text(encoding="utf-8")
+    assert text.startswith("intro\n") and text.endswith("rest\n") and "old table" not in text
     assert gen.main(["--check", "--output", str(out)]) == 0
