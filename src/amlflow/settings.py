@@ -8,6 +8,10 @@
 | max_jobs       | ``AMLFLOW_MAX_JOBS``    | 2 (AML allowed 25)        |
 | seed           | ``AMLFLOW_SEED``        | 0                         |
 | region         | ``AMLFLOW_REGION``      | ``us-east-1``             |
+| predict_rate_limit | ``AMLFLOW_PREDICT_RATE_LIMIT`` | 200 Predict/s per model (AML's peak; 0 = off) |
+| waiter_delay   | ``AMLFLOW_WAITER_DELAY``| 1 s (embedded client's waiters; AML: 30 s) |
+
+See docs/configuration.md.
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class Settings(BaseSettings):
     region: str = "us-east-1"
     account_id: str = "123456789012"
     iam_user: str = "amlflow"
+    predict_rate_limit: int = Field(default=200, ge=0)
+    waiter_delay: float = Field(default=1.0, gt=0)
 
     def resolved_storage_root(self) -> Path:
         """The local storage root: ``storage_root`` or ``<home>/s3``."""
