@@ -120,3 +120,232 @@ def test_code_dtype() -> None:
     assert code_dtype(257) == np.uint16
     assert code_dtype(65_536) == np.uint16
     assert code_dtype(65_537) == np.uint32
+
+
+# ------------------------------------------------------------------------------------------ build_dataset
+
+import gzip  # noqa: E402
+import io  # noqa: E402
+
+from amlflow.engine import dataset as dataset_mod  # noqa: E402
+from amlflow.engine.dataset import MAX_ROW_BYTES, DatasetInfo, Source, build_dataset  # noqa: E402
+from amlflow.engine.rearrange import parse_rearrangement  # noqa: E402
+from amlflow.engine.schema import Schema, binary_view, parse_schema  # noqa: E402
+
+
+def _schema(names: list[str], header: bool = False, types: str = "CATEGORICAL") -> Schema:
+    return parse_schema(json.dumps({
+        "dataFileContainsHeader": header,
+        "attributes": [{"attributeName": n, "attributeType": types} for n in names],
+    }))
+
+
+def _src(key: str, data: bytes) -> Source:
+    return Source(key, len(data), lambda: io.BytesIO(data))
+
+
+def _file_src(path: Path, key: str | None = None) -> Source:
+    return Source(key or path.name, path.stat().st_size, lambda: open(path, "rb"))
+
+
+def _build(tmp_path: Path, sources: list[Source], schema: Schema, split: str | None = None,
+           name: str = "t") -> tuple[DatasetInfo, EncodedTable]:
+    info = build_dataset(sources, schema, parse_rearrangement(split), tmp_path / name)
+    return info, EncodedTable.open(tmp_path / name)
+
+
+def _seq(begin: int, end: int, complement: bool = False) -> str:
+    return json.dumps({"splitting": {"percentBegin": begin, "percentEnd": end, "complement": complement}})
+
+
+def test_banking_sequential_split_is_exactly_aml(tmp_path: Path, data_dir: Path) -> None:
+    """AML's own evaluation of banking.csv: 28,833 training rows, 12,355 evaluation rows, 1,363 positives."""
+    path = data_dir / "aml-banking" / "banking.csv"
+    schema = parse_schema((data_dir / "aml-banking" / "banking.csv.schema").read_text())
+    info_tr, train = _build(tmp_path, [_file_src(path)], schema, _seq(0, 70), "train")
+    info_ev, evalu = _build(tmp_path, [_file_src(path)], schema, _seq(70, 100), "eval")
+    _, comp = _build(tmp_path, [_file_src(path)], schema, _seq(0, 70, complement=True), "comp")
+    assert (info_tr.n_rows, info_ev.n_rows, comp.n_rows) == (28_833, 12_355, 12_355)
+    assert info_tr.n_rejected == info_ev.n_rejected == 0
+    assert info_tr.data_size_bytes == path.stat().st_size == 4_882_918
+    y = binary_view(evalu.dictionary("y"))[evalu.codes("y")]
+    assert int(np.nansum(y)) == 1_363
+    assert sorted(evalu.dictionary("y").tolist()) == ["0", "1"]  # CRLF stripped
+    assert comp.strings("age").tolist() == evalu.strings("age").tolist()
+    # "previous" is BINARY in AML's schema but holds 0..7: values, not rejected rows
+    assert set(train.dictionary("previous").tolist()) >= {"0", "1", "2"}
+
+
+def test_mnist_sample_gz_with_and_without_header(tmp_path: Path, data_dir: Path) -> None:
+    path = data_dir / "mnist-sample" / "train.csv.gz"
+    expected = pd.read_csv(path, dtype=str)
+    schema = _schema(list(expected.columns), header=True, types="NUMERIC")
+    info, t = _build(tmp_path, [_file_src(path)], schema)
+    assert (info.n_rows, t.n_rows, len(t.names)) == (5000, 5000, 785)
+    for name in ("label", "pixel0", "pixel350", "pixel783"):
+        assert t.strings(name).tolist() == expected[name].tolist()
+    assert t.info["headers"] == {"train.csv.gz": ",".join(expected.columns)}
+    # the headerless variant: 784 pixels then the label
+    path2 = data_dir / "mnist-sample" / "train_data.csv.gz"
+    names2 = [f"pixel{i}" for i in range(784)] + ["label"]
+    _, t2 = _build(tmp_path, [_file_src(path2)], _schema(names2), name="t2")
+    assert t2.n_rows == 5000
+    expected2 = pd.read_csv(path2, dtype=str, header=None, names=names2)
+    assert t2.strings("label").tolist() == expected2["label"].tolist()
+    assert t2.strings("pixel350").tolist() == expected2["pixel350"].tolist()
+
+
+def test_quotes_crlf_and_empty_lines(tmp_path: Path) -> None:
+    data = (b'id,text,n\r\n1,"a, b",3\r\n\r\n2,"say ""hi""", 4 \r\n3,,\r\n'
+            b'4,"x"y,5\r\n5,plain"quote,6')  # last line without a newline
+    info, t = _build(tmp_path, [_src("f.csv", data)], _schema(["id", "text", "n"], header=True))
+    assert info.n_rows == 5 and info.n_rejected == 0
+    assert t.strings("text").tolist() == ["a, b", 'say "hi"', "", 'xy', 'plain"quote']
+    assert t.strings("n").tolist() == ["3", "4", "", "5", "6"]
+    assert t.rejected_positions.tolist() == []
+
+
+def test_rejected_rows_counted_with_positions(tmp_path: Path) -> None:
+    long_value = "x" * (MAX_ROW_BYTES + 10)
+    lines = [
+        "a,b,c",              # header
+        "1,2,3",              # pos 0
+        "4,5",                # pos 1: too few fields
+        "6,7,8,9",            # pos 2: too many
+        "",                   # empty: not a row
+        '10,"open,11',        # pos 3: unterminated quote
+        f"12,{long_value},13",  # pos 4: > 100 KB
+        "14,1\r5,16",         # pos 5: bare CR inside
+        "17,18,19",           # pos 6
+    ]
+    data = ("\n".join(lines) + "\n").encode()
+    info, t = _build(tmp_path, [_src("bad.csv", data)], _schema(["a", "b", "c"], header=True))
+    assert info.n_rows == 2 and t.n_rows == 2
+    assert info.n_rejected == info.n_rejected_total == 5
+    assert t.rejected_positions.tolist() == [1, 2, 3, 4, 5]
+    assert t.strings("a").tolist() == ["1", "17"]
+    assert [(s["line"], s["reason"]) for s in info.rejected_samples] == [
+        (3, "expected 3 fields, found 2"),
+        (4, "expected 3 fields, found 4"),
+        (6, "unterminated quote"),
+        (7, "row longer than 100 KB"),
+        (8, "carriage return inside the row"),
+    ]
+    assert info.rejected_samples[0]["text"] == "4,5"
+    assert info.rejected_samples[0]["offset"] == data.index(b"4,5")
+    assert t.files == [("bad.csv", 0, 7)]
+
+
+def test_rejected_rows_only_in_the_selected_range_get_positions(tmp_path: Path) -> None:
+    rows = [f"{i},{i}" if i % 10 else f"{i}" for i in range(100)]  # every 10th row is short
+    data = ("\n".join(rows) + "\n").encode()
+    schema = _schema(["a", "b"])
+    info, t = _build(tmp_path, [_src("f", data)], schema, _seq(50, 100))
+    starts = np.cumsum([0] + [len(r) + 1 for r in rows[:-1]])
+    sel = (starts * 100 >= 50 * len(data))
+    first = int(np.argmax(sel))
+    bad_sel = [i - first for i in range(first, 100) if i % 10 == 0]
+    assert t.rejected_positions.tolist() == bad_sel
+    assert info.n_rejected == len(bad_sel) and info.n_rejected_total == 10
+    assert info.n_rows + info.n_rejected == 100 - first
+    assert t.files == [("f", 0, 100 - first)]
+
+
+def test_more_than_10000_rejected_rows_fail(tmp_path: Path) -> None:
+    good = b"1,2\n" * 5
+    data = good + b"1\n" * 10_001
+    with pytest.raises(DataError, match=r"more than 10,000 rows were rejected") as info:
+        _build(tmp_path, [_src("s3://b/many-bad.csv", data)], _schema(["a", "b"]))
+    assert "s3://b/many-bad.csv line 6: expected 2 fields, found 1" in str(info.value)
+    assert not (tmp_path / "t").exists()
+    assert [p.name for p in tmp_path.iterdir()] == []  # the temporary table is gone too
+    # exactly 10,000 is still fine
+    info2, _ = _build(tmp_path, [_src("ok.csv", good + b"1\n" * 10_000)], _schema(["a", "b"]))
+    assert (info2.n_rows, info2.n_rejected) == (5, 10_000)
+
+
+def test_multiple_files_in_order_with_headers_and_spans(tmp_path: Path) -> None:
+    f1 = b"k,v\n1,a\n2,b\n"
+    f2 = b"k,v\n3,c\nbad\n4,d\n"
+    f3 = gzip.compress(b"k,v\r\n5,e\r\n")
+    srcs = [_src("p/part-1", f1), _src("p/part-2", f2), _src("p/part-3.gz", f3)]
+    info, t = _build(tmp_path, srcs, _schema(["k", "v"], header=True))
+    assert info.n_files == 3 and info.n_rows == 5 and info.n_rejected == 1
+    assert t.strings("k").tolist() == ["1", "2", "3", "4", "5"]
+    assert t.files == [("p/part-1", 0, 2), ("p/part-2", 2, 5), ("p/part-3.gz", 5, 6)]
+    assert t.rejected_positions.tolist() == [3]
+    assert info.data_size_bytes == len(f1) + len(f2) + len(f3)
+    assert info.rejected_samples[0]["file"] == "p/part-2" and info.rejected_samples[0]["line"] == 3
+    # without a header the header lines are rows
+    _, t2 = _build(tmp_path, srcs[:1], _schema(["k", "v"]), name="t2")
+    assert t2.strings("k").tolist() == ["k", "1", "2"]
+
+
+def test_sequential_split_across_files_uses_whole_input_bytes(tmp_path: Path) -> None:
+    f1 = b"".join(f"{i:04d}\n".encode() for i in range(50))  # 250 bytes
+    f2 = b"".join(f"{i:04d}\n".encode() for i in range(50, 100))
+    srcs = [_src("a", f1), _src("b", f2)]
+    _, t = _build(tmp_path, srcs, _schema(["n"]), _seq(40, 60))
+    assert t.strings("n").tolist() == [f"{i:04d}" for i in range(40, 60)]
+    assert t.files == [("a", 0, 10), ("b", 10, 20)]
+    # gzip input: the split uses the uncompressed sizes, so it selects the same rows
+    gz = [_src("a.gz", gzip.compress(f1)), _src("b.gz", gzip.compress(f2))]
+    _, tg = _build(tmp_path, gz, _schema(["n"]), _seq(40, 60), name="tg")
+    assert tg.strings("n").tolist() == t.strings("n").tolist()
+
+
+def test_random_split_and_complement_partition(tmp_path: Path, data_dir: Path) -> None:
+    path = data_dir / "wine" / "winequality-red-comma.csv"
+    names = pd.read_csv(path, nrows=0).columns.tolist()
+    schema = _schema(names, header=True, types="NUMERIC")
+    doc = {"percentBegin": 0, "percentEnd": 70, "strategy": "random", "strategyParams": {"randomSeed": "x"}}
+    a_info, a = _build(tmp_path, [_file_src(path)], schema, json.dumps({"splitting": doc}), "a")
+    _, a2 = _build(tmp_path, [_file_src(path)], schema, json.dumps({"splitting": doc}), "a2")
+    _, b = _build(tmp_path, [_file_src(path)], schema,
+                  json.dumps({"splitting": {**doc, "complement": True}}), "b")
+    _, full = _build(tmp_path, [_file_src(path)], schema, None, "full")
+    assert a.n_rows + b.n_rows == full.n_rows == 1599
+    assert 0.65 < a.n_rows / 1599 < 0.75
+    assert a.to_frame().equals(a2.to_frame())
+    # input order kept: the two sides interleave back into the full table
+    raw = path.read_bytes()
+    starts = np.flatnonzero(np.frombuffer(raw, np.uint8) == 10)[:-1] + 1
+    mask = parse_rearrangement(json.dumps({"splitting": doc})).selects(starts, len(raw), path.name)
+    pd.testing.assert_frame_equal(a.to_frame(), full.to_frame()[mask].reset_index(drop=True))
+    pd.testing.assert_frame_equal(b.to_frame(), full.to_frame()[~mask].reset_index(drop=True))
+    assert a_info.n_rows_total == 1599
+
+
+def test_small_chunks_give_the_same_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows straddling read chunks, overlong lines spanning several chunks, multi-member gzip."""
+    rows = [f"{i},{'v' * (i % 7)},{i % 3}" for i in range(3000)]
+    rows[100] = "100," + "y" * (MAX_ROW_BYTES + 5000) + ",1"  # rejected, spans many small chunks
+    rows[200] = "200,short"
+    data = ("\n".join(rows)).encode()  # no final newline
+    schema = _schema(["a", "b", "c"])
+    big_info, big = _build(tmp_path, [_src("f", data)], schema, _seq(10, 90), "big")
+    monkeypatch.setattr(dataset_mod, "CHUNK_BYTES", 4096)
+    small_info, small = _build(tmp_path, [_src("f", data)], schema, _seq(10, 90), "small")
+    assert big_info.n_rejected_total == small_info.n_rejected_total == 2
+    pd.testing.assert_frame_equal(big.to_frame(), small.to_frame())
+    assert big.rejected_positions.tolist() == small.rejected_positions.tolist()
+    assert sorted(s["reason"] for s in small_info.rejected_samples) == [
+        "expected 3 fields, found 2", "row longer than 100 KB"]
+    multi = gzip.compress(data[:5000]) + gzip.compress(data[5000:])
+    _, gz = _build(tmp_path, [_src("f.gz", multi)], schema, _seq(10, 90), "gz")
+    pd.testing.assert_frame_equal(gz.to_frame(), small.to_frame())
+
+
+def test_bad_gzip_and_no_sources(tmp_path: Path) -> None:
+    whole = gzip.compress(b"1,2\n" * 1000)
+    with pytest.raises(DataError, match="f.gz: the gzip data is truncated"):
+        _build(tmp_path, [_src("f.gz", whole[: len(whole) // 2])], _schema(["a", "b"]))
+    with pytest.raises(DataError, match="not a valid gzip"):
+        _build(tmp_path, [_src("g.gz", b"\x1f\x8b" + b"garbage" * 10)], _schema(["a", "b"]))
+    with pytest.raises(DataError, match="no input data files"):
+        build_dataset([], _schema(["a"]), None, tmp_path / "t")
+
+
+def test_non_utf8_bytes_are_replaced(tmp_path: Path) -> None:
+    _, t = _build(tmp_path, [_src("f", "café,1\n".encode("latin-1"))], _schema(["a", "b"]))
+    assert t.strings("a").tolist() == ["caf\ufffd"]
