@@ -270,20 +270,31 @@ def parse_schema(text: str | bytes | Mapping[str, Any]) -> Schema:
 # ---------------------------------------------------------------------------------------------- views
 
 
-def _stripped(dictionary: np.ndarray) -> pd.Series:
-    return pd.Series(np.asarray(dictionary, dtype=object), dtype=object).astype(str).str.strip()
+def _stripped(dictionary: np.ndarray) -> list[str]:
+    return [str(v).strip() for v in np.asarray(dictionary, dtype=object).tolist()]
+
+
+_BINARY_VALUES = {**dict.fromkeys(BINARY_TRUE, 1.0), **dict.fromkeys(BINARY_FALSE, 0.0)}
 
 
 def is_missing(dictionary: np.ndarray) -> np.ndarray:
     """True where the dictionary entry is empty (a missing value)."""
-    return (_stripped(dictionary) == "").to_numpy(dtype=bool)
+    return np.array([s == "" for s in _stripped(dictionary)], dtype=bool)
 
 
 def numeric_view(dictionary: np.ndarray) -> np.ndarray:
     """float64 value of each dictionary entry; nan for ``""`` and for anything that is not a finite
     decimal/scientific number (``"nan"``, ``"inf"``, ``"1,5"`` are invalid)."""
-    s = _stripped(dictionary)
-    out = np.array(pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan))
+    values = _stripped(dictionary)
+    out: np.ndarray | None = None
+    if not any("_" in v for v in values):  # Python's float() accepts "1_0"; pandas does not
+        try:
+            out = np.array(values, dtype=object).astype(np.float64)
+        except ValueError:
+            out = None
+    if out is None:
+        series = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
+        out = np.array(series.to_numpy(dtype=np.float64, na_value=np.nan))
     out[~np.isfinite(out)] = np.nan
     return out
 
@@ -291,11 +302,8 @@ def numeric_view(dictionary: np.ndarray) -> np.ndarray:
 def binary_view(dictionary: np.ndarray) -> np.ndarray:
     """0.0/1.0 for AML's BINARY tokens (``0 n no f false`` / ``1 y yes t true``, case-insensitive,
     white space stripped); nan for ``""`` and every other value."""
-    low = _stripped(dictionary).str.lower()
-    out = np.full(len(low), np.nan)
-    out[low.isin(BINARY_TRUE).to_numpy()] = 1.0
-    out[low.isin(BINARY_FALSE).to_numpy()] = 0.0
-    return out
+    get = _BINARY_VALUES.get
+    return np.array([get(v.lower(), np.nan) for v in _stripped(dictionary)], dtype=np.float64)
 
 
 def is_invalid(dictionary: np.ndarray, type_: str) -> np.ndarray:

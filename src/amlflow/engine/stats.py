@@ -1,0 +1,266 @@
+"""Data insights: per-attribute statistics of an encoded table (AML's "data insights", DG data-insights).
+
+Everything is computed from each column's dictionary (small) and ``np.bincount`` of its codes — no Python
+loop over rows. The result is plain JSON (documented in docs/formats.md, "Data insights")::
+
+    {"n_rows": int, "n_rejected": int (when known),
+     "target": {"name", "type", "missing", "invalid", "distribution": [{"value", "count"}]
+                (BINARY/CATEGORICAL) or "summary": {numeric summary} (NUMERIC)} or null,
+     "attributes": [{"name", "type", "role", "missing", "invalid", "correlation", ...type-specific...}]}
+
+Type-specific keys: NUMERIC ``min max mean median std histogram{edges, counts}``; CATEGORICAL
+``distinct top_categories``; BINARY ``true false``; TEXT ``tokens distinct_tokens top_tokens``.
+
+``correlation`` (with the target; null when undefined, e.g. a constant column or no target):
+* NUMERIC attribute vs NUMERIC or BINARY target: Pearson's r (signed; point-biserial for BINARY);
+* NUMERIC attribute vs CATEGORICAL target, or CATEGORICAL/BINARY attribute vs NUMERIC target: the
+  correlation ratio η (0..1);
+* CATEGORICAL/BINARY attribute vs CATEGORICAL/BINARY target: Cramér's V (0..1);
+* TEXT attributes: null.
+Rows where either value is missing or invalid are left out of the pair.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from typing import Any
+
+import numpy as np
+
+from amlflow.engine.schema import Schema, binary_view, is_invalid, numeric_view
+
+__all__ = ["compute_statistics"]
+
+TOP = 10
+BINS = 10
+
+
+def _num(x: Any) -> float | None:
+    """A JSON-safe float (None for nan/inf)."""
+    v = float(x)
+    return v if math.isfinite(v) else None
+
+
+def _weighted_median(values: np.ndarray, weights: np.ndarray) -> float | None:
+    """Median of ``values`` repeated ``weights`` times (the mean of the two middle ones when even)."""
+    order = np.argsort(values, kind="stable")
+    v, w = values[order], weights[order]
+    cum = np.cumsum(w)
+    n = int(cum[-1]) if len(cum) else 0
+    if n == 0:
+        return None
+    lo = v[np.searchsorted(cum, (n - 1) // 2, side="right")]
+    hi = v[np.searchsorted(cum, n // 2, side="right")]
+    return _num((lo + hi) / 2)
+
+
+def _numeric_summary(values: np.ndarray, counts: np.ndarray, bins: int = BINS) -> dict[str, Any]:
+    """min/max/mean/median/std and a histogram of dictionary ``values`` weighted by row ``counts``."""
+    ok = ~np.isnan(values) & (counts > 0)
+    v, w = values[ok], counts[ok].astype(np.float64)
+    if not len(v):
+        return {"min": None, "max": None, "mean": None, "median": None, "std": None,
+                "histogram": {"edges": [], "counts": []}}
+    n = w.sum()
+    mean = float((v * w).sum() / n)
+    var = float((w * (v - mean) ** 2).sum() / n)
+    hist, edges = np.histogram(v, bins=bins, weights=w)
+    return {
+        "min": _num(v.min()),
+        "max": _num(v.max()),
+        "mean": _num(mean),
+        "median": _weighted_median(v, w),
+        "std": _num(math.sqrt(var)),
+        "histogram": {"edges": [_num(e) for e in edges], "counts": [int(c) for c in hist]},
+    }
+
+
+def _top(dictionary: np.ndarray, counts: np.ndarray, k: int = TOP) -> list[dict[str, Any]]:
+    present = np.flatnonzero((counts > 0) & (dictionary != ""))
+    order = present[np.lexsort((dictionary[present].astype(str), -counts[present]))][:k]
+    return [{"value": str(dictionary[i]), "count": int(counts[i])} for i in order]
+
+
+def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
+    m = ~(np.isnan(x) | np.isnan(y))
+    if m.sum() < 2:
+        return None
+    a, b = x[m], y[m]
+    a = a - a.mean()
+    b = b - b.mean()
+    den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
+    return _num(float((a * b).sum()) / den) if den > 0 else None
+
+
+def _eta(groups: np.ndarray, n_groups: int, y: np.ndarray) -> float | None:
+    """Correlation ratio of numeric ``y`` grouped by integer ``groups`` (-1 = left out)."""
+    m = (groups >= 0) & ~np.isnan(y)
+    if m.sum() < 2:
+        return None
+    g, v = groups[m], y[m]
+    cnt = np.bincount(g, minlength=n_groups).astype(np.float64)
+    sums = np.bincount(g, weights=v, minlength=n_groups)
+    mean = v.mean()
+    total = float(((v - mean) ** 2).sum())
+    if total <= 0:
+        return None
+    nz = cnt > 0
+    between = float((cnt[nz] * (sums[nz] / cnt[nz] - mean) ** 2).sum())
+    return _num(math.sqrt(min(1.0, between / total)))
+
+
+def _cramers_v(a: np.ndarray, na: int, b: np.ndarray, nb: int) -> float | None:
+    """Cramér's V of two integer-coded variables (-1 = left out)."""
+    m = (a >= 0) & (b >= 0)
+    n = int(m.sum())
+    if n < 2:
+        return None
+    table = np.bincount(a[m].astype(np.int64) * nb + b[m], minlength=na * nb).reshape(na, nb)
+    table = table[table.sum(axis=1) > 0][:, table.sum(axis=0) > 0].astype(np.float64)
+    r, c = table.shape
+    if r < 2 or c < 2:
+        return None
+    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / n
+    chi2 = float(((table - expected) ** 2 / expected).sum())
+    return _num(math.sqrt(min(1.0, chi2 / (n * (min(r, c) - 1)))))
+
+
+class _Target:
+    """The target's per-row values in the forms the correlations need."""
+
+    def __init__(self, table: Any, name: str, type_: str) -> None:
+        self.type = type_
+        d = table.dictionary(name)
+        codes = np.asarray(table.codes(name))
+        self.numeric: np.ndarray | None = None
+        self.groups: np.ndarray | None = None
+        self.n_groups = 0
+        if type_ == "NUMERIC":
+            self.numeric = numeric_view(d)[codes]
+        elif type_ == "BINARY":
+            view = binary_view(d)
+            self.numeric = view[codes]
+            g = np.where(np.isnan(view), -1, view).astype(np.int64)
+            self.groups, self.n_groups = g[codes], 2
+        elif type_ == "CATEGORICAL":
+            g = np.arange(len(d), dtype=np.int64)
+            g[d == ""] = -1
+            self.groups, self.n_groups = g[codes], len(d)
+
+    def correlation(self, type_: str, view: np.ndarray | None, dictionary: np.ndarray,
+                    codes: np.ndarray) -> float | None:
+        """Correlation of an attribute (``view``: its numeric/binary view, None otherwise)."""
+        if type_ == "NUMERIC" and view is not None:
+            x = view[codes]
+            if self.type in ("NUMERIC", "BINARY") and self.numeric is not None:
+                return _pearson(x, self.numeric)
+            if self.groups is not None:
+                return _eta(self.groups, self.n_groups, x)
+            return None
+        if type_ in ("CATEGORICAL", "BINARY"):
+            if type_ == "BINARY" and view is not None:
+                lut = np.where(np.isnan(view), -1, view).astype(np.int64)
+                n_x = 2
+            else:
+                lut = np.arange(len(dictionary), dtype=np.int64)
+                lut[dictionary == ""] = -1
+                n_x = len(dictionary)
+            x = lut[codes]
+            if self.type == "NUMERIC" and self.numeric is not None:
+                return _eta(x, n_x, self.numeric)
+            if self.groups is not None:
+                return _cramers_v(x, n_x, self.groups, self.n_groups)
+        return None
+
+
+def _text_stats(dictionary: np.ndarray, counts: np.ndarray) -> dict[str, Any]:
+    tokens: Counter[str] = Counter()
+    for value, c in zip(dictionary.tolist(), counts.tolist(), strict=True):
+        if c and value:
+            for tok in value.split():
+                tokens[tok] += c
+    top = sorted(tokens.items(), key=lambda kv: (-kv[1], kv[0]))[:TOP]
+    return {
+        "tokens": int(sum(tokens.values())),
+        "distinct_tokens": len(tokens),
+        "top_tokens": [{"value": t, "count": int(c)} for t, c in top],
+    }
+
+
+def _attribute(table: Any, name: str, type_: str, target: _Target | None) -> dict[str, Any]:
+    d = table.dictionary(name)
+    codes = np.asarray(table.codes(name))
+    counts = np.bincount(codes, minlength=len(d))
+    missing_mask = d == ""
+    view = numeric_view(d) if type_ == "NUMERIC" else binary_view(d) if type_ == "BINARY" else None
+    invalid_mask = np.isnan(view) & ~missing_mask if view is not None else np.zeros(len(d), dtype=bool)
+    out: dict[str, Any] = {
+        "name": name,
+        "type": type_,
+        "missing": int(counts[missing_mask].sum()),
+        "invalid": int(counts[invalid_mask].sum()),
+    }
+    if type_ == "NUMERIC" and view is not None:
+        out.update(_numeric_summary(view, counts))
+    elif type_ == "CATEGORICAL":
+        out["distinct"] = int(np.count_nonzero((counts > 0) & ~missing_mask))
+        out["top_categories"] = _top(d, counts)
+    elif type_ == "BINARY" and view is not None:
+        out["true"] = int(counts[view == 1].sum())
+        out["false"] = int(counts[view == 0].sum())
+    elif type_ == "TEXT":
+        out.update(_text_stats(d, counts))
+    out["correlation"] = (
+        target.correlation(type_, view, d, codes) if target is not None and len(codes) else None
+    )
+    return out
+
+
+def compute_statistics(table: Any, schema: Schema) -> dict[str, Any]:
+    """The data insights of ``table`` read with ``schema``'s types (JSON-serialisable dict).
+
+    Args:
+        table: an :class:`amlflow.engine.dataset.EncodedTable` (anything with ``n_rows``,
+            ``dictionary(name)``, ``codes(name)``; ``info["n_rejected"]`` is reported when present).
+        schema: the datasource's :class:`amlflow.engine.schema.Schema`.
+    """
+    out: dict[str, Any] = {"n_rows": int(table.n_rows)}
+    info = getattr(table, "info", None) or {}
+    if "n_rejected" in info:
+        out["n_rejected"] = int(info["n_rejected"])
+    roles = {schema.row_id: "rowId", schema.row_weight: "rowWeight"}
+    roles.update(dict.fromkeys(schema.excluded, "excluded"))
+    target: _Target | None = None
+    out["target"] = None
+    if schema.target is not None:
+        ttype = schema.type_of(schema.target)
+        d = table.dictionary(schema.target)
+        counts = np.bincount(np.asarray(table.codes(schema.target)), minlength=len(d))
+        tinfo: dict[str, Any] = {
+            "name": schema.target,
+            "type": ttype,
+            "missing": int(counts[d == ""].sum()),
+            "invalid": int(counts[is_invalid(d, ttype)].sum()),
+        }
+        if ttype == "NUMERIC":
+            tinfo["summary"] = _numeric_summary(numeric_view(d), counts)
+        elif ttype == "BINARY":
+            view = binary_view(d)
+            tinfo["distribution"] = [
+                {"value": "1", "count": int(counts[view == 1].sum())},
+                {"value": "0", "count": int(counts[view == 0].sum())},
+            ]
+        else:
+            tinfo["distribution"] = _top(d, counts, k=len(d))
+        out["target"] = tinfo
+        target = _Target(table, schema.target, ttype)
+    attributes = []
+    for attr in schema.attributes:
+        if attr.name == schema.target:
+            continue
+        entry = _attribute(table, attr.name, attr.type, target)
+        entry["role"] = roles.get(attr.name, "input")
+        attributes.append(entry)
+    out["attributes"] = attributes
+    return out
