@@ -533,8 +533,9 @@ class Service:
             shutil.rmtree(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         model.save(folder)
-        with self._models_lock:
-            self._models[entity.id] = model
+        with self._models_lock:  # evaluations, batch predictions and Predict use the saved model
+            self._models.pop(entity.id, None)
+        model = self._model(entity.id)
         attrs: dict[str, Any] = {"SizeInBytes": int(model.size_in_bytes)}
         if entity.attrs["MLModelType"] == "BINARY" and "ScoreThreshold" not in entity.attrs:
             attrs["ScoreThreshold"] = 0.5
@@ -611,6 +612,7 @@ class Service:
         train_ds_id = model_entity.attrs["TrainingDataSourceId"]
         insights_path = self._paths("DataSource", train_ds_id) / "insights.json"
         training_info = {
+            **dict(getattr(model, "training_info", None) or {}),
             "ml_model_id": model_entity.id,
             "training_data_source_id": train_ds_id,
             "score_threshold": model_entity.attrs.get("ScoreThreshold", 0.5),
