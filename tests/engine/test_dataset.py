@@ -349,3 +349,25 @@ def test_bad_gzip_and_no_sources(tmp_path: Path) -> None:
 def test_non_utf8_bytes_are_replaced(tmp_path: Path) -> None:
     _, t = _build(tmp_path, [_src("f", "café,1\n".encode("latin-1"))], _schema(["a", "b"]))
     assert t.strings("a").tolist() == ["caf\ufffd"]
+
+
+class _Trickle(io.RawIOBase):
+    """A stream that returns at most 1 byte per read (like a slow network body)."""
+
+    def __init__(self, data: bytes) -> None:
+        self._buf = io.BytesIO(data)
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, n: int = -1) -> bytes:
+        return self._buf.read(1 if n != 0 else 0)
+
+
+def test_short_reads_still_detect_gzip(tmp_path: Path) -> None:
+    data = gzip.compress(b"a,b\n1,2\n3,4\n")
+    src = Source("t.gz", len(data), lambda: _Trickle(data))
+    info, t = _build(tmp_path, [src], _schema(["a", "b"], header=True), _seq(0, 100))
+    assert info.n_rows == 2 and t.strings("b").tolist() == ["2", "4"]
+    _, t2 = _build(tmp_path, [src], _schema(["a", "b"], header=True), _seq(0, 50), name="t2")
+    assert t2.strings("a").tolist() == ["1"]

@@ -462,11 +462,22 @@ _QUOTED_LINE = re.compile(_FIELD + rb"(?:," + _FIELD + rb")*", re.DOTALL)
 _REASONS = {1: "row longer than 100 KB", 2: "unterminated quote", 3: "carriage return inside the row"}
 
 
+def _read_at_least(fh: BinaryIO, n: int, size: int) -> bytes:
+    """Read up to ``size`` bytes, and at least ``n`` unless the stream ends (streams may read short)."""
+    data = fh.read(size) or b""
+    while len(data) < n:
+        more = fh.read(size - len(data))
+        if not more:
+            break
+        data += more
+    return bytes(data)
+
+
 def _iter_bytes(source: Source) -> Iterator[bytes]:
     """The source's bytes in chunks, gunzipped when they start with the gzip magic number."""
     fh = source.open()
     try:
-        first = fh.read(CHUNK_BYTES)
+        first = _read_at_least(fh, 2, CHUNK_BYTES)
         if first[:2] == _GZIP_MAGIC:
             yield from _gunzip(source.key, first, fh)
             return
@@ -720,7 +731,7 @@ class _Reader:
 def _peek_gzip(source: Source) -> bool:
     fh = source.open()
     try:
-        return bool(fh.read(2) == _GZIP_MAGIC)
+        return _read_at_least(fh, 2, 2)[:2] == _GZIP_MAGIC
     finally:
         fh.close()
 
