@@ -170,6 +170,9 @@ def test_create_time_input_errors_name_the_field(make: Callable[..., Service]) -
     with pytest.raises(InvalidInputException, match="DataSchemaLocationS3"):
         service.create_data_source_from_s3(DataSourceId="ds-x", DataSpec={
             "DataLocationS3": "s3://b/x.csv", "DataSchemaLocationS3": "s3://b/missing.schema"})
+    with pytest.raises(InvalidInputException, match="DataSpec.DataLocationS3: .*escape"):
+        service.create_data_source_from_s3(DataSourceId="ds-x", DataSpec={"DataLocationS3": "s3://b/../../etc",
+                                                                          "DataSchema": SCHEMA})
     with pytest.raises(InvalidInputException, match="DataSchema or DataSchemaLocationS3"):
         service.create_data_source_from_s3(DataSourceId="ds-x", DataSpec={"DataLocationS3": "s3://b/x.csv"})
     assert service.state.get("DataSource", "ds-x") is None  # nothing was created

@@ -334,6 +334,16 @@ class Service:
         except ValueError as exc:
             raise InvalidInputException(f"{member}: {exc}") from None
 
+    def _check_uri(self, uri: str, member: str) -> None:
+        """An ``s3://`` URI the storage accepts (local storage: nothing escaping its root)."""
+        try:
+            parse_s3_uri(uri)
+            local_path = getattr(self.storage, "path", None)
+            if callable(local_path):
+                local_path(uri)
+        except ValueError as exc:
+            raise InvalidInputException(f"{member}: {exc}") from None
+
     def _paths(self, kind: str, entity_id: str) -> Path:
         folder = {"DataSource": "datasources", "MLModel": "models", "Evaluation": "evaluations",
                   "BatchPrediction": "batch-predictions"}[kind]
@@ -350,10 +360,7 @@ class Service:
         location = DataSpec.get("DataLocationS3")
         if not location:
             raise InvalidInputException("DataSpec.DataLocationS3: required")
-        try:
-            parse_s3_uri(location)
-        except ValueError as exc:
-            raise InvalidInputException(f"DataSpec.DataLocationS3: {exc}") from None
+        self._check_uri(location, "DataSpec.DataLocationS3")
         inline, schema_uri = DataSpec.get("DataSchema"), DataSpec.get("DataSchemaLocationS3")
         if inline and schema_uri:
             raise InvalidInputException("DataSpec: give either DataSchema or DataSchemaLocationS3, not both.")
@@ -365,6 +372,7 @@ class Service:
         if inline:
             schema_text, member = inline, "DataSpec.DataSchema"
         elif schema_uri:
+            self._check_uri(schema_uri, "DataSpec.DataSchemaLocationS3")
             schema_text, member = self._read_text(schema_uri, "DataSpec.DataSchemaLocationS3"), \
                 "DataSpec.DataSchemaLocationS3"
         else:
@@ -488,6 +496,7 @@ class Service:
             raise from_engine(exc, "Parameters") from None
         recipe_text = Recipe
         if RecipeUri:
+            self._check_uri(RecipeUri, "RecipeUri")
             recipe_text = self._read_text(RecipeUri, "RecipeUri")
         if recipe_text is not None:
             from amlflow.engine.recipe import parse_recipe
@@ -646,10 +655,8 @@ class Service:
                    "OutputUri": OutputUri}
         if self.state.get("BatchPrediction", BatchPredictionId) is not None:
             return self._create("BatchPrediction", BatchPredictionId, request, {})
-        try:
-            _, key = parse_s3_uri(OutputUri)
-        except ValueError as exc:
-            raise InvalidInputException(f"OutputUri: {exc}") from None
+        self._check_uri(OutputUri, "OutputUri")
+        _, key = parse_s3_uri(OutputUri)
         if "//" in key or "/./" in f"/{key}" or "/../" in f"/{key}/" or ":" in key:
             raise InvalidInputException(f"OutputUri: {OutputUri!r} must not contain ':', '//', '/./' or '/../' "
                                         f"in its key.")
