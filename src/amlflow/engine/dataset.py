@@ -8,11 +8,15 @@ fits). Types are views computed on the dictionary (:mod:`amlflow.engine.schema`)
 On disk (one directory, written into a temporary sibling and renamed into place, so readers never see
 half a table)::
 
-    meta.json          {"format": "amlflow-encoded-table", "version": 1, "n_rows", "columns": [...],
-                        "files": [[key, first_position, stop_position], ...], "info": {...}}
-    <i>.dict.json      the dictionary of column i (a JSON list of strings)
-    <i>.npy            the codes of column i (memory-mapped when opened)
-    rejected.npy       positions in the selected output sequence where a rejected row stood (int64)
+    meta.json          {"format": "amlflow-encoded-table", "version": 2, "n_rows",
+                        "columns": [{"name", "dtype", "offset", "n_values"}, ...],
+                        "files": [[key, first_position, stop_position], ...],
+                        "rejected_positions": [...], "info": {...}}
+    codes.bin          every column's codes, one after the other (each 64-byte aligned at its
+                        ``offset``, ``n_rows`` values of its ``dtype``); memory-mapped when opened
+    dictionaries.json  one JSON list of strings per column
+
+``rejected_positions`` are the positions, in the selected output sequence, where a rejected row stood.
 
 Example:
     >>> import pandas as pd
@@ -54,10 +58,11 @@ __all__ = [
 ]
 
 FORMAT = "amlflow-encoded-table"
-VERSION = 1
+VERSION = 2
 MAX_ROW_BYTES = 100 * 1024
 MAX_REJECTED_ROWS = 10_000
-_NPY_HEADER_BYTES = 128
+SPILL_BYTES = 64 << 20
+_ALIGN = 64
 
 
 def code_dtype(n_values: int) -> np.dtype[Any]:
@@ -69,30 +74,26 @@ def code_dtype(n_values: int) -> np.dtype[Any]:
     return np.dtype(np.uint32)
 
 
-def _npy_header(dtype: np.dtype[Any], n: int) -> bytes:
-    """A version 1.0 ``.npy`` header of exactly ``_NPY_HEADER_BYTES`` bytes for a 1-D array."""
-    text = f"{{'descr': '{dtype.str}', 'fortran_order': False, 'shape': ({n},), }}"
-    body_len = _NPY_HEADER_BYTES - 10
-    text = text.ljust(body_len - 1) + "\n"
-    if len(text) != body_len:  # pragma: no cover - would need > 10**60 rows
-        raise ValueError("npy header too long")
-    return b"\x93NUMPY\x01\x00" + body_len.to_bytes(2, "little") + text.encode("latin1")
-
-
 # --------------------------------------------------------------------------------------------- writer
 
 
 class _ColumnWriter:
-    """Merges per-batch dictionaries into one and appends codes to ``<i>.npy`` as they come."""
+    """Merges per-batch dictionaries into one; keeps the codes in memory until the table spills them."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, spill_path: Path) -> None:
+        self.spill_path = spill_path
         self.index: dict[str, int] = {}
         self.values: list[str] = []
-        self.dtype = np.dtype(np.uint8)
         self.n = 0
-        self.fh: BinaryIO | None = open(path, "wb")  # noqa: SIM115 - closed in finish()
-        self.fh.write(b"\0" * _NPY_HEADER_BYTES)
+        self.buffered: list[np.ndarray] = []
+        self.buffered_bytes = 0
+        self.spilled: list[tuple[np.dtype[Any], int]] = []  # segments in the spill file, in order
+        self.raw_seen: pa.Array | None = None  # raw values met so far (append_raw) ...
+        self.raw_map = np.zeros(0, dtype=np.int64)  # ... and their codes
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return code_dtype(len(self.values))
 
     def _remap(self, local_values: Sequence[str]) -> np.ndarray:
         index, values = self.index, self.values
@@ -106,47 +107,64 @@ class _ColumnWriter:
             out[j] = code
         return out
 
-    def _widen(self) -> None:
-        need = code_dtype(len(self.values))
-        if need.itemsize <= self.dtype.itemsize:
-            return
-        assert self.fh is not None
-        self.fh.close()
-        old = np.fromfile(self.path, dtype=self.dtype, offset=_NPY_HEADER_BYTES)
-        with open(self.path, "wb") as fh:
-            fh.write(b"\0" * _NPY_HEADER_BYTES)
-            fh.write(old.astype(need).tobytes())
-        self.dtype = need
-        self.fh = open(self.path, "ab")  # noqa: SIM115
+    def append_raw(self, local_dict: pa.Array, local_codes: np.ndarray) -> int:
+        """Like :meth:`append` for a batch dictionary of raw (binary, unstripped) values: values seen
+        before are looked up by pyarrow in one call; only new ones go through Python."""
+        if self.raw_seen is None or not len(self.raw_seen):
+            pos = np.full(len(local_dict), -1, dtype=np.int64)
+        else:
+            found = pc.index_in(local_dict, value_set=self.raw_seen)
+            pos = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
+        new = np.flatnonzero(pos < 0)
+        if len(new):
+            fresh = local_dict.take(pa.array(new))
+            texts = [v.decode("utf-8", "replace") for v in fresh.to_pylist()]
+            base = len(self.raw_map)
+            self.raw_map = np.concatenate([self.raw_map, self._remap(texts)])
+            self.raw_seen = fresh if self.raw_seen is None else pa.concat_arrays([self.raw_seen, fresh])
+            pos[new] = np.arange(base, base + len(new))
+        return self._append_codes(self.raw_map[pos], local_codes)
 
-    def append(self, local_values: Sequence[str], local_codes: np.ndarray) -> None:
-        """Append rows given as codes into ``local_values`` (a batch's own dictionary)."""
-        remap = self._remap(local_values)
-        self._widen()
-        assert self.fh is not None
+    def append(self, local_values: Sequence[str], local_codes: np.ndarray) -> int:
+        """Append rows given as codes into ``local_values`` (a batch's own dictionary); returns the bytes
+        now buffered."""
+        return self._append_codes(self._remap(local_values), local_codes)
+
+    def _append_codes(self, remap: np.ndarray, local_codes: np.ndarray) -> int:
         if len(local_codes):
-            self.fh.write(remap.astype(self.dtype)[local_codes].tobytes())
+            codes = remap.astype(self.dtype)[local_codes]
+            self.buffered.append(codes)
+            self.buffered_bytes += codes.nbytes
         self.n += len(local_codes)
+        return self.buffered_bytes
 
-    def finish(self, directory: Path, i: int) -> None:
-        assert self.fh is not None
-        self.fh.close()
-        self.fh = None
-        with open(self.path, "r+b") as fh:
-            fh.write(_npy_header(self.dtype, self.n))
-        os.replace(self.path, directory / f"{i}.npy")
-        with open(directory / f"{i}.dict.json", "w", encoding="utf-8") as fh:
-            json.dump(self.values, fh, ensure_ascii=False)
+    def spill(self) -> None:
+        """Move the buffered codes to this column's spill file."""
+        if not self.buffered:
+            return
+        with open(self.spill_path, "ab") as fh:
+            for arr in self.buffered:
+                fh.write(arr.tobytes())
+                self.spilled.append((arr.dtype, len(arr)))
+        self.buffered, self.buffered_bytes = [], 0
 
-    def abort(self) -> None:
-        if self.fh is not None:
-            self.fh.close()
-            self.fh = None
+    def write_codes(self, out: BinaryIO) -> None:
+        """Write every code, in the final dtype, to ``out``."""
+        dtype = self.dtype
+        if self.spilled:
+            with open(self.spill_path, "rb") as fh:
+                for seg_dtype, count in self.spilled:
+                    out.write(np.fromfile(fh, dtype=seg_dtype, count=count).astype(dtype).tobytes())
+        for arr in self.buffered:
+            out.write(arr.astype(dtype, copy=False).tobytes())
 
 
 class TableWriter:
     """Writes an encoded table incrementally, atomically: nothing appears at ``out_dir`` until
     :meth:`finish`; :meth:`abort` (or an exception inside ``with``) leaves nothing behind.
+
+    Codes stay in memory up to ``spill_bytes`` in all, then go to one temporary file per column; the
+    table itself is three files (few file creations: they are slow on some file systems).
 
     Example:
         >>> import tempfile
@@ -158,15 +176,17 @@ class TableWriter:
         [0, 1, 1]
     """
 
-    def __init__(self, out_dir: Path | str, names: Sequence[str]) -> None:
+    def __init__(self, out_dir: Path | str, names: Sequence[str], *, spill_bytes: int = SPILL_BYTES) -> None:
         self.out_dir = Path(out_dir)
         self.names = list(names)
         if len(set(self.names)) != len(self.names):
             raise ValueError("column names must be unique")
+        self.spill_bytes = spill_bytes
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.out_dir.parent / f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
         self.tmp.mkdir()
-        self.columns = [_ColumnWriter(self.tmp / f"{i}.codes.part") for i in range(len(self.names))]
+        self.columns = [_ColumnWriter(self.tmp / f"{i}.spill") for i in range(len(self.names))]
+        self._buffered = 0
         self._done = False
 
     def __enter__(self) -> TableWriter:
@@ -183,7 +203,24 @@ class TableWriter:
 
     def append_column(self, i: int, local_values: Sequence[str], local_codes: np.ndarray) -> None:
         """Append rows to column ``i``: ``local_codes`` index ``local_values`` (stripped on merge)."""
-        self.columns[i].append(local_values, np.asarray(local_codes))
+        col = self.columns[i]
+        before = col.buffered_bytes
+        self._buffered += col.append(local_values, np.asarray(local_codes)) - before
+        self._maybe_spill()
+
+    def append_raw(self, i: int, local_dict: pa.Array, local_codes: np.ndarray) -> None:
+        """Append rows to column ``i``: ``local_codes`` index ``local_dict``, a pyarrow binary/string
+        array of raw values (decoded as UTF-8 with replacement, stripped on merge)."""
+        col = self.columns[i]
+        before = col.buffered_bytes
+        self._buffered += col.append_raw(local_dict, np.asarray(local_codes)) - before
+        self._maybe_spill()
+
+    def _maybe_spill(self) -> None:
+        if self._buffered > self.spill_bytes:
+            for c in self.columns:
+                c.spill()
+            self._buffered = 0
 
     def append_strings(self, i: int, values: Sequence[str | None]) -> None:
         """Append rows to column ``i`` given as plain strings (None = missing)."""
@@ -197,25 +234,35 @@ class TableWriter:
         files: Sequence[tuple[str, int, int]] | None = None,
         info: dict[str, Any] | None = None,
     ) -> EncodedTable:
-        """Close every column, write ``meta.json`` and rename the table into place."""
+        """Write the codes, dictionaries and ``meta.json``, and rename the table into place."""
         counts = {c.n for c in self.columns}
         if len(counts) > 1:
             raise ValueError(f"columns have different row counts: {sorted(counts)}")
         n_rows = self.n_rows
-        rejected = np.asarray(rejected_positions, dtype=np.int64)
-        for i, col in enumerate(self.columns):
-            col.finish(self.tmp, i)
-        np.save(self.tmp / "rejected.npy", rejected)
+        rejected = [int(x) for x in np.asarray(rejected_positions, dtype=np.int64).tolist()]
+        offsets = []
+        with open(self.tmp / "codes.bin", "wb") as fh:
+            for col in self.columns:
+                pad = -fh.tell() % _ALIGN
+                fh.write(b"\0" * pad)
+                offsets.append(fh.tell())
+                col.write_codes(fh)
+        with open(self.tmp / "dictionaries.json", "w", encoding="utf-8") as fh:
+            json.dump([col.values for col in self.columns], fh, ensure_ascii=False, separators=(",", ":"))
+        for col in self.columns:
+            if col.spilled:
+                col.spill_path.unlink()
         total = n_rows + len(rejected)
         meta = {
             "format": FORMAT,
             "version": VERSION,
             "n_rows": n_rows,
             "columns": [
-                {"name": name, "dtype": col.dtype.name, "n_values": len(col.values)}
-                for name, col in zip(self.names, self.columns, strict=True)
+                {"name": name, "dtype": col.dtype.name, "offset": off, "n_values": len(col.values)}
+                for name, col, off in zip(self.names, self.columns, offsets, strict=True)
             ],
             "files": [list(f) for f in files] if files is not None else [["", 0, total]],
+            "rejected_positions": rejected,
             "info": info or {},
         }
         with open(self.tmp / "meta.json", "w", encoding="utf-8") as fh:
@@ -228,8 +275,6 @@ class TableWriter:
 
     def abort(self) -> None:
         """Discard everything written."""
-        for col in self.columns:
-            col.abort()
         shutil.rmtree(self.tmp, ignore_errors=True)
         self._done = True
 
@@ -255,7 +300,7 @@ class EncodedTable:
         files: Sequence[tuple[str, int, int]] | None = None,
         info: dict[str, Any] | None = None,
         directory: Path | None = None,
-        dtypes: dict[str, str] | None = None,
+        layout: dict[str, tuple[str, int]] | None = None,
     ) -> None:
         self._names = list(names)
         self._dicts: dict[str, np.ndarray] = dict(dictionaries or {})
@@ -270,7 +315,8 @@ class EncodedTable:
         self._files = [(str(k), int(a), int(b)) for k, a, b in files] if files else [("", 0, total)]
         self.info: dict[str, Any] = dict(info or {})
         self.directory = directory
-        self._dtypes = dtypes or {}
+        self._layout = layout or {}
+        self._mmap: np.ndarray | None = None
         self._index = {n: i for i, n in enumerate(self._names)}
 
     # -- construction
@@ -287,7 +333,7 @@ class EncodedTable:
         if meta.get("format") != FORMAT or meta.get("version") != VERSION:
             raise DataError(f"{directory}: not an {FORMAT} v{VERSION}", field="directory")
         names = [c["name"] for c in meta["columns"]]
-        rejected = np.load(directory / "rejected.npy")
+        rejected = np.asarray(meta.get("rejected_positions", []), dtype=np.int64)
         return cls(
             names,
             None,
@@ -297,7 +343,7 @@ class EncodedTable:
             files=[tuple(f) for f in meta["files"]],
             info=meta.get("info"),
             directory=directory,
-            dtypes={c["name"]: c["dtype"] for c in meta["columns"]},
+            layout={c["name"]: (c["dtype"], int(c["offset"])) for c in meta["columns"]},
         )
 
     @classmethod
@@ -359,25 +405,31 @@ class EncodedTable:
         """Object array of the column's distinct stripped strings (``""`` = missing, at any index)."""
         d = self._dicts.get(name)
         if d is None:
-            i = self._check(name)
+            self._check(name)
             assert self.directory is not None
-            with open(self.directory / f"{i}.dict.json", encoding="utf-8") as fh:
-                values = json.load(fh)
-            d = np.empty(len(values), dtype=object)
-            d[:] = values
-            self._dicts[name] = d
+            with open(self.directory / "dictionaries.json", encoding="utf-8") as fh:
+                all_values = json.load(fh)
+            for n, values in zip(self._names, all_values, strict=True):
+                arr = np.empty(len(values), dtype=object)
+                arr[:] = values
+                self._dicts.setdefault(n, arr)
+            d = self._dicts[name]
         return d
 
     def codes(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """The column's codes for rows ``[start, stop)`` (memory-mapped for opened tables)."""
         c = self._codes.get(name)
         if c is None:
-            i = self._check(name)
+            self._check(name)
             assert self.directory is not None
+            dtype_name, offset = self._layout[name]
+            dtype = np.dtype(dtype_name)
             if self._n_rows == 0:
-                c = np.zeros(0, dtype=self._dtypes.get(name, "uint8"))
+                c = np.zeros(0, dtype=dtype)
             else:
-                c = np.load(self.directory / f"{i}.npy", mmap_mode="r")
+                if self._mmap is None:
+                    self._mmap = np.memmap(self.directory / "codes.bin", dtype=np.uint8, mode="r")
+                c = self._mmap[offset : offset + self._n_rows * dtype.itemsize].view(dtype)
             self._codes[name] = c
         return c[start:stop]
 
@@ -725,8 +777,7 @@ class _Reader:
             idx = enc.indices.to_numpy(zero_copy_only=False)
             if keep is not None:
                 idx = idx[keep]
-            values = [v.decode("utf-8", "replace") for v in enc.dictionary.to_pylist()]
-            self.writer.append_column(i, values, idx)
+            self.writer.append_raw(i, enc.dictionary, idx)
 
 
 def _peek_gzip(source: Source) -> bool:
