@@ -702,14 +702,19 @@ class _Reader:
 
         table = None
         if len(to_parse):
-            table = pa_csv.read_csv(
-                pa.BufferReader(pa.py_buffer(data)),
-                read_options=pa_csv.ReadOptions(
-                    column_names=self.names, use_threads=False, block_size=max(len(data) + 64, 1 << 16)
-                ),
-                parse_options=pa_csv.ParseOptions(newlines_in_values=False, invalid_row_handler=on_invalid),
-                convert_options=self._convert,
-            )
+            try:
+                table = pa_csv.read_csv(
+                    pa.BufferReader(pa.py_buffer(data)),
+                    read_options=pa_csv.ReadOptions(
+                        column_names=self.names, use_threads=False, block_size=max(len(data) + 64, 1 << 16)
+                    ),
+                    parse_options=pa_csv.ParseOptions(newlines_in_values=False,
+                                                      invalid_row_handler=on_invalid),
+                    convert_options=self._convert,
+                )
+            except pa.ArrowException as exc:  # pragma: no cover - the line checks above should prevent it
+                where = f"{self.key} lines {int(numbers[records[0]])}-{int(numbers[records[-1]])}"
+                raise DataError(f"{where}: the CSV cannot be read ({exc})", field=self.key) from None
         status = rec_reason.astype(np.int16)
         messages: dict[int, str] = {}
         if bad:
