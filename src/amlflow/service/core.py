@@ -546,10 +546,9 @@ class Service:
             self._models.pop(entity.id, None)
         model = self._model(entity.id)
         attrs: dict[str, Any] = {"SizeInBytes": int(model.size_in_bytes)}
-        if entity.attrs["MLModelType"] == "BINARY" and "ScoreThreshold" not in entity.attrs:
-            attrs["ScoreThreshold"] = 0.5
+        defaults = {"ScoreThreshold": 0.5} if entity.attrs["MLModelType"] == "BINARY" else {}
         schema_json = model.schema.to_json() if hasattr(model.schema, "to_json") else ds.internal["schema"]
-        return JobResult(attrs, {"recipe": recipe_text, "schema": schema_json})
+        return JobResult(attrs, {"recipe": recipe_text, "schema": schema_json}, defaults=defaults)
 
     def _model(self, model_id: str) -> Any:
         with self._models_lock:

@@ -55,6 +55,8 @@ class JobResult:
     attrs: Mapping[str, Any] | None = None
     internal: Mapping[str, Any] | None = None
     compute_time: bool = True
+    #: attributes set only when the entity has none yet (e.g. a ScoreThreshold updated while training)
+    defaults: Mapping[str, Any] | None = None
 
 
 class JobContext:
@@ -204,6 +206,8 @@ class JobRunner:
                             e.attrs.pop(k, None)
                         else:
                             e.attrs[k] = v
+                    for k, v in (result.defaults or {}).items():
+                        e.attrs.setdefault(k, v)
                     if e.status == "DELETED":
                         return True
                     e.attrs.update(Status="COMPLETED", FinishedAt=done, LastUpdatedAt=done)
