@@ -13,6 +13,9 @@ from amlflow.engine.dataset import EncodedTable, TableWriter, code_dtype
 from amlflow.engine.errors import DataError
 
 
+TABLE_FILES = ["codes.bin", "dictionaries.json", "meta.json"]
+
+
 def _frame() -> pd.DataFrame:
     return pd.DataFrame(
         {
@@ -50,7 +53,7 @@ def test_from_frame_round_trip_on_disk(tmp_path: Path) -> None:
     pd.testing.assert_frame_equal(again.to_frame(), mem.to_frame())
     # nothing left behind but the table
     assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
-    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["codes.bin", "dictionaries.json", "meta.json"]
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == TABLE_FILES
 
 
 @pytest.mark.parametrize("spill_bytes", [1 << 30, 1000])
@@ -77,7 +80,7 @@ def test_writer_widens_codes_and_merges_batches(tmp_path: Path, spill_bytes: int
     assert t.n_positions == 70_202
     meta = json.loads((tmp_path / "t" / "meta.json").read_text())
     assert meta["columns"][0]["dtype"] == "uint32"
-    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == ["codes.bin", "dictionaries.json", "meta.json"]
+    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == TABLE_FILES
 
 
 def test_writer_abort_leaves_nothing(tmp_path: Path) -> None:
@@ -451,7 +454,9 @@ def _reference_row(line: bytes, n_fields: int) -> list[str] | None:
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
-def test_fuzz_against_line_by_line_reference(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int) -> None:
+def test_fuzz_against_line_by_line_reference(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, seed: int
+) -> None:
     rng = np.random.default_rng(seed)
     pieces = ["a", "b c", " x ", '"q,1"', '"d""e"', '"open', 'mid"quote', "", "7", "\r", '"', "é"]
     lines = []

@@ -54,7 +54,8 @@ def test_parse_string_booleans_and_seed_locations() -> None:
         (_split(percentEnd=True), "splitting.percentEnd", "expected an integer"),
         (_split(percentBegin=80, percentEnd=20), "splitting.percentBegin", "greater than percentEnd 20"),
         (_split(complement="yes"), "splitting.complement", "expected true or false"),
-        (_split(strategy="stratified"), "splitting.strategy", "'stratified' is not one of sequential, random"),
+        (_split(strategy="stratified"), "splitting.strategy",
+         "'stratified' is not one of sequential, random"),
         (_split(strategyParams=[1]), "splitting.strategyParams", "expected an object"),
         (_split(strategyParams={"seed": 1}), "splitting.strategyParams.seed", "unknown key"),
         (_split(percentbegin=1), "splitting.percentbegin", "unknown key"),
@@ -78,9 +79,11 @@ def test_sequential_bounds_by_byte() -> None:
     c = parse_rearrangement(_split(percentBegin=20, percentEnd=60, complement=True))
     assert c.selects(offsets, 100).tolist() == [True, True, False, False, True, True]
     # percentEnd 100 keeps the last byte; an empty range selects nothing, its complement everything
-    assert parse_rearrangement(_split(percentBegin=99)).selects(np.array([98, 99]), 100).tolist() == [False, True]
+    last = parse_rearrangement(_split(percentBegin=99))
+    assert last.selects(np.array([98, 99]), 100).tolist() == [False, True]
     assert not parse_rearrangement(_split(percentBegin=40, percentEnd=40)).selects(offsets, 100).any()
-    assert parse_rearrangement(_split(percentBegin=40, percentEnd=40, complement=True)).selects(offsets, 100).all()
+    everything = parse_rearrangement(_split(percentBegin=40, percentEnd=40, complement=True))
+    assert everything.selects(offsets, 100).all()
 
 
 def test_sequential_huge_totals_are_exact() -> None:

@@ -64,7 +64,9 @@ def test_wine_numeric_summaries_match_pandas(wine: tuple[pd.DataFrame, EncodedTa
     assert target["summary"]["mean"] == pytest.approx(df["quality"].mean())
 
 
-def test_wine_categorical_target_uses_cramers_v_and_eta(wine: tuple[pd.DataFrame, EncodedTable, Schema]) -> None:
+def test_wine_categorical_target_uses_cramers_v_and_eta(
+    wine: tuple[pd.DataFrame, EncodedTable, Schema],
+) -> None:
     df, table, _ = wine
     types = {c: "NUMERIC" for c in df.columns}
     types["quality"] = "CATEGORICAL"

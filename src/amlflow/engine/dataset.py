@@ -725,7 +725,10 @@ class _Reader:
         accepted = status == 0
         n_accepted = int(accepted.sum())
         if table is not None and table.num_rows != n_accepted:  # pragma: no cover - a reader bug
-            raise DataError(f"{self.key}: internal error: parsed {table.num_rows} rows, expected {n_accepted}")
+            raise DataError(
+                f"{self.key}: internal error: parsed {table.num_rows} rows, expected {n_accepted}",
+                field=self.key,
+            )
 
         rejected = np.flatnonzero(~accepted)
         if len(rejected):

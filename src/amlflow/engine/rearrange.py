@@ -170,7 +170,8 @@ def parse_rearrangement(text: str | bytes | dict[str, Any] | None) -> Rearrangem
     end = _percent(splitting, "percentEnd", 100)
     if begin > end:
         raise RearrangementError(
-            f"splitting.percentBegin: {begin} is greater than percentEnd {end}", field="splitting.percentBegin"
+            f"splitting.percentBegin: {begin} is greater than percentEnd {end}",
+            field="splitting.percentBegin",
         )
 
     complement = splitting.get("complement", False)
@@ -190,14 +191,17 @@ def parse_rearrangement(text: str | bytes | dict[str, Any] | None) -> Rearrangem
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        raise RearrangementError("splitting.strategyParams: expected an object", field="splitting.strategyParams")
+        raise RearrangementError(
+            "splitting.strategyParams: expected an object", field="splitting.strategyParams"
+        )
     unknown = sorted(set(params) - {"randomSeed"})
     if unknown:
         raise RearrangementError(f"splitting.strategyParams.{unknown[0]}: unknown key (only randomSeed)",
                                  field=f"splitting.strategyParams.{unknown[0]}")
     seed: Any = params.get("randomSeed", splitting.get("randomSeed", ""))
     where = "splitting.strategyParams.randomSeed" if "randomSeed" in params else "splitting.randomSeed"
-    if "randomSeed" in params and "randomSeed" in splitting and splitting["randomSeed"] != params["randomSeed"]:
+    both = "randomSeed" in params and "randomSeed" in splitting
+    if both and splitting["randomSeed"] != params["randomSeed"]:
         raise RearrangementError("splitting.randomSeed: given twice with different values", field=where)
     if seed is None:
         seed = ""

@@ -202,7 +202,9 @@ def parse_schema(text: str | bytes | Mapping[str, Any]) -> Schema:
 
     key, raw_attrs = _pick(doc, "attributes")
     if raw_attrs is None:
-        raise SchemaError("attributes: required (a list of {attributeName, attributeType})", field="attributes")
+        raise SchemaError(
+            "attributes: required (a list of {attributeName, attributeType})", field="attributes"
+        )
     if not isinstance(raw_attrs, list) or not raw_attrs:
         raise SchemaError(f"{key}: expected a non-empty list of attributes", field=key)
     if len(raw_attrs) > MAX_ATTRIBUTES:
@@ -224,7 +226,9 @@ def parse_schema(text: str | bytes | Mapping[str, Any]) -> Schema:
             raise SchemaError(f"{where}.{name_key}: {name!r} is longer than {MAX_NAME_LENGTH} characters",
                               field=f"{where}.{name_key}")
         if name in seen:
-            raise SchemaError(f"{where}.{name_key}: duplicate attribute name {name!r}", field=f"{where}.{name_key}")
+            raise SchemaError(
+                f"{where}.{name_key}: duplicate attribute name {name!r}", field=f"{where}.{name_key}"
+            )
         seen.add(name)
         if not isinstance(typ, str):
             raise SchemaError(f"{where}.{type_key}: expected one of {', '.join(TYPES)}, got {typ!r}",
