@@ -492,3 +492,16 @@ def test_fuzz_against_line_by_line_reference(
     assert t.rejected_positions.tolist() == kept_rejected
     assert t.to_frame().to_numpy().tolist() == kept_rows
     assert info.n_rejected_total == sum(r is None for r in rows)
+
+
+def test_overlong_header_and_last_line_across_chunks(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dataset_mod, "CHUNK_BYTES", 1000)
+    huge = "z" * (MAX_ROW_BYTES + 3000)
+    data = f"{huge},h\n1,a\n{huge},x\n2,b\n{huge},y".encode()  # the last line has no newline
+    info, t = _build(tmp_path, [_src("f", data)], _schema(["n", "v"], header=True))
+    assert t.strings("n").tolist() == ["1", "2"]
+    assert t.rejected_positions.tolist() == [1, 3]
+    assert [(s["line"], s["reason"]) for s in info.rejected_samples] == [
+        (3, "row longer than 100 KB"), (5, "row longer than 100 KB")]
+    assert info.rejected_samples[0]["offset"] == data.index(b"\n1,a") + 5
+    assert t.info["headers"] == {}  # an overlong header is skipped, not kept
