@@ -505,3 +505,34 @@ def test_overlong_header_and_last_line_across_chunks(tmp_path: Path, monkeypatch
         (3, "row longer than 100 KB"), (5, "row longer than 100 KB")]
     assert info.rejected_samples[0]["offset"] == data.index(b"\n1,a") + 5
     assert t.info["headers"] == {}  # an overlong header is skipped, not kept
+
+
+_RSS_SCRIPT = """
+import json, resource, sys
+from pathlib import Path
+from amlflow.engine.dataset import Source, build_dataset
+from amlflow.engine.schema import parse_schema
+path, out = Path(sys.argv[1]), Path(sys.argv[2])
+names = path.open().readline().strip().split(",")
+schema = parse_schema(json.dumps({"dataFileContainsHeader": True,
+    "attributes": [{"attributeName": n, "attributeType": "NUMERIC"} for n in names]}))
+sources = [Source(f"part-{i:02d}", path.stat().st_size, lambda: path.open("rb")) for i in range(10)]
+info = build_dataset(sources, schema, None, out)
+print(json.dumps({"rows": info.n_rows, "rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (MNIST / "train.csv").exists(), reason="full Kaggle MNIST not built")
+def test_420k_rows_stay_well_under_1gb(tmp_path: Path) -> None:
+    """MNIST train read 10 times (420,000 rows × 785 columns, 730 MB of CSV) in a fresh process."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(MNIST / "train.csv"), str(tmp_path / "t")],
+                          capture_output=True, text=True, check=True, timeout=600)
+    result = json.loads(done.stdout.strip().splitlines()[-1])
+    assert result["rows"] == 420_000
+    assert result["rss_mb"] < 600, result
+    t = EncodedTable.open(tmp_path / "t")
+    assert t.files[9] == ("part-09", 378_000, 420_000)
