@@ -39,6 +39,13 @@ def test_from_frame_in_memory() -> None:
     assert t.files == [("", 0, 6)]
 
 
+def test_from_frame_nullable_and_non_string_columns() -> None:
+    df = pd.DataFrame({"a": pd.array(["x", None, "y"], dtype="string"), "b": [1, None, 3]})
+    t = EncodedTable.from_frame(df)
+    assert t.strings("a").tolist() == ["x", "", "y"]
+    assert t.strings("b").tolist() == ["1.0", "", "3.0"]
+
+
 def test_from_frame_round_trip_on_disk(tmp_path: Path) -> None:
     df = _frame()
     mem = EncodedTable.from_frame(df)

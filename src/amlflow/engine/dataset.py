@@ -454,7 +454,8 @@ class EncodedTable:
 
 
 def _as_strings(col: pd.Series) -> list[str]:
-    return ["" if v is None or (isinstance(v, float) and np.isnan(v)) else str(v) for v in col.tolist()]
+    missing = pd.isna(col).to_numpy()
+    return ["" if m else str(v) for v, m in zip(col.tolist(), missing.tolist(), strict=True)]
 
 
 # -------------------------------------------------------------------------------------------- reading
