@@ -136,3 +136,15 @@ def test_banking_sequential_split_matches_aml(data_dir: Path) -> None:
     assert (train.sum(), evaluate.sum()) == (28_833, 12_355)
     assert positive[evaluate].sum() == 1_363
     assert not (train & evaluate).any()
+
+
+def test_random_bounds_are_exact_at_the_edges(monkeypatch: pytest.MonkeyPatch) -> None:
+    """H = 2**64 - 1 is in 70..100 (a float would round 100*H/2**64 up to 100.0); H = 0 is in 0..x."""
+    edge = (70 * 2**64) // 100  # just below 70 %: 100*edge/2**64 < 70
+    h = np.array([0, edge, edge + 1, 2**64 - 1], dtype=np.uint64)
+    monkeypatch.setattr(Rearrangement, "hashes", lambda self, offsets, keys: h)
+    low = Rearrangement(0, 70, False, "random").selects(np.arange(4), 4, "k")
+    high = Rearrangement(70, 100, False, "random").selects(np.arange(4), 4, "k")
+    assert low.tolist() == [True, True, False, False]
+    assert high.tolist() == [False, False, True, True]
+    assert Rearrangement(100, 100, True, "random").selects(np.arange(4), 4, "k").all()

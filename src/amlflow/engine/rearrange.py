@@ -87,12 +87,18 @@ class Rearrangement:
             inside = (scaled >= self.percent_begin * total_bytes) & (scaled < self.percent_end * total_bytes)
             inside = np.asarray(inside, dtype=bool)
         else:
-            u = self.random_numbers(offsets, file_keys)
-            inside = (u >= self.percent_begin) & (u < self.percent_end)
+            # percentBegin <= 100*H/2**64 < percentEnd, exactly: H against integer bounds
+            h = self.hashes(offsets, file_keys)
+            inside = _at_least(h, self.percent_begin) & ~_at_least(h, self.percent_end)
         return ~inside if self.complement else inside
 
     def random_numbers(self, byte_offsets: np.ndarray, file_keys: str | np.ndarray | list[str]) -> np.ndarray:
-        """The pseudo-random number in [0, 100) of each row (``random`` strategy)."""
+        """The pseudo-random number ``100 * H / 2**64`` in [0, 100] of each row (float64, for display;
+        :meth:`selects` compares ``H`` exactly)."""
+        return self.hashes(byte_offsets, file_keys).astype(np.float64) * (100.0 / 2.0**64)
+
+    def hashes(self, byte_offsets: np.ndarray, file_keys: str | np.ndarray | list[str]) -> np.ndarray:
+        """``H`` of each row: the first 8 bytes (big-endian) of SHA-256(seed, file key, offset), uint64."""
         offsets = np.asarray(byte_offsets, dtype=np.int64)
         out = np.empty(len(offsets), dtype=np.uint64)
         if isinstance(file_keys, str):
@@ -108,7 +114,15 @@ class Rearrangement:
             for i, (key, off) in enumerate(zip(keys, offsets.tolist(), strict=True)):
                 digest = hashlib.sha256(f"{self.seed}\0{key}\0{off}".encode()).digest()
                 out[i] = int.from_bytes(digest[:8], "big")
-        return out.astype(np.float64) * (100.0 / 2.0**64)
+        return out
+
+
+def _at_least(h: np.ndarray, percent: int) -> np.ndarray:
+    """``100 * h / 2**64 >= percent`` for uint64 ``h``, in exact integer arithmetic."""
+    bound = -(-percent * 2**64 // 100)  # ceil(percent * 2**64 / 100); h is an integer
+    if bound >= 2**64:
+        return np.zeros(len(h), dtype=bool)
+    return np.asarray(h >= np.uint64(bound), dtype=bool)
 
 
 def _percent(splitting: dict[str, Any], key: str, default: int) -> int:
