@@ -1,0 +1,501 @@
+"""Training and scoring (aml-reference §6, §9): AML's three linear models on recipe features.
+
+=============  ===========================================================  =============================
+MLModelType    learner (scikit-learn)                                       target read as
+=============  ===========================================================  =============================
+BINARY         logistic regression, ``LogisticRegression(solver="saga")``   BINARY tokens (0/1, yes/no…)
+MULTICLASS     multinomial logistic regression (softmax), same solver       the raw string (≤ 100 classes)
+REGRESSION     least squares, ``Ridge(solver="lsqr")``                      a number
+=============  ===========================================================  =============================
+
+``sgd.maxPasses`` is the classifiers' number of epochs (``max_iter``; they may stop earlier when converged;
+least squares is solved to convergence);
+``sgd.l2RegularizationAmount``/``sgd.l1RegularizationAmount`` λ is AML's per-record penalty, i.e.
+``C = 1 / (λ · n)`` (``alpha = λ · n`` for Ridge); λ = 0 means no penalty. ``sgd.shuffleType`` has no
+effect (SAG/SAGA pick records at random, seeded). Rows whose target is missing or invalid are skipped and
+counted. ``rowWeight`` becomes ``sample_weight``.
+
+Model size is accounted like AML's log (96 bytes per parameter, §6.4): when ``96 · K · features`` exceeds
+``sgd.maxMLModelSizeInBytes`` the features with the smallest largest-|weight| are pruned.
+
+A trained model is saved as ``model.json`` + ``model.npz`` (arrays only, loaded with
+``allow_pickle=False``); scoring rebuilds the predictor from the arrays, never from an sklearn object.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from amlflow.engine.errors import TrainingError
+from amlflow.engine.params import TrainingParameters
+from amlflow.engine.recipe import FeatureBuilder, Recipe, _vstack_csr
+from amlflow.engine.schema import Schema, binary_view, numeric_view, parse_schema
+
+__all__ = [
+    "BYTES_PER_PARAMETER",
+    "MAX_CLASSES",
+    "MODEL_TYPES",
+    "Predictions",
+    "TrainedModel",
+    "load_model",
+    "target_view",
+    "train",
+]
+
+MODEL_TYPES = ("BINARY", "MULTICLASS", "REGRESSION")
+MAX_CLASSES = 100
+BYTES_PER_PARAMETER = 96
+FORMAT = "amlflow-model"
+VERSION = 1
+
+
+# --------------------------------------------------------------------------------------------- targets
+
+
+def target_view(model_type: str, dictionary: np.ndarray) -> np.ndarray:
+    """The target value of each dictionary entry for ``model_type``: BINARY → 0.0/1.0, REGRESSION → float,
+    MULTICLASS → the stripped string; missing/invalid → nan (BINARY, REGRESSION) or None (MULTICLASS)."""
+    if model_type == "BINARY":
+        return binary_view(dictionary)
+    if model_type == "REGRESSION":
+        return numeric_view(dictionary)
+    out = np.empty(len(dictionary), dtype=object)
+    out[:] = [(s if (s := str(v).strip()) else None) for v in dictionary]
+    return out
+
+
+def _codes(table: Any, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+    return np.asarray(table.codes(name, start, stop), dtype=np.int64)
+
+
+# ------------------------------------------------------------------------------------------ prediction
+
+
+@dataclass
+class Predictions:
+    """Scores of a range of table rows.
+
+    ``scores``: BINARY → P(target = 1) (n,); MULTICLASS → class probabilities (n, K), columns in
+    ``classes`` order, rows summing to 1; REGRESSION → predicted values (n,). ``valid`` is true for every
+    row that could be scored (all table rows: missing values are absent features).
+    """
+
+    model_type: str
+    classes: list[str]
+    scores: np.ndarray
+    valid: np.ndarray
+
+    def labels(self, threshold: float = 0.5) -> np.ndarray | None:
+        """Predicted labels: BINARY ``"1"`` if score ≥ threshold else ``"0"``; MULTICLASS the argmax class;
+        REGRESSION None."""
+        if self.model_type == "BINARY":
+            return np.where(self.scores >= threshold, "1", "0").astype(object)
+        if self.model_type == "MULTICLASS":
+            return np.asarray(self.classes, dtype=object)[np.argmax(self.scores, axis=1)]
+        return None
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    out = np.empty_like(z, dtype=np.float64)
+    pos = z >= 0
+    out[pos] = 1.0 / (1.0 + np.exp(-z[pos]))
+    ez = np.exp(z[~pos])
+    out[~pos] = ez / (1.0 + ez)
+    return out
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=1, keepdims=True)
+    np.exp(z, out=z)
+    z /= z.sum(axis=1, keepdims=True)
+    return z
+
+
+@dataclass
+class TrainedModel:
+    """A fitted model: feature builder + weights (``coef`` features × K, ``intercept`` K)."""
+
+    model_type: str
+    schema: Schema
+    builder: FeatureBuilder
+    coef: np.ndarray
+    intercept: np.ndarray
+    classes: list[str]
+    params: TrainingParameters
+    training_info: dict[str, Any] = field(default_factory=dict)
+
+    # ----------------------------------------------------------------------------------------- size
+
+    @property
+    def n_parameters(self) -> int:
+        """Parameters counted for the size: K per kept feature plus K intercepts."""
+        kept = int(np.count_nonzero(np.any(self.coef != 0, axis=1)))
+        return self.coef.shape[1] * (kept + 1)
+
+    @property
+    def size_in_bytes(self) -> int:
+        """AML-style model size: 96 bytes per parameter (aml-reference §6.3)."""
+        return BYTES_PER_PARAMETER * self.n_parameters
+
+    # -------------------------------------------------------------------------------------- scoring
+
+    def _scores(self, z: np.ndarray) -> np.ndarray:
+        if self.model_type == "BINARY":
+            return _sigmoid(z[:, 0])
+        if self.model_type == "MULTICLASS":
+            return _softmax(z)
+        return z[:, 0]
+
+    def _decision(self, X: sp.csr_matrix) -> np.ndarray:
+        return np.asarray(X @ self.coef) + self.intercept
+
+    def iter_predictions(
+        self, table: Any, schema: Schema | None = None, *, start: int = 0, stop: int | None = None,
+        batch_rows: int = 50_000,
+    ) -> Iterator[tuple[int, int, Predictions]]:
+        """Score rows ``[start, stop)`` of ``table`` in batches: yields ``(start, stop, Predictions)``.
+        The table is read with the training schema's types (``schema``, the table's own, is not needed
+        for scoring)."""
+        stop = table.n_rows if stop is None else stop
+        enc = self.builder.encoder(table)
+        for a in range(start, stop, batch_rows):
+            b = min(a + batch_rows, stop)
+            X = self.builder.transform(table, a, b, _dicts=enc)
+            yield a, b, Predictions(
+                self.model_type, self.classes, self._scores(self._decision(X)), np.ones(b - a, dtype=bool)
+            )
+
+    def predict_table(
+        self, table: Any, schema: Schema | None = None, *, start: int = 0, stop: int | None = None
+    ) -> Predictions:
+        """Scores of rows ``[start, stop)`` of ``table`` (see :class:`Predictions`)."""
+        parts = [p for _, _, p in self.iter_predictions(table, schema, start=start, stop=stop)]
+        if not parts:
+            k = len(self.classes) if self.model_type == "MULTICLASS" else 0
+            shape: tuple[int, ...] = (0, k) if k else (0,)
+            return Predictions(self.model_type, self.classes, np.zeros(shape), np.zeros(0, dtype=bool))
+        return Predictions(
+            self.model_type,
+            self.classes,
+            np.concatenate([p.scores for p in parts]),
+            np.concatenate([p.valid for p in parts]),
+        )
+
+    def predict_record(self, record: Mapping[str, str], threshold: float = 0.5) -> dict[str, Any]:
+        """AML's ``Prediction`` for one realtime record (aml-reference §9): ``predictedLabel`` +
+        ``predictedScores`` (BINARY: one entry, the predicted label → P(1); MULTICLASS: every class),
+        ``predictedValue`` (REGRESSION), ``details``."""
+        cols, vals = self.builder.encode_record(record)
+        z = vals.astype(np.float64) @ self.coef[cols] + self.intercept
+        details = {"PredictiveModelType": self.model_type, "Algorithm": "SGD"}
+        if self.model_type == "BINARY":
+            zz = float(z[0])
+            p = 1.0 / (1.0 + math.exp(-zz)) if zz >= 0 else math.exp(zz) / (1.0 + math.exp(zz))
+            label = "1" if p >= threshold else "0"
+            return {"predictedLabel": label, "predictedScores": {label: p}, "details": details}
+        if self.model_type == "MULTICLASS":
+            probs = _softmax(z[None, :].copy())[0]
+            best = int(np.argmax(probs))
+            return {
+                "predictedLabel": self.classes[best],
+                "predictedScores": {c: float(p) for c, p in zip(self.classes, probs, strict=True)},
+                "details": details,
+            }
+        return {"predictedValue": float(z[0]), "details": details}
+
+    # ------------------------------------------------------------------------------------------ I/O
+
+    def save(self, directory: Path | str) -> None:
+        """Write ``model.json`` and ``model.npz`` into ``directory`` (created if needed)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        meta = {
+            "format": FORMAT,
+            "version": VERSION,
+            "model_type": self.model_type,
+            "classes": self.classes,
+            "schema": self.schema.to_dict(),
+            "params": self.params.to_json(),
+            "builder": self.builder.to_json(),
+            "training_info": self.training_info,
+            "size_in_bytes": self.size_in_bytes,
+        }
+        tmp_npz = directory / "model.npz.tmp"
+        with open(tmp_npz, "wb") as fh:
+            np.savez(fh, coef=self.coef, intercept=self.intercept)
+        tmp_json = directory / "model.json.tmp"
+        with open(tmp_json, "w", encoding="utf-8") as fh:
+            json.dump(meta, fh, ensure_ascii=False)
+        tmp_npz.replace(directory / "model.npz")
+        tmp_json.replace(directory / "model.json")
+
+
+def load_model(directory: Path | str) -> TrainedModel:
+    """Load a model written by :meth:`TrainedModel.save` (plain JSON + arrays; never unpickles)."""
+    directory = Path(directory)
+    with open(directory / "model.json", encoding="utf-8") as fh:
+        meta = json.load(fh)
+    if meta.get("format") != FORMAT or meta.get("version") != VERSION:
+        raise ValueError(f"{directory}: not an {FORMAT} v{VERSION}")
+    schema = parse_schema(meta["schema"])
+    with np.load(directory / "model.npz", allow_pickle=False) as z:
+        coef, intercept = np.array(z["coef"]), np.array(z["intercept"])
+    return TrainedModel(
+        model_type=meta["model_type"],
+        schema=schema,
+        builder=FeatureBuilder.from_json(meta["builder"], schema),
+        coef=coef,
+        intercept=intercept,
+        classes=[str(c) for c in meta["classes"]],
+        params=TrainingParameters.from_json(meta["params"]),
+        training_info=meta.get("training_info", {}),
+    )
+
+
+# -------------------------------------------------------------------------------------------- training
+
+
+def _regularisation(params: TrainingParameters, n: int) -> tuple[float, float]:
+    """(C, l1_ratio) for LogisticRegression from AML's per-record λ."""
+    if params.l1 > 0:
+        return 1.0 / (params.l1 * n), 1.0
+    if params.l2 > 0:
+        return 1.0 / (params.l2 * n), 0.0
+    return math.inf, 0.0
+
+
+def _fit_classifier(
+    X: sp.csr_matrix, y: np.ndarray, w: np.ndarray | None, params: TrainingParameters, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    C, l1_ratio = _regularisation(params, X.shape[0])
+    if w is not None:
+        # SAGA's step size ignores sample weights; scale them to ≤ 1 (and C up: the same objective)
+        top = float(w.max()) if len(w) else 1.0
+        if top > 0:
+            w, C = w / top, C * top
+    est = LogisticRegression(
+        C=C, l1_ratio=l1_ratio, solver="saga", max_iter=params.max_passes, tol=1e-4, random_state=seed,
+        fit_intercept=False,
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        est.fit(X, y, sample_weight=w)
+    coef = np.asarray(est.coef_, dtype=np.float64).T  # (features + bias) × (1 or K)
+    return coef[:-1].copy(), coef[-1].copy()
+
+
+def _fit_regressor(
+    X: sp.csr_matrix, y: np.ndarray, w: np.ndarray | None, params: TrainingParameters, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import Ridge, SGDRegressor
+
+    n = X.shape[0]
+    center = float(np.average(y, weights=w))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        if params.l1 > 0:
+            est: Any = SGDRegressor(
+                penalty="l1", alpha=params.l1, max_iter=params.max_passes, tol=1e-4, random_state=seed,
+                average=True, fit_intercept=False,
+            )
+        else:
+            # least squares is solved to convergence (LSQR: a few dozen passes), not stopped at maxPasses
+            est = Ridge(alpha=max(params.l2 * n, 1e-8), solver="lsqr", tol=1e-6, fit_intercept=False)
+        est.fit(X, y - center, sample_weight=w)
+    coef = np.asarray(est.coef_, dtype=np.float64).reshape(-1, 1)
+    return coef[:-1].copy(), coef[-1] + center
+
+
+def _with_bias(X: sp.csr_matrix) -> sp.csr_matrix:
+    """``X`` with a constant-1 column appended (built directly on the CSR arrays)."""
+    n, f = X.shape
+    counts = np.diff(X.indptr)
+    indptr = X.indptr.astype(np.int64) + np.arange(n + 1)
+    indices = np.empty(X.nnz + n, dtype=np.int32)
+    data = np.empty(X.nnz + n, dtype=np.float32)
+    last = indptr[1:] - 1
+    keep = np.ones(X.nnz + n, dtype=bool)
+    keep[last] = False
+    indices[keep] = X.indices
+    data[keep] = X.data
+    indices[last] = f
+    data[last] = 1.0
+    del counts
+    return sp.csr_matrix((data, indices, indptr), shape=(n, f + 1))
+
+
+def _prune(coef: np.ndarray, max_bytes: int) -> int:
+    """Zero whole feature rows of ``coef`` (in place), smallest max-|w| first, until the model fits in
+    ``max_bytes``; returns the number of features pruned."""
+    k = coef.shape[1]
+    importance = np.abs(coef).max(axis=1)
+    nonzero = np.flatnonzero(importance > 0)
+    budget = max_bytes // BYTES_PER_PARAMETER // k - 1  # features we may keep (+1 for the intercepts)
+    if len(nonzero) <= budget:
+        return 0
+    budget = max(budget, 0)
+    order = nonzero[np.argsort(importance[nonzero], kind="stable")]
+    drop = order[: len(nonzero) - budget]
+    coef[drop] = 0.0
+    return len(drop)
+
+
+def train(
+    table: Any,
+    schema: Schema,
+    recipe: Recipe,
+    params: TrainingParameters,
+    model_type: str,
+    *,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> TrainedModel:
+    """Fit an AML model of ``model_type`` on ``table`` (read with ``schema``) and ``recipe`` features.
+
+    Raises:
+        TrainingError: no target in the schema, no usable rows, a single class, more than 100 classes.
+    """
+    say = log or (lambda _msg: None)
+    t0 = time.perf_counter()
+    if model_type not in MODEL_TYPES:
+        raise TrainingError(f"MLModelType: {model_type!r} is not one of {', '.join(MODEL_TYPES)}",
+                            field="MLModelType")
+    target = schema.target
+    if target is None:
+        raise TrainingError("targetAttributeName: the training datasource's schema has no target attribute",
+                            field="targetAttributeName")
+    if target not in table.names:
+        raise TrainingError(f"targetAttributeName: the training data has no column {target!r}",
+                            field="targetAttributeName")
+    say(
+        f"initial-training: model-type={model_type} l1={params.l1!r} l2={params.l2!r} "
+        f"max-passes={params.max_passes} max-model-size={params.max_model_size} "
+        f"({params.max_model_size / 1048576:.2f} MB) rows={table.n_rows}"
+    )
+
+    # ---- target
+    tview = target_view(model_type, table.dictionary(target))
+    codes = _codes(table, target)
+    classes: list[str]
+    if model_type == "MULTICLASS":
+        present = np.array([v is not None for v in tview], dtype=bool)
+        counts = np.bincount(codes, minlength=len(tview))
+        names = sorted({tview[i] for i in np.flatnonzero(present & (counts > 0))})
+        if len(names) > MAX_CLASSES:
+            raise TrainingError(
+                f"{target}: {len(names)} distinct target values; a MULTICLASS model allows at most {MAX_CLASSES}",
+                field=target,
+            )
+        index = {c: i for i, c in enumerate(names)}
+        entry_class = np.array([index.get(v, -1) if v is not None else -1 for v in tview], dtype=np.int64)
+        y_all = entry_class[codes]
+        valid = y_all >= 0
+        classes = names
+    else:
+        y_all = tview[codes]
+        valid = ~np.isnan(y_all)
+        classes = ["0", "1"] if model_type == "BINARY" else []
+    n_valid = int(valid.sum())
+    n_invalid = table.n_rows - n_valid
+    if n_valid == 0:
+        raise TrainingError(f"{target}: no training record has a valid target value", field=target)
+    y = y_all[valid]
+    if model_type == "BINARY":
+        y = y.astype(np.int64)
+        if len(np.unique(y)) < 2:
+            raise TrainingError(
+                f"{target}: every valid training record has target {int(y[0])}; a BINARY model needs both 0 and 1",
+                field=target,
+            )
+    elif model_type == "MULTICLASS" and len(classes) < 2:
+        raise TrainingError(
+            f"{target}: only one target class ({classes[0]!r}); a MULTICLASS model needs at least 2",
+            field=target,
+        )
+
+    # ---- weights
+    w: np.ndarray | None = None
+    if schema.row_weight is not None and schema.row_weight in table.names:
+        wv = numeric_view(table.dictionary(schema.row_weight))
+        wv = np.where(np.isnan(wv) | (wv < 0), 1.0, wv)
+        w = wv[_codes(table, schema.row_weight)][valid]
+
+    # ---- features
+    builder = FeatureBuilder.fit(recipe, schema, table, valid)
+    enc = builder.encoder(table)
+    batch = max(1024, 4_000_000 // max(1, len(builder.leaves)))
+    parts = []
+    for a in range(0, table.n_rows, batch):
+        b = min(a + batch, table.n_rows)
+        X_b = builder.transform(table, a, b, _dicts=enc)
+        sel = valid[a:b]
+        parts.append(_with_bias(X_b if sel.all() else X_b[sel]))
+    # the last column is a constant 1: the intercept is learnt as an ordinary weight (scikit-learn's SAG/SAGA
+    # slow the intercept down 100× on sparse input, which costs ~0.3 macro-F1 points on MNIST at 10 passes)
+    X = _vstack_csr(parts, builder.n_features + 1)
+    t_features = time.perf_counter() - t0
+    say(
+        f"features: outputs={len(builder.leaves)} features={builder.n_features} "
+        f"nonzeros-per-record={X.nnz / max(1, X.shape[0]):.1f} built-in={t_features:.2f}s"
+    )
+
+    # ---- fit
+    t1 = time.perf_counter()
+    if model_type == "REGRESSION":
+        coef, intercept = _fit_regressor(X, y.astype(np.float64), w, params, seed)
+    else:
+        coef, intercept = _fit_classifier(X, y, w, params, seed)
+    t_fit = time.perf_counter() - t1
+    say(f"finished-training: valid-records={n_valid} invalid-records={n_invalid} fit-time={t_fit:.2f}s")
+
+    pruned = _prune(coef, params.max_model_size)
+    if pruned:
+        say(f"final consolidation: pruned {pruned} of {builder.n_features} features to fit "
+            f"sgd.maxMLModelSizeInBytes={params.max_model_size}")
+
+    # ---- training summary (used by evaluation alerts)
+    if model_type == "REGRESSION":
+        yf = y.astype(np.float64)
+        dist: dict[str, Any] = {
+            "mean": float(yf.mean()), "std": float(yf.std()),
+            "quantiles": [float(q) for q in np.quantile(yf, [0.0, 0.25, 0.5, 0.75, 1.0])],
+        }
+    else:
+        cnt = np.bincount(y, minlength=len(classes))
+        dist = {"counts": {c: int(k) for c, k in zip(classes, cnt, strict=True)}}
+    model = TrainedModel(
+        model_type=model_type,
+        schema=schema,
+        builder=builder,
+        coef=coef,
+        intercept=intercept,
+        classes=classes,
+        params=params,
+        training_info={
+            "n_rows": int(table.n_rows),
+            "n_valid": n_valid,
+            "n_invalid": n_invalid,
+            "target_distribution": dist,
+            "n_features": builder.n_features,
+            "n_pruned_features": pruned,
+            "feature_seconds": round(t_features, 3),
+            "fit_seconds": round(t_fit, 3),
+        },
+    )
+    say(f"saved final learner: model-size={model.size_in_bytes} parameters={model.n_parameters} "
+        f"total-time={time.perf_counter() - t0:.2f}s")
+    return model

@@ -1,0 +1,198 @@
+"""engine.model: training, scoring, realtime records, save/load."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import f1_score, mean_squared_error, roc_auc_score
+
+from amlflow.engine.dataset import EncodedTable
+from amlflow.engine.errors import TrainingError
+from amlflow.engine.model import load_model, train
+from amlflow.engine.params import parse_parameters
+from amlflow.engine.recipe import parse_recipe
+from amlflow.engine.schema import parse_schema
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def split(df: pd.DataFrame, frac: float = 0.7) -> tuple[EncodedTable, EncodedTable, pd.DataFrame, pd.DataFrame]:
+    k = int(len(df) * frac)
+    a, b = df.iloc[:k].reset_index(drop=True), df.iloc[k:].reset_index(drop=True)
+    return EncodedTable.from_frame(a), EncodedTable.from_frame(b), a, b
+
+
+@pytest.fixture(scope="module")
+def wine() -> pd.DataFrame:
+    return pd.read_csv(REPO / "data/wine/winequality-red-comma.csv", dtype=str, keep_default_na=False)
+
+
+@pytest.fixture(scope="module")
+def banking() -> tuple[pd.DataFrame, object]:
+    df = pd.read_csv(REPO / "data/aml-banking/banking.csv", dtype=str, keep_default_na=False)
+    return df, parse_schema((REPO / "data/aml-banking/banking.csv.schema").read_text())
+
+
+def test_train_regression_wine_beats_baseline(wine: pd.DataFrame) -> None:
+    schema = parse_schema((REPO / "schemas/wine-regression.csv.schema").read_text())
+    recipe = parse_recipe((REPO / "recipes/wine.recipe.json").read_text(), schema)
+    tr, te, a, b = split(wine)
+    model = train(tr, schema, recipe, parse_parameters(None), "REGRESSION", seed=0)
+    pred = model.predict_table(te, schema)
+    y = b["quality"].astype(float)
+    rmse = mean_squared_error(y, pred.scores) ** 0.5
+    baseline = mean_squared_error(y, np.full(len(y), a["quality"].astype(float).mean())) ** 0.5
+    assert rmse <= 0.729 < baseline
+    assert pred.labels() is None and pred.valid.all()
+    out = model.predict_record({k: v for k, v in b.iloc[0].items()})
+    assert out == {"predictedValue": pytest.approx(pred.scores[0]),
+                   "details": {"PredictiveModelType": "REGRESSION", "Algorithm": "SGD"}}
+
+
+def test_train_binary_wine_auc(wine: pd.DataFrame) -> None:
+    schema = parse_schema((REPO / "schemas/wine-binary.csv.schema").read_text())
+    df = wine.copy()
+    df["good"] = (df.pop("quality").astype(int) >= 7).astype(int).astype(str)
+    tr, te, _, b = split(df)
+    model = train(tr, schema, parse_recipe((REPO / "recipes/wine.recipe.json").read_text(), schema),
+                  parse_parameters(None), "BINARY")
+    assert roc_auc_score(b["good"].astype(int), model.predict_table(te).scores) >= 0.778
+    assert model.classes == ["0", "1"]
+
+
+def test_train_multiclass_wine_probabilities_and_record(wine: pd.DataFrame, tmp_path: Path) -> None:
+    schema = parse_schema((REPO / "schemas/wine-multiclass.csv.schema").read_text())
+    df = wine.copy()
+    q = df.pop("quality").astype(int)
+    df["grade"] = np.where(q <= 4, "bad", np.where(q <= 6, "average", "good"))
+    tr, te, _, b = split(df)
+    model = train(tr, schema, parse_recipe((REPO / "recipes/wine.recipe.json").read_text(), schema),
+                  parse_parameters(None), "MULTICLASS")
+    assert model.classes == ["average", "bad", "good"]
+    pred = model.predict_table(te)
+    assert pred.scores.shape == (len(b), 3)
+    np.testing.assert_allclose(pred.scores.sum(axis=1), 1.0)
+    assert f1_score(b["grade"], pred.labels(), average="macro") > 0.4
+    record = {k: v for k, v in b.iloc[3].items() if k != "grade"}
+    out = model.predict_record(record)
+    assert set(out) == {"predictedLabel", "predictedScores", "details"}
+    assert set(out["predictedScores"]) == {"average", "bad", "good"}
+    assert out["predictedLabel"] == pred.labels()[3]
+    assert out["predictedScores"]["good"] == pytest.approx(pred.scores[3, 2])
+    model.save(tmp_path / "m")
+    again = load_model(tmp_path / "m")
+    np.testing.assert_allclose(again.predict_table(te).scores, pred.scores)
+    assert again.predict_record(record) == out
+
+
+def test_train_binary_banking_auc_and_predict_record(banking, tmp_path: Path) -> None:
+    df, schema = banking
+    recipe = parse_recipe((REPO / "data/aml-banking/recipe.json").read_text(), schema)
+    tr, te, _, b = split(df)
+    model = train(tr, schema, recipe, parse_parameters(None), "BINARY", seed=0)
+    pred = model.predict_table(te, schema)
+    assert roc_auc_score(b["y"].astype(int), pred.scores) >= 0.936
+    model.save(tmp_path / "bank")
+    assert {p.name for p in (tmp_path / "bank").iterdir()} == {"model.json", "model.npz"}
+    loaded = load_model(tmp_path / "bank")
+    records = [{k: v for k, v in row.items() if k != "y"} for row in b.iloc[:300].to_dict("records")]
+    start = time.perf_counter()
+    outs = [loaded.predict_record(r, 0.77) for r in records]
+    per_record = (time.perf_counter() - start) / len(records)
+    assert per_record < 0.001
+    for i, out in enumerate(outs):
+        label = "1" if pred.scores[i] >= 0.77 else "0"
+        assert out["predictedLabel"] == label
+        assert out["predictedScores"] == {label: pytest.approx(pred.scores[i])}
+        assert out["details"] == {"PredictiveModelType": "BINARY", "Algorithm": "SGD"}
+    # missing attributes and unknown ones are fine
+    assert loaded.predict_record({"nope": "1"})["predictedLabel"] in ("0", "1")
+
+
+def test_train_mnist_sample_categorical_pixels(data_dir: Path) -> None:
+    df = pd.read_csv(data_dir / "mnist-sample" / "train.csv.gz", dtype=str, keep_default_na=False)
+    schema = parse_schema((REPO / "schemas/mnist-train.csv.schema").read_text())
+    recipe = parse_recipe((REPO / "recipes/mnist.recipe.json").read_text(), schema)
+    tr, te, _, b = split(df)
+    params = parse_parameters({"sgd.maxPasses": "10", "sgd.l2RegularizationAmount": "1e-5"})
+    model = train(tr, schema, recipe, params, "MULTICLASS", seed=0)
+    assert model.classes == [str(i) for i in range(10)]
+    f1 = f1_score(b["label"], model.predict_table(te).labels(), average="macro")
+    assert f1 > 0.85
+    # a batch table typed NUMERIC is still read as CATEGORICAL (the model's schema decides)
+    batch_schema = parse_schema((REPO / "schemas/mnist-test.csv.schema").read_text())
+    batch = EncodedTable.from_frame(b.drop(columns=["label"]))
+    np.testing.assert_allclose(model.predict_table(batch, batch_schema).scores, model.predict_table(te).scores)
+
+
+def test_train_skips_rows_with_invalid_target_and_logs() -> None:
+    schema = parse_schema('{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
+                          '"NUMERIC"}, {"attributeName": "y", "attributeType": "BINARY"}]}')
+    df = pd.DataFrame({"x": [str(i) for i in range(40)], "y": (["0", "1"] * 18) + ["", "maybe", "", "2"]})
+    lines: list[str] = []
+    model = train(EncodedTable.from_frame(df), schema, parse_recipe('{"outputs": ["x"]}', schema),
+                  parse_parameters(None), "BINARY", log=lines.append)
+    assert model.training_info["n_valid"] == 36 and model.training_info["n_invalid"] == 4
+    assert model.training_info["target_distribution"] == {"counts": {"0": 18, "1": 18}}
+    assert any("invalid-records=4" in line for line in lines)
+
+
+def test_train_row_weight_changes_the_fit() -> None:
+    schema = parse_schema('{"targetAttributeName": "y", "rowWeight": "w", "attributes": [{"attributeName": "x", '
+                          '"attributeType": "CATEGORICAL"}, {"attributeName": "w", "attributeType": "NUMERIC"}, '
+                          '{"attributeName": "y", "attributeType": "NUMERIC"}]}')
+    df = pd.DataFrame({"x": ["a", "a", "b", "b"], "w": ["1", "9", "1", "1"], "y": ["0", "10", "5", "5"]})
+    recipe = parse_recipe('{"outputs": ["x"]}', schema)
+    model = train(EncodedTable.from_frame(df), schema, recipe, parse_parameters({"sgd.maxPasses": "1000"}),
+                  "REGRESSION")
+    assert model.predict_record({"x": "a"})["predictedValue"] == pytest.approx(9.0, abs=0.05)
+
+
+@pytest.mark.parametrize(
+    ("model_type", "y", "needle"),
+    [
+        ("BINARY", ["1"] * 6, "a BINARY model needs both 0 and 1"),
+        ("MULTICLASS", ["a"] * 6, "only one target class ('a')"),
+        ("MULTICLASS", [str(i) for i in range(101)], "101 distinct target values; a MULTICLASS model allows at most 100"),
+        ("REGRESSION", ["x"] * 6, "no training record has a valid target value"),
+        ("CLUSTERING", ["1", "0"] * 3, "MLModelType: 'CLUSTERING' is not one of"),
+    ],
+)
+def test_train_errors(model_type: str, y: list[str], needle: str) -> None:
+    schema = parse_schema('{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
+                          '"CATEGORICAL"}, {"attributeName": "y", "attributeType": "CATEGORICAL"}]}')
+    df = pd.DataFrame({"x": ["a"] * len(y), "y": y})
+    with pytest.raises(TrainingError) as err:
+        train(EncodedTable.from_frame(df), schema, parse_recipe('{"outputs": ["x"]}', schema),
+              parse_parameters(None), model_type)
+    assert needle in err.value.message
+
+
+def test_train_prunes_to_the_size_limit() -> None:
+    schema = parse_schema('{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
+                          '"CATEGORICAL"}, {"attributeName": "y", "attributeType": "BINARY"}]}')
+    rng = np.random.default_rng(0)
+    x = rng.integers(0, 3000, 6000).astype(str)
+    df = pd.DataFrame({"x": x, "y": (rng.random(6000) < 0.5).astype(int).astype(str)})
+    lines: list[str] = []
+    model = train(EncodedTable.from_frame(df), schema, parse_recipe('{"outputs": ["x"]}', schema),
+                  parse_parameters({"sgd.maxMLModelSizeInBytes": "100000"}), "BINARY", log=lines.append)
+    assert model.size_in_bytes <= 100_000
+    assert model.training_info["n_pruned_features"] > 0
+    assert any("pruned" in line for line in lines)
+
+
+def test_load_model_never_unpickles(tmp_path: Path, wine: pd.DataFrame) -> None:
+    schema = parse_schema((REPO / "schemas/wine-regression.csv.schema").read_text())
+    model = train(EncodedTable.from_frame(wine.iloc[:200]), schema, parse_recipe('{"outputs": ["ALL_NUMERIC"]}', schema),
+                  parse_parameters(None), "REGRESSION")
+    model.save(tmp_path)
+    meta = json.loads((tmp_path / "model.json").read_text())
+    assert meta["model_type"] == "REGRESSION" and meta["size_in_bytes"] == model.size_in_bytes
+    with np.load(tmp_path / "model.npz", allow_pickle=False) as z:
+        assert sorted(z.files) == ["coef", "intercept"] and z["coef"].dtype == np.float64
