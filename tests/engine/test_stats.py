@@ -183,3 +183,17 @@ def test_compute_statistics_reads_table_in_memory_like_on_disk(tmp_path: Path) -
     disk = compute_statistics(EncodedTable.open(tmp_path / "t"), schema)
     disk.pop("n_rejected")
     assert mem == disk
+
+
+def test_cramers_v_sparse_path_matches_dense() -> None:
+    from amlflow.engine.stats import _cramers_v
+
+    rng = np.random.default_rng(0)
+    a = rng.integers(0, 3000, 20_000)
+    b = (a % 7 + rng.integers(0, 2, 20_000)) % 9
+    a[::50] = -1  # left out
+    dense = _cramers_v(a, 3000, b, 9)
+    sparse = _cramers_v(a, 3000 * 1000, b, 9)  # same data, a huge declared cardinality
+    ct = pd.crosstab(a[a >= 0], b[a >= 0]).to_numpy()
+    assert dense == pytest.approx(association(ct, method="cramer"), rel=1e-9)
+    assert sparse == pytest.approx(dense, rel=1e-12)

@@ -111,19 +111,28 @@ def _eta(groups: np.ndarray, n_groups: int, y: np.ndarray) -> float | None:
 
 
 def _cramers_v(a: np.ndarray, na: int, b: np.ndarray, nb: int) -> float | None:
-    """Cramér's V of two integer-coded variables (-1 = left out)."""
+    """Cramér's V of two integer-coded variables (-1 = left out); only non-empty cells are
+    materialised, so high-cardinality pairs stay small: chi² = n·(Σ O²/(R·C) − 1)."""
     m = (a >= 0) & (b >= 0)
     n = int(m.sum())
     if n < 2:
         return None
-    table = np.bincount(a[m].astype(np.int64) * nb + b[m], minlength=na * nb).reshape(na, nb)
-    table = table[table.sum(axis=1) > 0][:, table.sum(axis=0) > 0].astype(np.float64)
-    r, c = table.shape
+    a, b = a[m].astype(np.int64), b[m].astype(np.int64)
+    rows = np.bincount(a, minlength=na).astype(np.float64)
+    cols = np.bincount(b, minlength=nb).astype(np.float64)
+    r, c = int(np.count_nonzero(rows)), int(np.count_nonzero(cols))
     if r < 2 or c < 2:
         return None
-    expected = np.outer(table.sum(axis=1), table.sum(axis=0)) / n
-    chi2 = float(((table - expected) ** 2 / expected).sum())
-    return _num(math.sqrt(min(1.0, chi2 / (n * (min(r, c) - 1)))))
+    cells = a * nb + b
+    if na * nb <= 1 << 22:
+        observed = np.bincount(cells, minlength=na * nb)
+        nz = np.flatnonzero(observed)
+        obs = observed[nz].astype(np.float64)
+    else:
+        nz, counts = np.unique(cells, return_counts=True)
+        obs = counts.astype(np.float64)
+    chi2 = n * (float((obs * obs / (rows[nz // nb] * cols[nz % nb])).sum()) - 1.0)
+    return _num(math.sqrt(min(1.0, max(0.0, chi2) / (n * (min(r, c) - 1)))))
 
 
 class _Target:
