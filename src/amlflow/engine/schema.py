@@ -21,12 +21,12 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import pandas as pd
 
 from amlflow.engine.errors import SchemaError
 
@@ -286,19 +286,25 @@ def is_missing(dictionary: np.ndarray) -> np.ndarray:
     return np.array([s == "" for s in _stripped(dictionary)], dtype=bool)
 
 
+def _float_or_nan(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        return math.nan
+
+
 def numeric_view(dictionary: np.ndarray) -> np.ndarray:
     """float64 value of each dictionary entry; nan for ``""`` and for anything that is not a finite
-    decimal/scientific number (``"nan"``, ``"inf"``, ``"1,5"`` are invalid)."""
+    decimal/scientific number (``"nan"``, ``"inf"``, ``"1,5"``, ``"0x10"``, ``"1_0"`` are invalid)."""
     values = _stripped(dictionary)
-    out: np.ndarray | None = None
-    if not any("_" in v for v in values):  # Python's float() accepts "1_0"; pandas does not
+    out = np.full(len(values), np.nan)
+    idx = [i for i, v in enumerate(values) if v and "_" not in v]  # float() would accept "1_0"
+    if idx:
+        texts = [values[i] for i in idx]
         try:
-            out = np.array(values, dtype=object).astype(np.float64)
-        except ValueError:
-            out = None
-    if out is None:
-        series = pd.to_numeric(pd.Series(values, dtype=object), errors="coerce")
-        out = np.array(series.to_numpy(dtype=np.float64, na_value=np.nan))
+            out[idx] = np.array(texts, dtype=object).astype(np.float64)
+        except ValueError:  # some entry is not a number: one by one
+            out[idx] = [_float_or_nan(t) for t in texts]
     out[~np.isfinite(out)] = np.nan
     return out
 
