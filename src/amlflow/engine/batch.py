@@ -9,9 +9,15 @@ trailing zeros removed, ``E`` and a signed exponent without ``+`` or padding —
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
+from typing import Any, BinaryIO
 
-__all__ = ["aml_number"]
+import numpy as np
+
+from amlflow.engine.schema import Schema, binary_view
+
+__all__ = ["BatchCounts", "aml_number", "write_batch_output"]
 
 _SIX = Decimal("1.000000")
 
@@ -46,3 +52,119 @@ def aml_number(x: float) -> str:
     if "." in m:
         m = m.rstrip("0").rstrip(".")
     return f"{m}E{int(e)}"
+
+
+# ------------------------------------------------------------------------------------------- the writer
+
+
+@dataclass(frozen=True)
+class BatchCounts:
+    """``total`` observations written (rows + rejected rows) and ``invalid`` ones (empty lines)."""
+
+    total: int
+    invalid: int
+
+
+def _csv_field(value: str) -> str:
+    if any(c in value for c in ',"\n\r') or value != value.strip():
+        return '"' + value.replace('"', '""') + '"'
+    return value
+
+
+def _row_positions(rejected: np.ndarray, rows: np.ndarray) -> np.ndarray:
+    """Output-sequence position of each table row (rows are the non-rejected positions, in order)."""
+    if len(rejected) == 0:
+        return rows
+    shifted = rejected - np.arange(len(rejected))
+    return rows + np.searchsorted(shifted, rows, side="right")
+
+
+def write_batch_output(
+    model: Any,
+    table: Any,
+    schema: Schema,
+    out: BinaryIO,
+    *,
+    threshold: float = 0.5,
+    rows: tuple[int, int] | None = None,
+    batch_rows: int = 20_000,
+) -> BatchCounts:
+    """Write AML's batch prediction CSV (uncompressed) for ``table`` to ``out``.
+
+    Columns: ``tag`` (when ``schema`` has a rowId), ``trueLabel`` (when ``schema`` has a target present in
+    the table; BINARY targets normalised to ``0``/``1``, empty when missing/invalid), then BINARY
+    ``bestAnswer,score`` (``bestAnswer`` = 1 when score ≥ ``threshold``), MULTICLASS one column per class
+    (the model's classes, sorted), REGRESSION ``score``. One line per observation in input order, an empty
+    line where the CSV reader rejected a row. ``rows=(first_position, stop_position)`` limits the output to
+    one input file's span of the output sequence (``table.files``).
+    """
+    rejected = np.asarray(table.rejected_positions, dtype=np.int64)
+    n_positions = table.n_rows + len(rejected)
+    p0, p1 = rows if rows is not None else (0, n_positions)
+    if not 0 <= p0 <= p1 <= n_positions:
+        raise ValueError(f"rows: ({p0}, {p1}) is outside 0..{n_positions}")
+    rej_before = lambda p: int(np.searchsorted(rejected, p, side="left"))  # noqa: E731
+    row_start, row_stop = p0 - rej_before(p0), p1 - rej_before(p1)
+    span_rejected = rej_before(p1) - rej_before(p0)
+
+    mt = model.model_type
+    header: list[str] = []
+    tag = schema.row_id if schema.row_id is not None and schema.row_id in table.names else None
+    if tag is not None:
+        header.append("tag")
+    target = schema.target if schema.target is not None and schema.target in table.names else None
+    if target is not None:
+        header.append("trueLabel")
+    if mt == "BINARY":
+        header += ["bestAnswer", "score"]
+    elif mt == "MULTICLASS":
+        header += [_csv_field(c) for c in model.classes]
+    else:
+        header.append("score")
+    out.write((",".join(header) + "\n").encode("utf-8"))
+
+    tag_text = true_text = None
+    if tag is not None:
+        tag_text = np.array([_csv_field(str(v)) for v in table.dictionary(tag)], dtype=object)
+    if target is not None:
+        d = table.dictionary(target)
+        if mt == "BINARY":
+            b = binary_view(d)
+            true_text = np.where(np.isnan(b), "", np.where(b == 1.0, "1", "0")).astype(object)
+        else:
+            true_text = np.array([_csv_field(str(v).strip()) for v in d], dtype=object)
+
+    written_empty = 0
+    last_pos = p0  # next position to write
+    for a, b, pred in model.iter_predictions(table, schema, start=row_start, stop=row_stop, batch_rows=batch_rows):
+        positions = _row_positions(rejected, np.arange(a, b, dtype=np.int64))
+        prefix: list[list[str]] = []
+        if tag_text is not None:
+            prefix.append(list(tag_text[np.asarray(table.codes(tag, a, b), dtype=np.int64)]))
+        if true_text is not None:
+            prefix.append(list(true_text[np.asarray(table.codes(target, a, b), dtype=np.int64)]))
+        if mt == "BINARY":
+            s = pred.scores
+            body = [f"{'1' if x >= threshold else '0'},{aml_number(x)}" for x in s.tolist()]
+        elif mt == "MULTICLASS":
+            body = [",".join(aml_number(x) for x in row) for row in pred.scores.tolist()]
+        else:
+            body = [aml_number(x) for x in pred.scores.tolist()]
+        if prefix:
+            body = [",".join(parts) for parts in zip(*prefix, body, strict=True)]
+        gaps = np.diff(np.concatenate([[last_pos], positions])) - np.r_[0, np.ones(len(positions) - 1, dtype=np.int64)]
+        chunks = []
+        for gap, line in zip(gaps.tolist(), body, strict=True):
+            if gap:
+                chunks.append("\n" * gap)
+                written_empty += gap
+            chunks.append(line)
+            chunks.append("\n")
+        out.write("".join(chunks).encode("utf-8"))
+        last_pos = int(positions[-1]) + 1 if len(positions) else last_pos
+    trailing = p1 - last_pos
+    if trailing > 0:
+        out.write(b"\n" * trailing)
+        written_empty += trailing
+    assert written_empty == span_rejected, (written_empty, span_rejected)
+    return BatchCounts(total=p1 - p0, invalid=span_rejected)

@@ -1,0 +1,294 @@
+"""Evaluation (aml-reference §7): AML's metric, plus the console-only insights as a report.
+
+``evaluate`` scores a table that holds the target and returns
+
+* ``properties``: AML's ``PerformanceMetrics.Properties``, exactly one key — ``BinaryAUC`` (ROC AUC, ties
+  counted half), ``MulticlassAvgFScore`` (macro F1 over the classes of the evaluation data; a class never
+  predicted has F1 0) or ``RegressionRMSE`` — its value a string holding the full-precision double
+  (``repr``);
+* ``report``: baseline, confusion matrix, threshold table, histograms, per-class scores and the five
+  evaluation alerts (documented in docs/formats.md, "Evaluation report").
+
+Records whose target is missing or invalid are not scored; they are counted in ``n_invalid`` and raise
+the "All records from evaluation files were used" alert.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from amlflow.engine.errors import DataError
+from amlflow.engine.model import TrainedModel, target_view
+from amlflow.engine.schema import Schema, parse_schema
+
+__all__ = ["ALERTS", "METRICS", "EvaluationResult", "evaluate"]
+
+METRICS = {"BINARY": "BinaryAUC", "MULTICLASS": "MulticlassAvgFScore", "REGRESSION": "RegressionRMSE"}
+ALERTS = (
+    "Evaluation of ML model is done on held-out data",
+    "Sufficient data was used for the evaluation",
+    "Schema matched",
+    "All records from evaluation files were used",
+    "Distribution of target variable",
+)
+N_THRESHOLDS = 101
+HISTOGRAM_BINS = 20
+#: distribution alert: total variation distance between class shares (classification) ...
+TV_LIMIT = 0.1
+#: ... or shift of the mean in training standard deviations / std ratio (regression)
+MEAN_SHIFT_LIMIT = 0.25
+STD_RATIO_LIMIT = 2.0
+
+
+@dataclass
+class EvaluationResult:
+    """``properties`` (AML's ``PerformanceMetrics.Properties``) and the evaluation ``report``."""
+
+    properties: dict[str, str]
+    report: dict[str, Any]
+
+
+def _metric_text(x: float) -> str:
+    return "NaN" if math.isnan(x) else repr(float(x))
+
+
+# ----------------------------------------------------------------------------------------------- binary
+
+
+def _auc(y: np.ndarray, s: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    if len(np.unique(y)) < 2:
+        return math.nan
+    return float(roc_auc_score(y, s))
+
+
+def _threshold_table(y: np.ndarray, s: np.ndarray) -> list[dict[str, float]]:
+    pos_scores = np.sort(s[y == 1])
+    neg_scores = np.sort(s[y == 0])
+    n_pos, n_neg = len(pos_scores), len(neg_scores)
+    rows = []
+    for t in np.round(np.linspace(0.0, 1.0, N_THRESHOLDS), 2):
+        tp = n_pos - int(np.searchsorted(pos_scores, t, side="left"))
+        fp = n_neg - int(np.searchsorted(neg_scores, t, side="left"))
+        fn, tn = n_pos - tp, n_neg - fp
+        precision = tp / (tp + fp) if tp + fp else 1.0
+        recall = tp / n_pos if n_pos else 0.0
+        rows.append(
+            {
+                "threshold": float(t),
+                "accuracy": (tp + tn) / max(1, n_pos + n_neg),
+                "precision": precision,
+                "recall": recall,
+                "false_positive_rate": fp / n_neg if n_neg else 0.0,
+                "f1": 2 * precision * recall / (precision + recall) if precision + recall else 0.0,
+                "tp": tp,
+                "fp": fp,
+                "tn": tn,
+                "fn": fn,
+            }
+        )
+    return rows
+
+
+def _hist(values: np.ndarray, edges: np.ndarray) -> list[int]:
+    return [int(c) for c in np.histogram(values, bins=edges)[0]]
+
+
+# -------------------------------------------------------------------------------------------- evaluate
+
+
+def _distribution(model_type: str, y: np.ndarray, classes: list[str]) -> dict[str, Any]:
+    if model_type == "REGRESSION":
+        if len(y) == 0:
+            return {"mean": math.nan, "std": math.nan, "quantiles": []}
+        return {
+            "mean": float(y.mean()),
+            "std": float(y.std()),
+            "quantiles": [float(q) for q in np.quantile(y, [0.0, 0.25, 0.5, 0.75, 1.0])],
+        }
+    return {"counts": {c: int((y == c).sum()) for c in classes}}
+
+
+def _distribution_alert(model_type: str, train: Mapping[str, Any], ev: Mapping[str, Any]) -> tuple[bool, str]:
+    if not train:
+        return False, "Training target distribution unknown; not compared."
+    if model_type == "REGRESSION":
+        m0, s0, m1, s1 = train.get("mean"), train.get("std"), ev.get("mean"), ev.get("std")
+        if m0 is None or s0 is None or m1 is None or s1 is None or math.isnan(m1):
+            return False, "Target distributions could not be compared."
+        scale = s0 if s0 > 0 else 1.0
+        shift = abs(m1 - m0) / scale
+        ratio = (max(s0, s1) / min(s0, s1)) if min(s0, s1) > 0 else (1.0 if s0 == s1 else math.inf)
+        bad = shift > MEAN_SHIFT_LIMIT or ratio > STD_RATIO_LIMIT
+        text = (f"Training target mean {m0:.6g} (std {s0:.6g}), evaluation mean {m1:.6g} (std {s1:.6g}).")
+        return bad, ("The target distributions differ. " if bad else "The target distributions match. ") + text
+    tc, ec = dict(train.get("counts", {})), dict(ev.get("counts", {}))
+    nt, ne = sum(tc.values()), sum(ec.values())
+    if not nt or not ne:
+        return False, "Target distributions could not be compared."
+    labels = sorted(set(tc) | set(ec))
+    tv = 0.5 * sum(abs(tc.get(k, 0) / nt - ec.get(k, 0) / ne) for k in labels)
+    shares = ", ".join(f"{k}: {tc.get(k, 0) / nt:.1%} vs {ec.get(k, 0) / ne:.1%}" for k in labels)
+    bad = tv > TV_LIMIT
+    return bad, (
+        ("The target distributions differ" if bad else "The target distributions match")
+        + f" (total variation {tv:.3f}; training vs evaluation share per class: {shares})."
+    )
+
+
+def _schema_of(value: Any, default: Schema) -> Schema:
+    if value is None:
+        return default
+    if isinstance(value, Schema):
+        return value
+    return parse_schema(value)
+
+
+def evaluate(
+    model: TrainedModel, table: Any, schema: Schema, *, training_info: Mapping[str, Any] | None = None
+) -> EvaluationResult:
+    """Evaluate ``model`` on ``table`` (read with the model's types; ``schema`` is the evaluation
+    datasource's own schema, used for the schema alert).
+
+    ``training_info`` (all keys optional): ``training_datasource_id`` and ``evaluation_datasource_id``
+    (held-out alert), ``training_rows`` (sufficient-data alert; default: the model's valid training rows),
+    ``target_distribution`` (default: the model's), ``training_schema`` (Schema, dict or JSON text;
+    default: the model's), ``score_threshold`` (BINARY confusion matrix; default 0.5).
+
+    Raises:
+        DataError: the table has no column for the model's target.
+    """
+    info = dict(training_info or {})
+    mt = model.model_type
+    target = model.schema.target
+    assert target is not None
+    if target not in table.names:
+        raise DataError(
+            f"targetAttributeName: the evaluation data has no column {target!r} (the model's target)",
+            field="targetAttributeName",
+        )
+    tview = target_view(mt, table.dictionary(target))
+    codes = np.asarray(table.codes(target), dtype=np.int64)
+    if mt == "MULTICLASS":
+        entry_ok = np.array([v is not None for v in tview], dtype=bool)
+    else:
+        entry_ok = ~np.isnan(tview.astype(np.float64))
+    valid = entry_ok[codes]
+    n_eval = int(valid.sum())
+    n_invalid = int(table.n_rows - n_eval) + len(table.rejected_positions)
+    pred = model.predict_table(table, schema)
+    scores = pred.scores[valid]
+    y = tview[codes[valid]]
+    metric = METRICS[mt]
+    train_dist = info.get("target_distribution") or model.training_info.get("target_distribution", {})
+    report: dict[str, Any] = {"model_type": mt, "metric": metric, "n_evaluated": n_eval, "n_invalid": n_invalid}
+
+    if mt == "BINARY":
+        from sklearn.metrics import confusion_matrix
+
+        yb = y.astype(np.int64)
+        value = _auc(yb, scores)
+        threshold = float(info.get("score_threshold", 0.5))
+        predicted = (scores >= threshold).astype(np.int64)
+        cm = confusion_matrix(yb, predicted, labels=[0, 1]) if n_eval else np.zeros((2, 2), dtype=int)
+        edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
+        report.update(
+            baseline={"metric": metric, "value": 0.5,
+                      "description": "AUC of a model that gives every record the same score"},
+            threshold=threshold,
+            confusion_matrix={"labels": ["0", "1"], "matrix": cm.tolist()},
+            threshold_table=_threshold_table(yb, scores),
+            score_histogram={"edges": edges.tolist(), "actual_0": _hist(scores[yb == 0], edges),
+                             "actual_1": _hist(scores[yb == 1], edges)},
+        )
+        eval_dist = _distribution(mt, np.where(yb == 1, "1", "0").astype(object), ["0", "1"])
+    elif mt == "MULTICLASS":
+        from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
+
+        labels_eval = sorted({str(v) for v in y})
+        predicted = np.asarray(model.classes, dtype=object)[np.argmax(scores, axis=1)] if n_eval else y
+        yt = y.astype(str)
+        yp = predicted.astype(str)
+        value = float(f1_score(yt, yp, labels=labels_eval, average="macro", zero_division=0)) if n_eval else math.nan
+        cm_labels = sorted(set(labels_eval) | set(model.classes))
+        cm = confusion_matrix(yt, yp, labels=cm_labels) if n_eval else np.zeros((len(cm_labels),) * 2, dtype=int)
+        p, r, f, sup = precision_recall_fscore_support(yt, yp, labels=labels_eval, zero_division=0) if n_eval else (
+            [], [], [], [])
+        counts = dict(train_dist.get("counts", {}))
+        majority = min(counts, key=lambda k: (-counts[k], k)) if counts else (labels_eval[0] if labels_eval else "")
+        base = float(f1_score(yt, np.full(len(yt), majority), labels=labels_eval, average="macro",
+                              zero_division=0)) if n_eval else math.nan
+        report.update(
+            baseline={"metric": metric, "value": base,
+                      "description": f"macro F1 of always predicting the most frequent training class {majority!r}"},
+            confusion_matrix={"labels": cm_labels, "matrix": cm.tolist()},
+            per_class={lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
+                             "support": int(sup[i])} for i, lab in enumerate(labels_eval)},
+        )
+        eval_dist = _distribution(mt, y, sorted(set(labels_eval) | set(model.classes)))
+    else:
+        yr = y.astype(np.float64)
+        value = float(np.sqrt(np.mean((yr - scores) ** 2))) if n_eval else math.nan
+        mean = train_dist.get("mean")
+        if mean is None:
+            mean = float(yr.mean()) if n_eval else math.nan
+        base = float(np.sqrt(np.mean((yr - mean) ** 2))) if n_eval else math.nan
+        residuals = yr - scores
+        if n_eval:
+            lim = float(np.max(np.abs(residuals))) or 1.0
+            r_edges = np.linspace(-lim, lim, HISTOGRAM_BINS + 1)
+            s_edges = np.linspace(float(scores.min()), float(scores.max()) or 1.0, HISTOGRAM_BINS + 1)
+            if s_edges[0] == s_edges[-1]:
+                s_edges = np.linspace(s_edges[0] - 0.5, s_edges[0] + 0.5, HISTOGRAM_BINS + 1)
+        else:
+            r_edges = s_edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
+        report.update(
+            baseline={"metric": metric, "value": base,
+                      "description": f"RMSE of always predicting the training target mean {mean:.6g}"},
+            residual_histogram={"edges": r_edges.tolist(), "counts": _hist(residuals, r_edges),
+                                "description": "residual = actual - predicted"},
+            score_histogram={"edges": s_edges.tolist(), "counts": _hist(scores, s_edges)},
+        )
+        eval_dist = _distribution(mt, yr, [])
+
+    report["value"] = value
+    report["target_distribution"] = {"training": train_dist, "evaluation": eval_dist}
+
+    # ---- alerts (Developer Guide, "Evaluation alerts")
+    alerts = []
+    tid, eid = info.get("training_datasource_id"), info.get("evaluation_datasource_id")
+    same = tid is not None and tid == eid
+    alerts.append((ALERTS[0], same,
+                   f"The evaluation datasource {eid} is the training datasource." if same
+                   else "The evaluation data is not the training datasource."))
+    n_train = int(info.get("training_rows") or model.training_info.get("n_valid") or 0)
+    few = n_train > 0 and n_eval < 0.1 * n_train
+    alerts.append((ALERTS[1], few,
+                   f"{n_eval} evaluation records for {n_train} training records"
+                   + (" (fewer than 10%)." if few else " (at least 10%).")))
+    tschema = _schema_of(info.get("training_schema"), model.schema)
+    t_names, e_names = set(tschema.names), set(schema.names)
+    missing, extra = sorted(t_names - e_names), sorted(e_names - t_names)
+    retyped = sorted(n for n in t_names & e_names if tschema.type_of(n) != schema.type_of(n))
+    parts = []
+    if missing:
+        parts.append(f"missing attributes: {', '.join(missing)}")
+    if extra:
+        parts.append(f"extra attributes: {', '.join(extra)}")
+    text = "; ".join(parts) if parts else "The evaluation schema has the training schema's attributes"
+    if retyped:
+        text += f" ({', '.join(retyped)} read with the training types)"
+    alerts.append((ALERTS[2], bool(parts), text + ("." if not text.endswith(")") else ".")))
+    alerts.append((ALERTS[3], n_invalid > 0,
+                   f"{n_invalid} records were not used (missing/invalid target or unreadable)." if n_invalid
+                   else "Every evaluation record was used."))
+    bad, text = _distribution_alert(mt, train_dist, eval_dist)
+    alerts.append((ALERTS[4], bad, text))
+    report["alerts"] = [{"name": n, "triggered": bool(t), "message": m} for n, t, m in alerts]
+    return EvaluationResult({metric: _metric_text(value)}, report)
