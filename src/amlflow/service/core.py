@@ -605,11 +605,8 @@ class Service:
     def _scoring_inputs(self, entity: Entity, ds_member: str) -> tuple[Any, Any, Any, Entity]:
         model = self._model(entity.attrs["MLModelId"])
         ds = self._get("DataSource", entity.attrs[ds_member])
-        schema = self._schema_of(ds)
-        model_schema = getattr(model, "schema", None)
-        if model_schema is not None and hasattr(schema, "with_types"):
-            schema = schema.with_types(model_schema)
-        return model, self._table_of(ds.id), schema, ds
+        # the datasource's own schema: the engine reads the data with the model's types itself
+        return model, self._table_of(ds.id), self._schema_of(ds), ds
 
     def _evaluation_job(self, ctx: JobContext) -> JobResult:
         from amlflow.engine.evaluation import evaluate
@@ -618,13 +615,10 @@ class Service:
         model, table, schema, _ = self._scoring_inputs(entity, "EvaluationDataSourceId")
         model_entity = self._get("MLModel", entity.attrs["MLModelId"])
         train_ds_id = model_entity.attrs["TrainingDataSourceId"]
-        insights_path = self._paths("DataSource", train_ds_id) / "insights.json"
         training_info = {
-            **dict(getattr(model, "training_info", None) or {}),
-            "ml_model_id": model_entity.id,
-            "training_data_source_id": train_ds_id,
-            "score_threshold": model_entity.attrs.get("ScoreThreshold", 0.5),
-            "insights": json.loads(insights_path.read_text("utf-8")) if insights_path.is_file() else None,
+            "training_datasource_id": train_ds_id,
+            "evaluation_datasource_id": entity.attrs["EvaluationDataSourceId"],
+            "score_threshold": float(model_entity.attrs.get("ScoreThreshold", 0.5)),
         }
         result = evaluate(model, table, schema, training_info=training_info)
         folder = self._paths("Evaluation", entity.id)
@@ -675,56 +669,32 @@ class Service:
         threshold = float(model_entity.attrs.get("ScoreThreshold", 0.5))
         base = entity.attrs["OutputUri"].rstrip("/") + "/batch-prediction/"
         objects = ds.internal.get("objects") or [[ds.attrs["DataLocationS3"], ds.attrs["DataLocationS3"], 0]]
-        files = list(getattr(table, "files", []) or [])
         manifest: dict[str, str] = {}
-        work = Path(tempfile.mkdtemp(prefix=f"bp-{entity.id}-", dir=self.home))
+        by_key = {str(o[1]): str(o[0]) for o in objects}
+        files = [(str(k), int(a), int(b)) for k, a, b in (getattr(table, "files", None) or [])]
+        if len(objects) == 1 or len(files) <= 1:
+            spans: list[tuple[str, str, tuple[int, int] | None]] = [(str(objects[0][0]), str(objects[0][1]), None)]
+        else:
+            spans = [(by_key.get(key, key), key, (start, stop)) for key, start, stop in files]
+        total = invalid = 0
+        work = Path(tempfile.mkdtemp(prefix=f".bp-{entity.id}-", dir=self.home))
         try:
-            raw = work / "output.csv"
-            with raw.open("wb") as out:
-                counts = write_batch_output(model, table, schema, out, threshold=threshold)
-            ctx.log(f"scored {counts.total} records ({counts.invalid} invalid), threshold {threshold}")
-            parts = self._split_by_file(raw, objects, files, work)
-            for (input_uri, key), part in parts:
+            for i, (input_uri, key, rows) in enumerate(spans):
                 name = PurePosixPath(key).name or "data"
                 result_uri = f"{base}result/{entity.id}-{name}.gz"
-                gz = part.with_suffix(".gz")
-                with part.open("rb") as src, gzip.open(gz, "wb", compresslevel=6) as dst:
-                    shutil.copyfileobj(src, dst, 1024 * 1024)
+                gz = work / f"part-{i}.gz"
+                with gzip.open(gz, "wb", compresslevel=6) as out:
+                    counts = write_batch_output(model, table, schema, out, threshold=threshold, rows=rows)
+                total += int(counts.total)
+                invalid += int(counts.invalid)
                 self.storage.write_atomic(result_uri, gz)
                 manifest[input_uri] = result_uri
-                ctx.log(f"wrote {result_uri}")
+                ctx.log(f"wrote {result_uri}: {counts.total} records ({counts.invalid} invalid)")
             self.storage.write_atomic(f"{base}{entity.id}.manifest", json.dumps(manifest).encode("utf-8"))
         finally:
             shutil.rmtree(work, ignore_errors=True)
-        return JobResult({"TotalRecordCount": int(counts.total), "InvalidRecordCount": int(counts.invalid)})
-
-    @staticmethod
-    def _split_by_file(raw: Path, objects: list[list[Any]], files: list[tuple[str, int, int]],
-                       work: Path) -> list[tuple[tuple[str, str], Path]]:
-        """One output per input file: the header plus that file's lines (positions ``start:stop``)."""
-        by_key = {str(o[1]): str(o[0]) for o in objects}
-        if len(objects) <= 1 or len(files) <= 1:
-            uri, key = str(objects[0][0]), str(objects[0][1])
-            return [((uri, key), raw)]
-        parts: list[tuple[tuple[str, str], Path]] = []
-        with raw.open("rb") as src:
-            header = src.readline()
-            position = 0
-            for i, (key, start, stop) in enumerate(files):
-                part = work / f"part-{i}.csv"
-                with part.open("wb") as out:
-                    out.write(header)
-                    while position < start:
-                        src.readline()
-                        position += 1
-                    while position < stop:
-                        line = src.readline()
-                        if not line:
-                            break
-                        out.write(line)
-                        position += 1
-                parts.append(((by_key.get(key, key), key), part))
-        return parts
+        ctx.log(f"scored {total} records ({invalid} invalid), threshold {threshold}")
+        return JobResult({"TotalRecordCount": total, "InvalidRecordCount": invalid})
 
     def get_batch_prediction(self, *, BatchPredictionId: str) -> dict[str, Any]:  # noqa: N803
         return self._out(self._get("BatchPrediction", BatchPredictionId),
