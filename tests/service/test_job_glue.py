@@ -129,7 +129,7 @@ def test_missing_input_fails_with_a_message_naming_it(service: Service) -> None:
     for kind, entity_id in (("MLModel", "ml"), ("Evaluation", "ev"), ("BatchPrediction", "bp")):
         out = wait(service, kind, entity_id)
         assert out["Status"] == "FAILED" and out["Message"], out
-    with pytest.raises(Exception, match="no data insights"):
+    with pytest.raises(Exception, match="no data insights"):  # FAILED: never computed
         service.get_data_insights("ds")
     with pytest.raises(Exception, match="no report"):
         service.get_evaluation_report("ev")
@@ -143,3 +143,6 @@ def test_rejected_rows_are_reported(service: Service) -> None:
     out = wait(service, "DataSource", "ds-bad")
     assert out["Status"] == "COMPLETED" and "1 record" in out.get("Message", ""), out
     assert "ComputeTime" not in out  # AML: only with ComputeStatistics
+    insights = service.get_data_insights("ds-bad")
+    assert insights["statistics_computed"] is False and insights["attributes"] == []
+    assert insights["n_rows"] == 2 and insights["n_rejected"] == 1

@@ -436,8 +436,13 @@ class Service:
             insights = compute_statistics(EncodedTable.open(table_dir), schema)
             if isinstance(insights, dict):
                 insights.setdefault("rejected_samples", getattr(info, "rejected_samples", []))
-            _write_json(folder / "insights.json", insights)
+                insights.setdefault("statistics_computed", True)
             ctx.log("statistics computed")
+        else:  # what the job knows anyway: record counts and rejected samples, no attribute statistics
+            insights = {"n_rows": int(info.n_rows), "n_rejected": int(info.n_rejected), "target": schema.target,
+                        "attributes": [], "rejected_samples": list(getattr(info, "rejected_samples", [])),
+                        "statistics_computed": False}
+        _write_json(folder / "insights.json", insights)
         return JobResult(attrs, internal, compute_time=bool(entity.attrs.get("ComputeStatistics")))
 
     def get_data_source(self, *, DataSourceId: str, Verbose: bool = False) -> dict[str, Any]:  # noqa: N803
@@ -448,7 +453,11 @@ class Service:
         return out
 
     def get_data_insights(self, data_source_id: str) -> dict[str, Any]:
-        """The datasource's data insights (engine.stats), or ResourceNotFound when there are none."""
+        """The datasource's data insights, or ResourceNotFound before its job completed.
+
+        With ``ComputeStatistics`` true: ``engine.stats.compute_statistics``' document; otherwise only
+        the record counts and rejected samples (``"statistics_computed": false``, no attribute statistics).
+        """
         entity = self._get("DataSource", data_source_id)
         path = self._paths("DataSource", entity.id) / "insights.json"
         if not path.is_file():
