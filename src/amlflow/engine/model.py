@@ -38,7 +38,7 @@ import scipy.sparse as sp
 
 from amlflow.engine.errors import TrainingError
 from amlflow.engine.params import TrainingParameters
-from amlflow.engine.recipe import FeatureBuilder, Recipe, _vstack_csr
+from amlflow.engine.recipe import FeatureBuilder, Recipe
 from amlflow.engine.schema import Schema, binary_view, numeric_view, parse_schema
 
 __all__ = [
@@ -320,6 +320,35 @@ def _fit_regressor(
     return coef[:-1].copy(), coef[-1] + center
 
 
+def _training_matrix(builder: FeatureBuilder, table: Any, valid: np.ndarray, enc: Any, batch: int) -> sp.csr_matrix:
+    """The features of the ``valid`` rows plus a constant-1 column, as one CSR matrix allocated once at its
+    exact size (counting pass first), so peak memory is the matrix plus one batch."""
+    n_rows = table.n_rows
+    nnz = 0
+    for a in range(0, n_rows, batch):
+        b = min(a + batch, n_rows)
+        nnz += int(builder.row_nnz(table, a, b, _dicts=enc)[valid[a:b]].sum())
+    n = int(valid.sum())
+    nnz += n
+    data = np.empty(nnz, dtype=np.float32)
+    indices = np.empty(nnz, dtype=np.int32)
+    indptr = np.empty(n + 1, dtype=np.int64 if nnz >= 2**31 else np.int32)
+    indptr[0] = 0
+    r = z = 0
+    for a in range(0, n_rows, batch):
+        b = min(a + batch, n_rows)
+        sel = valid[a:b]
+        X_b = builder.transform(table, a, b, _dicts=enc)
+        X_b = _with_bias(X_b if sel.all() else X_b[sel])
+        k, m = X_b.shape[0], X_b.nnz
+        data[z : z + m] = X_b.data
+        indices[z : z + m] = X_b.indices
+        indptr[r + 1 : r + k + 1] = X_b.indptr[1:] + z
+        r, z = r + k, z + m
+    assert r == n and z == nnz, (r, n, z, nnz)
+    return sp.csr_matrix((data, indices, indptr), shape=(n, builder.n_features + 1))
+
+
 def _with_bias(X: sp.csr_matrix) -> sp.csr_matrix:
     """``X`` with a constant-1 column appended (built directly on the CSR arrays)."""
     n, f = X.shape
@@ -438,15 +467,9 @@ def train(
     builder = FeatureBuilder.fit(recipe, schema, table, valid)
     enc = builder.encoder(table)
     batch = max(1024, 4_000_000 // max(1, len(builder.leaves)))
-    parts = []
-    for a in range(0, table.n_rows, batch):
-        b = min(a + batch, table.n_rows)
-        X_b = builder.transform(table, a, b, _dicts=enc)
-        sel = valid[a:b]
-        parts.append(_with_bias(X_b if sel.all() else X_b[sel]))
     # the last column is a constant 1: the intercept is learnt as an ordinary weight (scikit-learn's SAG/SAGA
     # slow the intercept down 100× on sparse input, which costs ~0.3 macro-F1 points on MNIST at 10 passes)
-    X = _vstack_csr(parts, builder.n_features + 1)
+    X = _training_matrix(builder, table, valid, enc, batch)
     t_features = time.perf_counter() - t0
     say(
         f"features: outputs={len(builder.leaves)} features={builder.n_features} "

@@ -709,6 +709,7 @@ class _Dicts:
         self._dict: dict[str, np.ndarray] = {}
         self._values: dict[Expr, np.ndarray] = {}
         self.maps: dict[int, Any] = {}
+        self.counts: dict[int, np.ndarray] = {}
 
     def dictionary(self, attr: str) -> np.ndarray:
         d = self._dict.get(attr)
@@ -886,6 +887,28 @@ class FeatureBuilder:
             got = lf.single_maps(values) if lf.mode != "bag" else lf.bag_matrix(_tokens_of(lf.expr.kind, values))
             dicts.maps[id(lf)] = got
         return got
+
+    def row_nnz(self, table: Any, start: int, stop: int, *, _dicts: _Dicts | None = None) -> np.ndarray:
+        """Non-zeros of each row ``[start, stop)`` would have in :meth:`transform` (cheap: no values), so a
+        caller can allocate one matrix for a whole table instead of stacking batches."""
+        dicts = _dicts or _Dicts(table, self)
+        out = np.zeros(stop - start, dtype=np.int64)
+        for lf in self.leaves:
+            if lf.mode == "bag" and lf.expr.fn == "cartesian":
+                combos, inv = self._combos(lf.expr, dicts, start, stop, None)
+                m = lf.bag_matrix(_obj([self._cartesian_tokens(lf.expr, dicts, c) for c in combos]))
+                out += np.diff(m.indptr)[inv] if len(inv) else 0
+                continue
+            per_entry = dicts.counts.get(id(lf))
+            if per_entry is None:
+                if lf.mode == "bag":
+                    per_entry = np.diff(self._maps(dicts, lf).indptr).astype(np.int32)
+                else:
+                    per_entry = sum((c >= 0).astype(np.int32) for c, _ in self._maps(dicts, lf))
+                dicts.counts[id(lf)] = per_entry
+            (a,) = lf.expr.attributes()
+            out += per_entry[dicts.codes(a, start, stop)]
+        return out
 
     def _transform_batch(self, dicts: _Dicts, start: int, stop: int) -> sp.csr_matrix:
         n = stop - start
