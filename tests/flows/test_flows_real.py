@@ -30,9 +30,19 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _task_runs(flow_run_id: Any) -> dict[str, Any]:
+    """Task runs of the flow run and of its subflow runs (wine_pipeline runs aml_pipeline as a subflow)."""
+    out: dict[str, Any] = {}
+    ids = [flow_run_id]
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[flow_run_id])))
-    return {r.name.rsplit("-", 1)[0]: r for r in runs}
+        while ids:
+            runs = client.read_task_runs(flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=ids)))
+            ids = []
+            for r in runs:
+                out[r.name.rsplit("-", 1)[0]] = r
+                child = r.state.state_details.child_flow_run_id if r.state is not None else None
+                if child is not None:
+                    ids.append(child)
+    return out
 
 
 def test_wine_regression_flow_embedded(tmp_path: Path) -> None:

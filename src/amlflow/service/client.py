@@ -28,10 +28,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-try:  # TEMPORARY: gates tests/flows/test_flows_real.py until the package exports Service
-    from amlflow.service import Service
-except ImportError as _exc:
-    raise ModuleNotFoundError("amlflow.service.Service is not exported yet", name="amlflow.service.client") from _exc
+from amlflow.service.core import Service
 from amlflow.service.embedded import build_client
 from amlflow.settings import Settings
 
