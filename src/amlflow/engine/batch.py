@@ -136,7 +136,8 @@ def write_batch_output(
 
     written_empty = 0
     last_pos = p0  # next position to write
-    for a, b, pred in model.iter_predictions(table, schema, start=row_start, stop=row_stop, batch_rows=batch_rows):
+    batches = model.iter_predictions(table, schema, start=row_start, stop=row_stop, batch_rows=batch_rows)
+    for a, b, pred in batches:
         positions = _row_positions(rejected, np.arange(a, b, dtype=np.int64))
         prefix: list[list[str]] = []
         if tag_text is not None:
@@ -152,7 +153,9 @@ def write_batch_output(
             body = [aml_number(x) for x in pred.scores.tolist()]
         if prefix:
             body = [",".join(parts) for parts in zip(*prefix, body, strict=True)]
-        gaps = np.diff(np.concatenate([[last_pos], positions])) - np.r_[0, np.ones(len(positions) - 1, dtype=np.int64)]
+        # empty lines before each row: the gap to the previous written position
+        gaps = np.diff(np.concatenate([[last_pos], positions]))
+        gaps[1:] -= 1
         chunks = []
         for gap, line in zip(gaps.tolist(), body, strict=True):
             if gap:

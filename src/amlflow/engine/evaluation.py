@@ -127,7 +127,8 @@ def _distribution_alert(model_type: str, train: Mapping[str, Any], ev: Mapping[s
         ratio = (max(s0, s1) / min(s0, s1)) if min(s0, s1) > 0 else (1.0 if s0 == s1 else math.inf)
         bad = shift > MEAN_SHIFT_LIMIT or ratio > STD_RATIO_LIMIT
         text = (f"Training target mean {m0:.6g} (std {s0:.6g}), evaluation mean {m1:.6g} (std {s1:.6g}).")
-        return bad, ("The target distributions differ. " if bad else "The target distributions match. ") + text
+        verdict = "The target distributions differ. " if bad else "The target distributions match. "
+        return bad, verdict + text
     tc, ec = dict(train.get("counts", {})), dict(ev.get("counts", {}))
     nt, ne = sum(tc.values()), sum(ec.values())
     if not nt or not ne:
@@ -187,7 +188,9 @@ def evaluate(
     y = tview[codes[valid]]
     metric = METRICS[mt]
     train_dist = info.get("target_distribution") or model.training_info.get("target_distribution", {})
-    report: dict[str, Any] = {"model_type": mt, "metric": metric, "n_evaluated": n_eval, "n_invalid": n_invalid}
+    report: dict[str, Any] = {
+        "model_type": mt, "metric": metric, "n_evaluated": n_eval, "n_invalid": n_invalid
+    }
 
     if mt == "BINARY":
         from sklearn.metrics import confusion_matrix
@@ -215,18 +218,25 @@ def evaluate(
         predicted = np.asarray(model.classes, dtype=object)[np.argmax(scores, axis=1)] if n_eval else y
         yt = y.astype(str)
         yp = predicted.astype(str)
-        value = float(f1_score(yt, yp, labels=labels_eval, average="macro", zero_division=0)) if n_eval else math.nan
         cm_labels = sorted(set(labels_eval) | set(model.classes))
-        cm = confusion_matrix(yt, yp, labels=cm_labels) if n_eval else np.zeros((len(cm_labels),) * 2, dtype=int)
-        p, r, f, sup = precision_recall_fscore_support(yt, yp, labels=labels_eval, zero_division=0) if n_eval else (
-            [], [], [], [])
+        if n_eval:
+            value = float(f1_score(yt, yp, labels=labels_eval, average="macro", zero_division=0))
+            cm = confusion_matrix(yt, yp, labels=cm_labels)
+            p, r, f, sup = precision_recall_fscore_support(yt, yp, labels=labels_eval, zero_division=0)
+        else:
+            value, cm = math.nan, np.zeros((len(cm_labels),) * 2, dtype=int)
+            p = r = f = sup = np.zeros(0)
         counts = dict(train_dist.get("counts", {}))
-        majority = min(counts, key=lambda k: (-counts[k], k)) if counts else (labels_eval[0] if labels_eval else "")
+        if counts:
+            majority = min(counts, key=lambda k: (-counts[k], k))
+        else:
+            majority = labels_eval[0] if labels_eval else ""
         base = float(f1_score(yt, np.full(len(yt), majority), labels=labels_eval, average="macro",
                               zero_division=0)) if n_eval else math.nan
         report.update(
             baseline={"metric": metric, "value": base,
-                      "description": f"macro F1 of always predicting the most frequent training class {majority!r}"},
+                      "description": "macro F1 of always predicting the most frequent training class "
+                                     f"{majority!r}"},
             confusion_matrix={"labels": cm_labels, "matrix": cm.tolist()},
             per_class={lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
                              "support": int(sup[i])} for i, lab in enumerate(labels_eval)},

@@ -320,7 +320,9 @@ def _fit_regressor(
     return coef[:-1].copy(), coef[-1] + center
 
 
-def _training_matrix(builder: FeatureBuilder, table: Any, valid: np.ndarray, enc: Any, batch: int) -> sp.csr_matrix:
+def _training_matrix(
+    builder: FeatureBuilder, table: Any, valid: np.ndarray, enc: Any, batch: int
+) -> sp.csr_matrix:
     """The features of the ``valid`` rows plus a constant-1 column, as one CSR matrix allocated once at its
     exact size (counting pass first), so peak memory is the matrix plus one batch."""
     n_rows = table.n_rows
@@ -426,7 +428,8 @@ def train(
         names = sorted({tview[i] for i in np.flatnonzero(present & (counts > 0))})
         if len(names) > MAX_CLASSES:
             raise TrainingError(
-                f"{target}: {len(names)} distinct target values; a MULTICLASS model allows at most {MAX_CLASSES}",
+                f"{target}: {len(names)} distinct target values; "
+                f"a MULTICLASS model allows at most {MAX_CLASSES}",
                 field=target,
             )
         index = {c: i for i, c in enumerate(names)}
@@ -447,7 +450,8 @@ def train(
         y = y.astype(np.int64)
         if len(np.unique(y)) < 2:
             raise TrainingError(
-                f"{target}: every valid training record has target {int(y[0])}; a BINARY model needs both 0 and 1",
+                f"{target}: every valid training record has target {int(y[0])}; "
+                "a BINARY model needs both 0 and 1",
                 field=target,
             )
     elif model_type == "MULTICLASS" and len(classes) < 2:

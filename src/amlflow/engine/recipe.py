@@ -328,7 +328,8 @@ class _Resolver:
         n_args, has_param, kinds, rng = FUNCTIONS[fn]
         expected = n_args + (1 if has_param else 0)
         if len(node.args) != expected:
-            raise _Syntax(f"{fn} takes {expected} argument{'s' if expected > 1 else ''}, got {len(node.args)}")
+            plural = "s" if expected > 1 else ""
+            raise _Syntax(f"{fn} takes {expected} argument{plural}, got {len(node.args)}")
         param: int | None = None
         if has_param:
             p = node.args[-1]
@@ -339,16 +340,19 @@ class _Resolver:
                     raise ValueError
                 param = int(p.name)
             except ValueError:
-                raise _Syntax(f"{fn}'s {word} must be an integer {rng[0]}..{rng[1]}, got {p.text()}") from None
+                raise _Syntax(
+                    f"{fn}'s {word} must be an integer {rng[0]}..{rng[1]}, got {p.text()}"
+                ) from None
             if not rng[0] <= param <= rng[1]:
                 raise _Syntax(f"{word} must be {rng[0]}..{rng[1]}")
         operands = [self.expressions(a) for a in node.args[:n_args]]
         for arg_node, exprs in zip(node.args[:n_args], operands, strict=True):
             for e in exprs:
                 if e.kind not in kinds:
+                    where = f" (in {arg_node.text()})" if arg_node.text() != e.name else ""
                     raise _Syntax(
                         f"{fn} needs {' or '.join(k for k in kinds if k != 'TOKENS')} input; "
-                        f"{e.name!r} is {e.kind}" + (f" (in {arg_node.text()})" if arg_node.text() != e.name else "")
+                        f"{e.name!r} is {e.kind}{where}"
                     )
         if fn == "cartesian":
             out: list[Expr] = []
@@ -388,7 +392,9 @@ def parse_recipe(text: str | Mapping[str, Any], schema: Schema) -> Recipe:
         except (ValueError, TypeError) as exc:
             raise RecipeError(f"Recipe: not valid JSON ({exc})", field="Recipe") from None
     if not isinstance(doc, dict):
-        raise RecipeError("Recipe: expected a JSON object with groups, assignments and outputs", field="Recipe")
+        raise RecipeError(
+            "Recipe: expected a JSON object with groups, assignments and outputs", field="Recipe"
+        )
     order = [k for k in doc if k != "dependencies"]
     for key in order:
         if key not in SECTIONS:
@@ -432,7 +438,8 @@ def parse_recipe(text: str | Mapping[str, Any], schema: Schema) -> Recipe:
         if not isinstance(expr, str):
             raise RecipeError(f"{where}: expected an expression string, got {expr!r}", field=where)
         try:
-            resolver.assignments[name] = recipe.assignments[name] = resolver.expressions(_parse_expression(expr))
+            exprs = resolver.expressions(_parse_expression(expr))
+            resolver.assignments[name] = recipe.assignments[name] = exprs
         except _Syntax as exc:
             raise RecipeError(f"{where}: {expr}: {exc}", field=where) from None
 
@@ -643,7 +650,8 @@ class _Leaf:
     def feature_names(self) -> list[str]:
         if self.mode == "numeric":
             return [self.expr.name]
-        flag = [f"{self.expr.name}!={self.implicit}"] if self.mode == "onehot" and self.implicit is not None else []
+        has_flag = self.mode == "onehot" and self.implicit is not None
+        flag = [f"{self.expr.name}!={self.implicit}"] if has_flag else []
         return flag + [f"{self.expr.name}={v}" for v in self.vocab]
 
     def to_json(self) -> dict[str, Any]:
@@ -873,7 +881,9 @@ class FeatureBuilder:
             batch_rows = max(1024, 4_000_000 // max(1, len(self.leaves)))
         if stop - start <= batch_rows:
             return self._transform_batch(dicts, start, stop)
-        parts = [self._transform_batch(dicts, a, min(a + batch_rows, stop)) for a in range(start, stop, batch_rows)]
+        parts = [
+            self._transform_batch(dicts, a, min(a + batch_rows, stop)) for a in range(start, stop, batch_rows)
+        ]
         return _vstack_csr(parts, self.n_features)
 
     def encoder(self, table: Any) -> _Dicts:
@@ -884,7 +894,10 @@ class FeatureBuilder:
         got = dicts.maps.get(id(lf))
         if got is None:
             values = dicts.values(lf.expr)
-            got = lf.single_maps(values) if lf.mode != "bag" else lf.bag_matrix(_tokens_of(lf.expr.kind, values))
+            if lf.mode != "bag":
+                got = lf.single_maps(values)
+            else:
+                got = lf.bag_matrix(_tokens_of(lf.expr.kind, values))
             dicts.maps[id(lf)] = got
         return got
 
@@ -978,7 +991,8 @@ class FeatureBuilder:
     def _transform_leaf_row(self, lf: _Leaf, dicts: _Dicts) -> tuple[np.ndarray, np.ndarray]:
         if lf.mode != "bag":
             pairs = [(c[0], v[0]) for c, v in self._maps(dicts, lf) if c[0] >= 0]
-            return np.array([c for c, _ in pairs], dtype=np.int64), np.array([v for _, v in pairs], dtype=np.float32)
+            cols = np.array([c for c, _ in pairs], dtype=np.int64)
+            return cols, np.array([v for _, v in pairs], dtype=np.float32)
         if lf.expr.fn == "cartesian":
             toks = self._cartesian_tokens(lf.expr, dicts, [0] * len(lf.expr.attributes()))
             m = lf.bag_matrix(_obj([toks]))
@@ -1084,7 +1098,8 @@ def suggest_recipe(table: Any, schema: Schema, *, max_rows: int = 200_000) -> st
             best = _best_bins(x, *target)
         by_bins.setdefault(best, []).append(a)
     groups = {
-        f"NUMERIC_VARS_QB_{b}": "group(" + ",".join(_quote(a) for a in by_bins[b]) + ")" for b in sorted(by_bins)
+        f"NUMERIC_VARS_QB_{b}": "group(" + ",".join(_quote(a) for a in by_bins[b]) + ")"
+        for b in sorted(by_bins)
     }
     outputs: list[str] = []
     if any(schema.type_of(a) == "BINARY" for a in inputs):
