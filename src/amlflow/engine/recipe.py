@@ -765,6 +765,8 @@ class FeatureBuilder:
         self.leaves = [lf for lf in leaves if lf.mode != "bag"] + [lf for lf in leaves if lf.mode == "bag"]
         self.n_features = 0
         self._record_cache: list[dict[str, tuple[np.ndarray, np.ndarray]]] = [{} for _ in self.leaves]
+        # realtime: encoded values cached per output expression (≤ ~1M entries in all)
+        self._record_cache_size = max(256, 1_000_000 // max(1, len(self.leaves)))
 
     # ------------------------------------------------------------------------------------------ fit
 
@@ -974,7 +976,7 @@ class FeatureBuilder:
             got = cache.get(key)
             if got is None:
                 got = self._encode_one(lf, raws)
-                if len(cache) < 100_000:
+                if len(cache) < self._record_cache_size:
                     cache[key] = got
             cols.append(got[0])
             vals.append(got[1])
