@@ -137,3 +137,20 @@ def test_bad_recipe_is_refused_at_create_time(env: tuple[Any, Service, Path], wi
                            Recipe=json.dumps({"groups": {}, "assignments": {}, "outputs": ["NO_SUCH_GROUP"]}))
     message = info.value.response["Error"]["Message"]
     assert message.startswith("Recipe") and "NO_SUCH_GROUP" in message
+
+
+def test_schema_and_recipe_from_storage(env: tuple[Any, Service, Path], wine: dict[str, str]) -> None:
+    ml, _, root = env
+    (root / "wine" / "wine.schema").write_text(wine["schema"])
+    recipe = {"groups": {}, "assignments": {}, "outputs": ["ALL_NUMERIC"]}
+    (root / "wine" / "recipe.json").write_text(json.dumps(recipe))
+    ml.create_data_source_from_s3(DataSourceId="ds-uri", ComputeStatistics=True, DataSpec={
+        "DataLocationS3": "s3://wine/wine-binary.csv", "DataSchemaLocationS3": "s3://wine/wine.schema"})
+    ml.create_ml_model(MLModelId="ml-uri", MLModelType="BINARY", TrainingDataSourceId="ds-uri",
+                       RecipeUri="s3://wine/recipe.json")
+    ml.get_waiter("ml_model_available").wait(FilterVariable="TrainingDataSourceId", EQ="ds-uri", WaiterConfig=FAST)
+    model = ml.get_ml_model(MLModelId="ml-uri", Verbose=True)
+    assert json.loads(model["Recipe"]) == recipe
+    with pytest.raises(ml.exceptions.InvalidInputException, match="RecipeUri"):
+        ml.create_ml_model(MLModelId="ml-nouri", MLModelType="BINARY", TrainingDataSourceId="ds-uri",
+                           RecipeUri="s3://wine/missing.json")
