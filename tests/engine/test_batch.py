@@ -198,3 +198,15 @@ def test_write_batch_output_rows_out_of_range(tmp_path: Path) -> None:
     model = train(table, schema, parse_recipe('{"outputs": ["x"]}', schema), parse_parameters(None), "REGRESSION")
     with pytest.raises(ValueError, match="outside 0..2"):
         write_batch_output(model, table, schema, io.BytesIO(), rows=(0, 3))
+
+
+def test_write_batch_output_every_row_rejected(tmp_path: Path) -> None:
+    train_rows = [f"r{i},{'abc'[i % 3]},{'xyz'[i % 3]}" for i in range(30)]
+    table, schema = _tiny(tmp_path / "a", train_rows, SCHEMA_MC)
+    model = train(table, schema, parse_recipe('{"outputs": ["x"]}', schema), parse_parameters(None), "MULTICLASS")
+    batch, _ = _tiny(tmp_path / "b", ["bad", "also,bad"], SCHEMA_MC)
+    assert batch.n_rows == 0
+    buf = io.BytesIO()
+    counts = write_batch_output(model, batch, schema, buf)
+    assert buf.getvalue() == b"tag,trueLabel,x,y,z\n\n\n"
+    assert (counts.total, counts.invalid) == (2, 2)
