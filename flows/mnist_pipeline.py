@@ -111,10 +111,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         parameters=json.loads(args.parameters) if args.parameters else None,
     )
     ev = result["evaluation"]
-    print(f"\nMNIST: {ev['metric_name']} {ev['metric']:.4f} (baseline {ev['baseline']})")
+    print(f"\nMNIST: {ev['metric_name']} {ev['metric']:.4f} (baseline {_fmt(ev['baseline'])})")
     print(f"Kaggle submission: {result['submission']['path']}")
     print_run_footer(result, result.get("flow_run_id"))
     return result
+
+
+def _fmt(value: object) -> str:
+    """A metric for people: 4 decimals, or as is when it is not a number (no baseline from the back end)."""
+    return f"{value:.4f}" if isinstance(value, int | float) else str(value)
 
 
 if __name__ == "__main__":

@@ -185,7 +185,12 @@ def aml_pipeline(
         result["batch"] = batch_report.result()
     ev = result["evaluation"]
     print(
-        f"{name}: {ev['metric_name']} = {ev['metric']:.6g} (baseline {ev['baseline']}); "
+        f"{name}: {ev['metric_name']} = {ev['metric']:.6g} (baseline {_num(ev['baseline'])}); "
         f"alerts: {', '.join(ev['alerts']) or 'none'}; outputs in {out_dir}"
     )
     return result
+
+
+def _num(value: object) -> str:
+    """A number for a log line (6 significant digits), anything else as is."""
+    return f"{value:.6g}" if isinstance(value, int | float) else str(value)

@@ -690,6 +690,9 @@ class Service:
         try:
             for i, (input_uri, key, rows) in enumerate(spans):
                 name = PurePosixPath(key).name or "data"
+                # AML: <id>-<input file name>.gz. AML read only plain CSV; for a gzipped input (an amlflow
+                # extension) the output is named after the CSV inside it, not "<name>.gz.gz".
+                name = name.removesuffix(".gz") or name
                 result_uri = f"{base}result/{entity.id}-{name}.gz"
                 gz = work / f"part-{i}.gz"
                 with gzip.open(gz, "wb", compresslevel=6) as out:

@@ -1,0 +1,418 @@
+"""Benchmark: the reference cases through the in-process API, next to Amazon ML's figures, and speed
+against a bare scikit-learn script doing the same ML work.
+
+    python bench/engine_bench.py                       # quality + speed (needs the full Kaggle MNIST files)
+    python bench/engine_bench.py --only quality        # the reference cases' metrics
+    python bench/engine_bench.py --only speed          # MNIST: amlflow in-process vs the bare script
+    python bench/engine_bench.py --only scale          # 10x Kaggle MNIST (420,000 rows): time and peak memory
+    python bench/engine_bench.py --mnist DIR           # where train.csv/test.csv/train_data.csv/... are
+
+Build the full Kaggle-format MNIST files first: ``python ../shared/tools/make-mnist.py /work/mnist``.
+
+Every case runs in a fresh ``AMLFLOW_HOME`` with local storage, through ``amlflow.connect()`` (the same
+calls a boto3 script makes). Speed: the amlflow run and the bare script run one after the other, each in its
+own child process (so peak RSS is each one's own ``ru_maxrss``), in the same run of this script. The bare
+script reads the same CSVs with pandas, builds the same features (one-hot pixels, most frequent value of a
+column left implicit, as amlflow does), fits the same scikit-learn estimator with the same settings,
+predicts the 28,000 test rows and writes the probabilities; no statistics, no service, no entity state.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path[:0] = [str(REPO / "src")]
+
+DATA = REPO / "data"
+SCHEMAS = REPO / "schemas"
+RECIPES = REPO / "recipes"
+SHARED = REPO.parent / "shared"
+
+MNIST_PARAMS = {"sgd.maxPasses": "10", "sgd.l2RegularizationAmount": "1e-5", "sgd.shuffleType": "auto",
+                "sgd.maxMLModelSizeInBytes": str(100 * 1024 * 1024)}
+HEADERLESS_PARAMS = {"sgd.maxPasses": "100", "sgd.l2RegularizationAmount": "1e-4", "sgd.shuffleType": "auto"}
+SAMPLES_PARAMS = {"sgd.maxPasses": "100", "sgd.l2RegularizationAmount": "1e-4", "sgd.shuffleType": "auto"}
+BUCKET = "bench"
+
+KIND_KEY = {"data_source": "DataSourceId", "ml_model": "MLModelId", "evaluation": "EvaluationId",
+            "batch_prediction": "BatchPredictionId"}
+
+
+def split(begin: int, end: int, complement: bool = False) -> str:
+    """AML's DataRearrangement JSON for a sequential split."""
+    return json.dumps({"splitting": {"percentBegin": begin, "percentEnd": end, "complement": complement}})
+
+
+class Case:
+    """One fresh amlflow home with local storage and an in-process client."""
+
+    def __init__(self, name: str, seed: int = 0, max_jobs: int = 2) -> None:
+        import amlflow
+
+        self.name = name
+        self.home = Path(tempfile.mkdtemp(prefix=f"amlflow-bench-{name}-"))
+        self.root = self.home / "s3"
+        self.ml = amlflow.connect(home=self.home, storage_root=self.root, seed=seed, max_jobs=max_jobs)
+
+    def put(self, key: str, source: Path | str | bytes) -> str:
+        """Place a file (or bytes) at s3://bench/<key>; returns the URI."""
+        target = self.root / BUCKET / key
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if isinstance(source, bytes):
+            target.write_bytes(source)
+        else:
+            try:
+                os.link(source, target)  # same file system: free; the service only reads it
+            except OSError:
+                shutil.copyfile(source, target)
+        return f"s3://{BUCKET}/{key}"
+
+    def datasource(self, ds_id: str, data_uri: str, schema: Path | str, rearrangement: str | None = None,
+                   stats: bool = True) -> str:
+        spec: dict[str, Any] = {"DataLocationS3": data_uri,
+                                "DataSchema": schema.read_text() if isinstance(schema, Path) else schema}
+        if rearrangement:
+            spec["DataRearrangement"] = rearrangement
+        self.ml.create_data_source_from_s3(DataSourceId=ds_id, DataSpec=spec, ComputeStatistics=stats)
+        return ds_id
+
+    def model(self, ml_id: str, ds_id: str, model_type: str, recipe: Path | None, params: dict[str, str]) -> str:
+        kwargs: dict[str, Any] = {"MLModelId": ml_id, "MLModelType": model_type, "TrainingDataSourceId": ds_id,
+                                  "Parameters": params}
+        if recipe is not None:
+            kwargs["Recipe"] = recipe.read_text()
+        self.ml.create_ml_model(**kwargs)
+        return ml_id
+
+    def evaluation(self, ev_id: str, ml_id: str, ds_id: str) -> str:
+        self.ml.create_evaluation(EvaluationId=ev_id, MLModelId=ml_id, EvaluationDataSourceId=ds_id)
+        return ev_id
+
+    def batch(self, bp_id: str, ml_id: str, ds_id: str) -> str:
+        self.ml.create_batch_prediction(BatchPredictionId=bp_id, MLModelId=ml_id, BatchPredictionDataSourceId=ds_id,
+                                        OutputUri=f"s3://{BUCKET}/out/")
+        return bp_id
+
+    def wait(self, kind: str, entity_id: str, timeout: float = 3600) -> dict[str, Any]:
+        getter = getattr(self.ml, f"get_{kind}")
+        deadline = time.monotonic() + timeout
+        while True:
+            out = getter(**{KIND_KEY[kind]: entity_id})
+            if out["Status"] in ("COMPLETED", "FAILED", "DELETED"):
+                if out["Status"] != "COMPLETED":
+                    raise SystemExit(f"{self.name}: {kind} {entity_id} {out['Status']}: {out.get('Message')}")
+                return out
+            if time.monotonic() > deadline:
+                raise SystemExit(f"{self.name}: {kind} {entity_id} timed out")
+            time.sleep(0.05)
+
+    def metric(self, ev_id: str) -> float:
+        props = self.wait("evaluation", ev_id)["PerformanceMetrics"]["Properties"]
+        return float(next(iter(props.values())))
+
+    def baseline(self, ev_id: str) -> float | None:
+        report = self.ml.service.get_evaluation_report(ev_id)
+        base = report.get("baseline") or {}
+        return base.get("value")
+
+    def close(self) -> None:
+        service = getattr(self.ml, "service", None)
+        if service is not None and hasattr(service, "shutdown"):
+            service.shutdown(timeout=60)
+        shutil.rmtree(self.home, ignore_errors=True)
+
+
+def _duration(entity: dict[str, Any]) -> float:
+    return (entity["FinishedAt"] - entity["StartedAt"]).total_seconds()
+
+
+# ----------------------------------------------------------------------------------------- reference cases
+
+
+def mnist_case(mnist: Path, seed: int) -> dict[str, Any]:
+    """Kaggle MNIST, the seed configuration: macro-F1 on the 30 % evaluation split."""
+    case = Case(f"mnist-s{seed}", seed=seed)
+    try:
+        train = case.put("mnist/train.csv", mnist / "train.csv")
+        case.datasource("ds-tr", train, SCHEMAS / "mnist-train.csv.schema", split(0, 70), stats=False)
+        case.datasource("ds-ev", train, SCHEMAS / "mnist-train.csv.schema", split(70, 100), stats=False)
+        case.wait("data_source", "ds-tr")
+        case.model("ml", "ds-tr", "MULTICLASS", RECIPES / "mnist.recipe.json", MNIST_PARAMS)
+        model = case.wait("ml_model", "ml")
+        case.evaluation("ev", "ml", "ds-ev")
+        return {"macro_f1": case.metric("ev"), "train_s": _duration(model)}
+    finally:
+        case.close()
+
+
+def mnist_headerless_case(mnist: Path) -> dict[str, Any]:
+    """Headerless MNIST (60k/10k, pixels NUMERIC, quantile_bin(ALL_NUMERIC,50)): accuracy of the batch output."""
+    import gzip
+
+    import pandas as pd
+
+    case = Case("mnist-headerless")
+    try:
+        train = case.put("mnist/train_data.csv", mnist / "train_data.csv")
+        test = case.put("mnist/test_data.csv", mnist / "test_data.csv")
+        schema = SCHEMAS / "mnist-headerless.csv.schema"
+        case.datasource("ds-tr", train, schema, stats=False)
+        case.datasource("ds-te", test, schema, stats=False)
+        case.wait("data_source", "ds-tr")
+        case.model("ml", "ds-tr", "MULTICLASS", RECIPES / "mnist-headerless.recipe.json", HEADERLESS_PARAMS)
+        model = case.wait("ml_model", "ml")
+        case.batch("bp", "ml", "ds-te")
+        case.wait("batch_prediction", "bp")
+        out = case.root / BUCKET / "out" / "batch-prediction" / "result" / "bp-test_data.csv.gz"
+        with gzip.open(out, "rt") as fh:
+            frame = pd.read_csv(fh)
+        classes = [c for c in frame.columns if c not in ("tag", "trueLabel")]
+        predicted = frame[classes].astype(float).idxmax(axis=1)
+        accuracy = float((predicted.astype(str) == frame["trueLabel"].astype(str)).mean())
+        return {"accuracy": accuracy, "train_s": _duration(model)}
+    finally:
+        case.close()
+
+
+def banking_case(params: dict[str, str] | None) -> dict[str, Any]:
+    """AWS's banking sample, its schema and recipe, 70/30 sequential: AUC."""
+    case = Case("banking")
+    try:
+        data = case.put("banking/banking.csv", DATA / "aml-banking" / "banking.csv")
+        schema = DATA / "aml-banking" / "banking.csv.schema"
+        case.datasource("ds-tr", data, schema, split(0, 70))
+        case.datasource("ds-ev", data, schema, split(0, 70, complement=True))
+        case.wait("data_source", "ds-tr")
+        case.model("ml", "ds-tr", "BINARY", DATA / "aml-banking" / "recipe.json", params or {})
+        case.wait("ml_model", "ml")
+        case.evaluation("ev", "ml", "ds-ev")
+        return {"auc": case.metric("ev"), "baseline": case.baseline("ev")}
+    finally:
+        case.close()
+
+
+def wine_case(kind: str) -> dict[str, Any]:
+    """Red wine quality: REGRESSION on quality (RMSE) or BINARY quality >= 7 (AUC), 70/30 sequential."""
+    import pandas as pd
+
+    case = Case(f"wine-{kind}")
+    try:
+        frame = pd.read_csv(DATA / "wine" / "winequality-red-comma.csv")
+        if kind == "binary":
+            frame["good"] = (frame.pop("quality") >= 7).astype(int)
+            schema, model_type = SCHEMAS / "wine-binary.csv.schema", "BINARY"
+        else:
+            schema, model_type = SCHEMAS / "wine-regression.csv.schema", "REGRESSION"
+        data = case.put(f"wine/{kind}.csv", frame.to_csv(index=False).encode())
+        case.datasource("ds-tr", data, schema, split(0, 70))
+        case.datasource("ds-ev", data, schema, split(70, 100))
+        case.wait("data_source", "ds-tr")
+        case.model("ml", "ds-tr", model_type, RECIPES / "wine.recipe.json", {})
+        case.wait("ml_model", "ml")
+        case.evaluation("ev", "ml", "ds-ev")
+        return {"metric": case.metric("ev"), "baseline": case.baseline("ev")}
+    finally:
+        case.close()
+
+
+def quality(mnist: Path, seeds: list[int]) -> list[tuple[str, str, str, bool]]:
+    rows: list[tuple[str, str, str, bool]] = []
+    for seed in seeds:
+        r = mnist_case(mnist, seed)
+        rows.append((f"MNIST Kaggle, seed {seed}: macro-F1", f"{r['macro_f1']:.4f} (train {r['train_s']:.1f} s)",
+                     "0.914", r["macro_f1"] >= 0.914))
+    r = mnist_headerless_case(mnist)
+    rows.append(("MNIST headerless 60k/10k: accuracy", f"{r['accuracy']:.4f} (train {r['train_s']:.1f} s)",
+                 "≥ 0.91 (target)", r["accuracy"] >= 0.91))
+    r = banking_case(None)
+    rows.append(("banking, default parameters: AUC", f"{r['auc']:.4f}", "0.936", r["auc"] >= 0.936))
+    r = banking_case(SAMPLES_PARAMS)
+    rows.append(("banking, aws-samples parameters: AUC", f"{r['auc']:.4f}", "≥ 0.94 (target)", r["auc"] >= 0.94))
+    r = wine_case("regression")
+    rows.append(("wine REGRESSION: RMSE (baseline)", f"{r['metric']:.4f} ({r['baseline']:.4f})", "0.729 (0.793)",
+                 r["metric"] <= 0.729))
+    r = wine_case("binary")
+    rows.append(("wine BINARY quality>=7: AUC", f"{r['metric']:.4f}", "0.778", r["metric"] >= 0.778))
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------- speed
+
+
+def child_amlflow(train_csv: Path, test_csv: Path) -> dict[str, Any]:
+    """The whole in-process MNIST case: 3 datasources with statistics, training, evaluation ∥ batch."""
+    case = Case("mnist-speed")
+    try:
+        t0 = time.perf_counter()
+        train = case.put("mnist/train.csv", train_csv)
+        test = case.put("mnist/test.csv", test_csv)
+        case.datasource("ds-tr", train, SCHEMAS / "mnist-train.csv.schema", split(0, 70))
+        case.datasource("ds-ev", train, SCHEMAS / "mnist-train.csv.schema", split(70, 100))
+        case.datasource("ds-bp", test, SCHEMAS / "mnist-test.csv.schema")
+        case.wait("data_source", "ds-tr")
+        case.model("ml", "ds-tr", "MULTICLASS", RECIPES / "mnist.recipe.json", MNIST_PARAMS)
+        model = case.wait("ml_model", "ml")
+        case.evaluation("ev", "ml", "ds-ev")
+        case.batch("bp", "ml", "ds-bp")
+        f1 = case.metric("ev")
+        bp = case.wait("batch_prediction", "bp")
+        total = time.perf_counter() - t0
+        sources = [case.wait("data_source", d) for d in ("ds-tr", "ds-ev", "ds-bp")]
+        return {"total_s": total, "train_s": _duration(model), "macro_f1": f1,
+                "datasources_s": [round(_duration(s), 2) for s in sources],
+                "batch_rows": bp.get("TotalRecordCount"),
+                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    finally:
+        case.close()
+
+
+def child_bare(train_csv: Path, test_csv: Path, out_dir: Path) -> dict[str, Any]:
+    """The bare script: pandas → one-hot features → the same scikit-learn estimator → probabilities CSV."""
+    import numpy as np
+    import pandas as pd
+    from scipy import sparse
+    from sklearn.metrics import f1_score
+
+    from sklearn.exceptions import ConvergenceWarning
+    from sklearn.linear_model import LogisticRegression
+
+    t0 = time.perf_counter()
+    frame = pd.read_csv(train_csv, dtype=np.int64)
+    test = pd.read_csv(test_csv, dtype=np.int64)
+    n_train = int(len(frame) * 0.7)  # amlflow splits by bytes; the row counts differ by a few rows
+    y = frame.pop("label").to_numpy()
+    t1 = time.perf_counter()
+
+    def features(values: np.ndarray, vocab: list[np.ndarray], modes: np.ndarray) -> sparse.csr_matrix:
+        """Per pixel: an indicator per training value but the mode, a "≠ mode" flag; then a bias column."""
+        rows, cols, offset = [], [], 0
+        for j, vals in enumerate(vocab):
+            col = values[:, j]
+            pos = np.minimum(np.searchsorted(vals, col), max(len(vals) - 1, 0))
+            hit = vals[pos] == col if len(vals) else np.zeros(len(col), dtype=bool)
+            rows.append(np.nonzero(hit)[0])
+            cols.append(pos[hit] + offset)
+            flag = np.nonzero(col != modes[j])[0]
+            rows.append(flag)
+            cols.append(np.full(len(flag), offset + len(vals)))
+            offset += len(vals) + 1
+        rows.append(np.arange(len(values)))
+        cols.append(np.full(len(values), offset))
+        r, c = np.concatenate(rows), np.concatenate(cols)
+        return sparse.csr_matrix((np.ones(len(r), dtype=np.float32), (r, c)), shape=(len(values), offset + 1))
+
+    x_all = frame.to_numpy()
+    x_train = x_all[:n_train]
+    vocab, modes = [], np.empty(x_train.shape[1], dtype=np.int64)
+    for j in range(x_train.shape[1]):
+        vals, counts = np.unique(x_train[:, j], return_counts=True)
+        modes[j] = vals[np.argmax(counts)]
+        vocab.append(np.delete(vals, np.argmax(counts)))
+    x = features(x_train, vocab, modes)
+    # the estimator and settings amlflow uses for MULTICLASS (engine/model.py): C = 1 / (λ·n), maxPasses epochs
+    estimator = LogisticRegression(C=1.0 / (1e-5 * n_train), solver="saga", max_iter=10, tol=1e-4,
+                                   random_state=0, fit_intercept=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        estimator.fit(x, y[:n_train])
+    t2 = time.perf_counter()
+    eval_pred = estimator.predict(features(x_all[n_train:], vocab, modes))
+    f1 = f1_score(y[n_train:], eval_pred, average="macro")
+    proba = estimator.predict_proba(features(test.to_numpy(), vocab, modes))
+    out = out_dir / "bare-probabilities.csv"
+    pd.DataFrame(proba, columns=[str(c) for c in estimator.classes_]).to_csv(out, index=False)
+    t3 = time.perf_counter()
+    return {"total_s": t3 - t0, "read_s": t1 - t0, "train_s": t2 - t1, "predict_write_s": t3 - t2,
+            "macro_f1": float(f1), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+
+
+def _child(kind: str, *args: str) -> dict[str, Any]:
+    proc = subprocess.run([sys.executable, __file__, "--child", kind, *args], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise SystemExit(f"child {kind} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def speed(mnist: Path) -> list[str]:
+    train, test = str(mnist / "train.csv"), str(mnist / "test.csv")
+    with tempfile.TemporaryDirectory() as tmp:
+        bare = _child("bare", train, test, tmp)
+        aml = _child("amlflow", train, test)
+    lines = [
+        "MNIST Kaggle, 42,000 + 28,000 rows, one run each, separate processes:",
+        f"  bare script : total {bare['total_s']:6.1f} s (read {bare['read_s']:.1f}, features+fit "
+        f"{bare['train_s']:.1f}, predict+write {bare['predict_write_s']:.1f}), macro-F1 {bare['macro_f1']:.4f}, "
+        f"peak RSS {bare['peak_rss_mb']:.0f} MB",
+        f"  amlflow     : total {aml['total_s']:6.1f} s (datasources {aml['datasources_s']} s, training "
+        f"{aml['train_s']:.1f} s), macro-F1 {aml['macro_f1']:.4f}, {aml['batch_rows']} batch rows, "
+        f"peak RSS {aml['peak_rss_mb']:.0f} MB",
+        f"  ratio whole case   amlflow/bare = {aml['total_s'] / bare['total_s']:.2f}  (target ≤ 2)",
+        f"  ratio training     amlflow/bare = {aml['train_s'] / bare['train_s']:.2f}  (target ≤ 1.5; "
+        "amlflow: model job StartedAt→FinishedAt incl. features and save; bare: features + fit)",
+    ]
+    return lines
+
+
+def scale(mnist: Path, factor: int) -> list[str]:
+    """The MNIST case at 1x and at ``factor``x rows (train.csv's rows repeated), separate processes."""
+    with tempfile.TemporaryDirectory(dir=mnist) as tmp:
+        big = Path(tmp) / f"train-x{factor}.csv"
+        with open(mnist / "train.csv", "rb") as src, open(big, "wb") as dst:
+            header = src.readline()
+            body = src.read()
+            dst.write(header)
+            for _ in range(factor):
+                dst.write(body)
+        one = _child("amlflow", str(mnist / "train.csv"), str(mnist / "test.csv"))
+        many = _child("amlflow", str(big), str(mnist / "test.csv"))
+        size_mb = big.stat().st_size / 1e6
+    return [
+        f"MNIST 1x vs {factor}x ({size_mb:.0f} MB training file), whole case incl. statistics and batch prediction:",
+        f"  1x : {one['total_s']:6.1f} s, peak RSS {one['peak_rss_mb']:.0f} MB, macro-F1 {one['macro_f1']:.4f}",
+        f"  {factor}x: {many['total_s']:6.1f} s, peak RSS {many['peak_rss_mb']:.0f} MB, macro-F1 {many['macro_f1']:.4f}",
+        f"  time ratio {many['total_s'] / one['total_s']:.1f} (target ≤ 12), peak memory target < 2,048 MB",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mnist", type=Path, default=Path(os.environ.get("MNIST_DIR", "/work/mnist")))
+    parser.add_argument("--only", choices=["quality", "speed", "scale"], action="append")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument("--factor", type=int, default=10)
+    parser.add_argument("--child", nargs="+", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.child:
+        kind, *rest = args.child
+        result = child_bare(Path(rest[0]), Path(rest[1]), Path(rest[2])) if kind == "bare" else \
+            child_amlflow(Path(rest[0]), Path(rest[1]))
+        print(json.dumps(result))
+        return 0
+    if not (args.mnist / "train.csv").exists():
+        raise SystemExit(f"{args.mnist}/train.csv missing: python ../shared/tools/make-mnist.py {args.mnist}")
+    only = args.only or ["quality", "speed"]
+    if "quality" in only:
+        print(f"{'case':44} {'amlflow':28} {'AML':18} ok")
+        for name, value, aml, ok in quality(args.mnist, args.seeds):
+            print(f"{name:44} {value:28} {aml:18} {'yes' if ok else 'NO'}", flush=True)
+    if "speed" in only:
+        print("\n".join(speed(args.mnist)), flush=True)
+    if "scale" in only:
+        print("\n".join(scale(args.mnist, args.factor)), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
