@@ -478,3 +478,23 @@ def test_shutdown_leaves_queued_jobs_pending_for_the_next_service(make: Callable
     second = make()
     assert wait(second, "DataSource", "ds-late")["Status"] == "COMPLETED"
     assert second.health()["jobs_running"] == 0
+
+
+def test_shutdown_waits_for_running_jobs_only(make: Callable[..., Service]) -> None:
+    started = threading.Event()
+
+    def slow(ctx: JobContext) -> JobResult:
+        started.set()
+        time.sleep(0.3)
+        return JobResult({})
+
+    service = make({"DataSource": slow}, max_jobs=1)
+    for i in range(3):
+        ds(service, f"ds-s{i}")
+    assert started.wait(5)
+    t0 = time.monotonic()
+    assert service.shutdown(timeout=10) is True
+    assert time.monotonic() - t0 < 2  # queued jobs are not waited for
+    statuses = [service.get_data_source(DataSourceId=f"ds-s{i}")["Status"] for i in range(3)]
+    assert statuses == ["COMPLETED", "PENDING", "PENDING"]
+    assert service.health() == {"jobs_running": 0, "jobs_queued": 0, "jobs_waiting": 0}

@@ -131,7 +131,13 @@ class JobRunner:
             self._queued.add((kind, entity_id))
             future = self._pool.submit(self._run, kind, entity_id)
             self._futures.add(future)
-            future.add_done_callback(self._futures.discard)
+            future.add_done_callback(lambda f, key=(kind, entity_id): self._done(f, key))
+
+    def _done(self, future: Future[None], key: tuple[str, str]) -> None:
+        with self._lock:
+            self._futures.discard(future)
+            if future.cancelled():  # cancelled by shutdown before it started: still PENDING
+                self._queued.discard(key)
 
     def kick(self) -> None:
         """Look at every waiting entity again (after a job ended or an entity was deleted)."""
@@ -257,7 +263,8 @@ class JobRunner:
             self._stopping = True
             futures = list(self._futures)
         self._pool.shutdown(wait=False, cancel_futures=True)
-        _, not_done = wait_futures(futures, timeout=timeout)
+        # cancelled futures never reach "done" for concurrent.futures.wait: wait for the others only
+        _, not_done = wait_futures([f for f in futures if not f.cancelled()], timeout=timeout)
         return not not_done
 
 
