@@ -196,3 +196,15 @@ def test_load_model_never_unpickles(tmp_path: Path, wine: pd.DataFrame) -> None:
     assert meta["model_type"] == "REGRESSION" and meta["size_in_bytes"] == model.size_in_bytes
     with np.load(tmp_path / "model.npz", allow_pickle=False) as z:
         assert sorted(z.files) == ["coef", "intercept"] and z["coef"].dtype == np.float64
+
+
+def test_train_l1_gives_sparse_weights_and_l2_shrinks(banking) -> None:
+    df, schema = banking
+    recipe = parse_recipe((REPO / "data/aml-banking/recipe.json").read_text(), schema)
+    table = EncodedTable.from_frame(df.iloc[:8000])
+    plain = train(table, schema, recipe, parse_parameters(None), "BINARY")
+    l1 = train(table, schema, recipe, parse_parameters({"sgd.l1RegularizationAmount": "1e-3"}), "BINARY")
+    l2 = train(table, schema, recipe, parse_parameters({"sgd.l2RegularizationAmount": "1e-2"}), "BINARY")
+    assert np.count_nonzero(l1.coef) < 0.5 * np.count_nonzero(plain.coef)
+    assert l1.size_in_bytes < plain.size_in_bytes
+    assert np.abs(l2.coef).sum() < np.abs(plain.coef).sum()
