@@ -1096,8 +1096,8 @@ def suggest_recipe(table: Any, schema: Schema, *, max_rows: int = 200_000) -> st
     for a in numeric:
         best = SUGGESTED_BINS[0]
         if target is not None and a in table.names:
-            x = numeric_view(table.dictionary(a))[np.asarray(table.codes(a, 0, n), dtype=np.int64)]
-            best = _best_bins(x, *target)
+            x = numeric_view(table.dictionary(a))
+            best = _best_bins(x, np.asarray(table.codes(a, 0, n), dtype=np.int64), *target)
         by_bins.setdefault(best, []).append(a)
     groups = {
         f"NUMERIC_VARS_QB_{b}": "group(" + ",".join(_quote(a) for a in by_bins[b]) + ")"
@@ -1132,39 +1132,52 @@ def _suggest_target(table: Any, schema: Schema, n: int) -> tuple[str, np.ndarray
     return "classes", cls[codes].astype(np.float64)
 
 
-def _best_bins(x: np.ndarray, mode: str, y: np.ndarray) -> int:
-    ok = ~np.isnan(x) & ~np.isnan(y)
-    x, y = x[ok], y[ok]
-    if len(x) < 2:
+def _best_bins(x: np.ndarray, codes: np.ndarray, mode: str, y: np.ndarray) -> int:
+    """The suggested bin count for one NUMERIC variable: ``x`` per dictionary entry, ``codes`` per row,
+    ``y`` the target per row (nan = missing). Works on per-entry statistics, not rows."""
+    ok = ~np.isnan(y) & ~np.isnan(x[codes])
+    codes, yv = codes[ok], y[ok]
+    n = len(yv)
+    if n < 2:
         return SUGGESTED_BINS[0]
+    n_entries = len(x)
+    if mode == "numeric":
+        cnt = np.bincount(codes, minlength=n_entries).astype(np.float64)
+        s1 = np.bincount(codes, weights=yv, minlength=n_entries)
+        s2 = np.bincount(codes, weights=yv * yv, minlength=n_entries)
+        sst = float(s2.sum() - s1.sum() ** 2 / n)
+        joint = None
+    else:
+        _, yc = np.unique(yv, return_inverse=True)
+        n_cls = int(yc.max()) + 1
+        joint = np.bincount(codes * n_cls + yc, minlength=n_entries * n_cls).reshape(n_entries, n_cls)
+        cnt = joint.sum(axis=1).astype(np.float64)
+    used_entries = np.flatnonzero(cnt > 0)
+    xe = x[used_entries]
     best, best_score = SUGGESTED_BINS[0], -math.inf
     for b in SUGGESTED_BINS:
-        edges = np.asarray(_quantile_edges(x, np.ones(len(x)), b))
-        bins = np.searchsorted(edges, x, side="right")
+        edges = np.asarray(_quantile_edges(xe, cnt[used_entries], b))
         k = len(edges) + 1
-        if mode == "numeric":
-            counts = np.bincount(bins, minlength=k)
-            sums = np.bincount(bins, weights=y, minlength=k)
-            used = counts > 0
-            means = np.zeros(k)
-            means[used] = sums[used] / counts[used]
-            sse = float(((y - means[bins]) ** 2).sum())
-            sst = float(((y - y.mean()) ** 2).sum())
-            n_used = int(used.sum())
-            if sst == 0 or len(y) <= n_used:
+        bin_of = np.searchsorted(edges, xe, side="right")
+        nb = np.bincount(bin_of, weights=cnt[used_entries], minlength=k)
+        n_used = int((nb > 0).sum())
+        if joint is None:
+            b1 = np.bincount(bin_of, weights=s1[used_entries], minlength=k)
+            b2 = np.bincount(bin_of, weights=s2[used_entries], minlength=k)
+            nz = nb > 0
+            sse = float((b2[nz] - b1[nz] ** 2 / nb[nz]).sum())
+            if sst <= 0 or n <= n_used:
                 score = -math.inf
             else:
-                score = 1 - (sse / (len(y) - n_used)) / (sst / (len(y) - 1))
+                score = 1 - (sse / (n - n_used)) / (sst / (n - 1))
         else:
-            _, yc = np.unique(y, return_inverse=True)
-            n_cls = int(yc.max()) + 1
-            joint = np.bincount(bins * n_cls + yc, minlength=k * n_cls).reshape(k, n_cls).astype(np.float64)
-            p = joint / joint.sum()
+            jb = np.zeros((k, joint.shape[1]))
+            np.add.at(jb, bin_of, joint[used_entries])
+            p = jb / n
             px, py = p.sum(1, keepdims=True), p.sum(0, keepdims=True)
             nz = p > 0
             mi = float((p[nz] * np.log(p[nz] / (px @ py)[nz])).sum())
-            n_used = int((px[:, 0] > 0).sum())
-            score = mi - (n_used - 1) * (n_cls - 1) / (2 * len(y))
+            score = mi - (n_used - 1) * (joint.shape[1] - 1) / (2 * n)
         if score > best_score + 1e-12:
             best, best_score = b, score
     return best
