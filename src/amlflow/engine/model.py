@@ -5,13 +5,12 @@ MLModelType    learner (scikit-learn)                                       targ
 =============  ===========================================================  =============================
 BINARY         logistic regression, ``LogisticRegression(solver="saga")``   BINARY tokens (0/1, yes/no…)
 MULTICLASS     multinomial logistic regression (softmax), same solver       the raw string (≤ 100 classes)
-REGRESSION     least squares, ``Ridge(solver="lsqr")``                      a number
+REGRESSION     least squares, averaged ``SGDRegressor``                     a number
 =============  ===========================================================  =============================
 
-``sgd.maxPasses`` is the classifiers' number of epochs (``max_iter``; they may stop earlier when converged;
-least squares is solved to convergence);
+``sgd.maxPasses`` is the number of epochs (``max_iter``; SAGA may stop earlier when converged);
 ``sgd.l2RegularizationAmount``/``sgd.l1RegularizationAmount`` λ is AML's per-record penalty, i.e.
-``C = 1 / (λ · n)`` (``alpha = λ · n`` for Ridge); λ = 0 means no penalty. ``sgd.shuffleType`` has no
+``C = 1 / (λ · n)`` for the classifiers, ``alpha = λ`` for SGDRegressor; λ = 0 means no penalty. ``sgd.shuffleType`` has no
 effect (SAG/SAGA pick records at random, seeded). Rows whose target is missing or invalid are skipped and
 counted. ``rowWeight`` becomes ``sample_weight``.
 
@@ -300,22 +299,26 @@ def _fit_classifier(
 def _fit_regressor(
     X: sp.csr_matrix, y: np.ndarray, w: np.ndarray | None, params: TrainingParameters, seed: int
 ) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import Ridge, SGDRegressor
+    from sklearn.linear_model import SGDRegressor
 
-    n = X.shape[0]
+    # averaged SGD for exactly maxPasses epochs, like AML: the passes limit is part of the regularisation
+    # (an exact least-squares fit of a suggested recipe's 500-bin one-hots overfits small data badly)
     center = float(np.average(y, weights=w))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", ConvergenceWarning)
-        if params.l1 > 0:
-            est: Any = SGDRegressor(
-                penalty="l1", alpha=params.l1, max_iter=params.max_passes, tol=1e-4, random_state=seed,
-                average=True, fit_intercept=False,
-            )
-        else:
-            # least squares is solved to convergence (LSQR: a few dozen passes), not stopped at maxPasses
-            est = Ridge(alpha=max(params.l2 * n, 1e-8), solver="lsqr", tol=1e-6, fit_intercept=False)
-        est.fit(X, y - center, sample_weight=w)
+    if params.l1 > 0:
+        penalty, alpha = "l1", params.l1
+    elif params.l2 > 0:
+        penalty, alpha = "l2", params.l2
+    else:
+        penalty, alpha = None, 0.0
+    if w is not None:
+        top = float(w.max()) if len(w) else 1.0
+        if top > 0:  # the same objective with weights ≤ 1 (large weights would blow up the SGD steps)
+            w, alpha = w / top, alpha / top
+    est = SGDRegressor(
+        penalty=penalty, alpha=alpha, max_iter=params.max_passes, tol=None, average=True,
+        fit_intercept=False, random_state=seed, shuffle=True,
+    )
+    est.fit(X, y - center, sample_weight=w)
     coef = np.asarray(est.coef_, dtype=np.float64).reshape(-1, 1)
     return coef[:-1].copy(), coef[-1] + center
 
