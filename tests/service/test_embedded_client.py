@@ -100,3 +100,16 @@ def test_tags_round_trip(ml: Any) -> None:
         {"Key": "équipe", "Value": "données"}]
     with pytest.raises(ml.exceptions.InvalidTagException):
         ml.add_tags(ResourceId="ds-t", ResourceType="DataSource", Tags=[{"Key": "aws:x"}])
+
+
+def test_a_bug_is_an_internal_server_exception_without_traceback(ml: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    def broken(**_: Any) -> dict[str, Any]:
+        raise RuntimeError("secret internals")
+
+    monkeypatch.setattr(ml.service, "describe_ml_models", broken)
+    with pytest.raises(ml.exceptions.InternalServerException) as info:
+        ml.describe_ml_models()
+    error = info.value.response
+    assert error["ResponseMetadata"]["HTTPStatusCode"] == 500
+    assert error["ResponseMetadata"]["RequestId"] in error["Error"]["Message"]
+    assert "secret internals" not in error["Error"]["Message"]
