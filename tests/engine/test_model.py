@@ -226,3 +226,20 @@ def test_train_regression_with_the_suggested_recipe_beats_the_baseline(wine: pd.
     rmse = float(np.sqrt(np.mean((y - model.predict_table(te).scores) ** 2)))
     baseline = float(np.sqrt(np.mean((y - a["quality"].astype(float).mean()) ** 2)))
     assert rmse < baseline
+
+
+def test_train_multiclass_with_two_classes_gives_two_probabilities(tmp_path: Path) -> None:
+    schema = parse_schema('{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
+                          '"CATEGORICAL"}, {"attributeName": "y", "attributeType": "CATEGORICAL"}]}')
+    df = pd.DataFrame({"x": ["a", "b"] * 20 + ["a"], "y": ["cat", "dog"] * 20 + ["dog"]})
+    table = EncodedTable.from_frame(df)
+    model = train(table, schema, parse_recipe('{"outputs": ["x"]}', schema), parse_parameters(None), "MULTICLASS")
+    pred = model.predict_table(table)
+    assert model.classes == ["cat", "dog"] and pred.scores.shape == (41, 2)
+    np.testing.assert_allclose(pred.scores.sum(axis=1), 1.0)
+    assert list(pred.labels()[:2]) == ["cat", "dog"]
+    out = model.predict_record({"x": "b"})
+    assert out["predictedLabel"] == "dog" and out["predictedScores"]["dog"] > 0.5
+    assert out["predictedScores"]["cat"] + out["predictedScores"]["dog"] == pytest.approx(1.0)
+    model.save(tmp_path)
+    np.testing.assert_allclose(load_model(tmp_path).predict_table(table).scores, pred.scores)

@@ -489,6 +489,10 @@ def train(
         coef, intercept = _fit_regressor(X, y.astype(np.float64), w, params, seed)
     else:
         coef, intercept = _fit_classifier(X, y, w, params, seed)
+        if model_type == "MULTICLASS" and coef.shape[1] == 1:
+            # two classes: scikit-learn fits one logit z for the second class; softmax(-z/2, z/2) = sigmoid(z)
+            coef = np.hstack([-coef / 2, coef / 2])
+            intercept = np.concatenate([-intercept / 2, intercept / 2])
     t_fit = time.perf_counter() - t1
     say(f"finished-training: valid-records={n_valid} invalid-records={n_invalid} fit-time={t_fit:.2f}s")
 
