@@ -146,7 +146,7 @@ def mnist_case(mnist: Path, seed: int) -> dict[str, Any]:
     case = Case(f"mnist-s{seed}", seed=seed)
     try:
         train = case.put("mnist/train.csv", mnist / "train.csv")
-        case.datasource("ds-tr", train, SCHEMAS / "mnist-train.csv.schema", split(0, 70), stats=False)
+        case.datasource("ds-tr", train, SCHEMAS / "mnist-train.csv.schema", split(0, 70))  # AML: training needs stats
         case.datasource("ds-ev", train, SCHEMAS / "mnist-train.csv.schema", split(70, 100), stats=False)
         case.wait("data_source", "ds-tr")
         case.model("ml", "ds-tr", "MULTICLASS", RECIPES / "mnist.recipe.json", MNIST_PARAMS)
@@ -168,7 +168,7 @@ def mnist_headerless_case(mnist: Path) -> dict[str, Any]:
         train = case.put("mnist/train_data.csv", mnist / "train_data.csv")
         test = case.put("mnist/test_data.csv", mnist / "test_data.csv")
         schema = SCHEMAS / "mnist-headerless.csv.schema"
-        case.datasource("ds-tr", train, schema, stats=False)
+        case.datasource("ds-tr", train, schema)
         case.datasource("ds-te", test, schema, stats=False)
         case.wait("data_source", "ds-tr")
         case.model("ml", "ds-tr", "MULTICLASS", RECIPES / "mnist-headerless.recipe.json", HEADERLESS_PARAMS)

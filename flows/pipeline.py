@@ -94,7 +94,8 @@ def aml_pipeline(
     common: dict[str, Any] = {"endpoint_url": endpoint_url}
     waiting: dict[str, Any] = {"endpoint_url": endpoint_url, "timeout_seconds": wait_timeout_seconds}
 
-    inputs = upload_inputs({"train": train_data, "eval": eval_data, "batch": batch_data}, bucket, name)
+    inputs = upload_inputs({"train": train_data, "eval": eval_data, "batch": batch_data}, bucket, name,
+                           endpoint_url=endpoint_url)
     train_in = inputs["train"]
     eval_in = inputs.get("eval", train_in)
 

@@ -69,7 +69,7 @@ def retrain_champion(
     schema_text = str(repo_path(data_schema))
     recipe_path = repo_path(recipe)
     inputs = upload_inputs(
-        {"train": repo_path(train_data), "batch": repo_path(batch_data)}, bucket, pipeline
+        {"train": repo_path(train_data), "batch": repo_path(batch_data)}, bucket, pipeline, endpoint_url=endpoint_url
     )
     train_in = inputs["train"]
     train_ds = create_data_source_from_s3.submit(

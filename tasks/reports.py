@@ -394,11 +394,11 @@ def report_evaluation(
 # -------------------------------------------------------------------------------------- batch prediction
 
 
-def _result_uris(bp: Mapping[str, Any]) -> dict[str, str]:
+def _result_uris(bp: Mapping[str, Any], endpoint_url: str | None = None) -> dict[str, str]:
     """input URI → result URI, from the batch prediction's manifest."""
     output = str(bp["OutputUri"])
     manifest_uri = f"{output.rstrip('/')}/batch-prediction/{bp['BatchPredictionId']}.manifest"
-    return dict(json.loads(storage().read_bytes(manifest_uri).decode("utf-8")))
+    return dict(json.loads(storage(endpoint_url=endpoint_url).read_bytes(manifest_uri).decode("utf-8")))
 
 
 def batch_result_frame(path_or_uri: str) -> pd.DataFrame:
@@ -452,10 +452,10 @@ def report_batch_prediction(
     """
     logger = get_run_logger()
     bp = ml_client(endpoint_url=endpoint_url).get_batch_prediction(BatchPredictionId=batch_prediction_id)
-    results = _result_uris(bp)
+    results = _result_uris(bp, endpoint_url)
     out = Path(output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    store = storage()
+    store = storage(endpoint_url=endpoint_url)
     local_files: list[str] = []
     for result_uri in results.values():
         dest = out / result_uri.rsplit("/", 1)[-1]

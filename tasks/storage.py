@@ -33,13 +33,13 @@ def file_sha256(path: str | os.PathLike[str]) -> str:
     return digest.hexdigest()
 
 
-def fingerprint_uri(uri: str) -> str:
+def fingerprint_uri(uri: str, endpoint_url: str | None = None) -> str:
     """A fingerprint of data already in S3: hash of the key and size of every object under ``uri``.
 
     Raises:
         ValueError: nothing is stored at ``uri``.
     """
-    objects = storage().list(uri)
+    objects = storage(endpoint_url=endpoint_url).list(uri)
     if not objects:
         raise ValueError(f"input {uri!r}: no object found at this S3 location")
     listing = [[obj.key, obj.size] for obj in objects]
@@ -60,6 +60,7 @@ def upload_inputs(
     inputs: Mapping[str, str | None],
     bucket: str,
     prefix: str,
+    endpoint_url: str | None = None,
 ) -> dict[str, dict[str, str]]:
     """Upload local input files to ``s3://<bucket>/<prefix>/inputs/<sha256[:16]>/<file name>``.
 
@@ -72,6 +73,7 @@ def upload_inputs(
             ``{"train": "data/train.csv.gz", "batch": "data/test.csv.gz"}``.
         bucket: the S3 bucket.
         prefix: the key prefix (e.g. the case name).
+        endpoint_url: the AML endpoint the flow targets (its storage is S3 unless AMLFLOW_STORAGE=local).
 
     Returns:
         role → ``{"uri": s3 URI, "fingerprint": content hash, "name": file name, "uploaded": "yes"|"no"}``.
@@ -84,7 +86,7 @@ def upload_inputs(
         {'train': {'uri': 's3://amlflow/wine/inputs/f5eb6b494f4f6431/winequality-red-comma.csv', ...}}
     """
     logger = get_run_logger()
-    store = storage()
+    store = storage(endpoint_url=endpoint_url)
     out: dict[str, dict[str, str]] = {}
     for role, source in inputs.items():
         if source is None:
@@ -93,7 +95,7 @@ def upload_inputs(
         if source.startswith("s3://"):
             out[role] = {
                 "uri": source,
-                "fingerprint": fingerprint_uri(source),
+                "fingerprint": fingerprint_uri(source, endpoint_url),
                 "name": source.rstrip("/").rsplit("/", 1)[-1],
                 "uploaded": "no",
             }
@@ -122,7 +124,7 @@ def upload_inputs(
     retry_delay_seconds=exponential_backoff(backoff_factor=1),
     retry_condition_fn=retry_on_transient,
 )
-def download_object(uri: str, destination: str) -> str:
+def download_object(uri: str, destination: str, endpoint_url: str | None = None) -> str:
     """Copy one ``s3://`` object to a local file, atomically (temp file + rename).
 
     Args:
@@ -140,7 +142,7 @@ def download_object(uri: str, destination: str) -> str:
     dest.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "wb") as out, storage().open_read(uri) as src:
+        with os.fdopen(fd, "wb") as out, storage(endpoint_url=endpoint_url).open_read(uri) as src:
             for chunk in iter(lambda: src.read(_CHUNK), b""):
                 out.write(chunk)
         os.replace(tmp, dest)

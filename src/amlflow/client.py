@@ -251,12 +251,13 @@ def s3_client(*, endpoint_url: str | None = None, region: str | None = None) -> 
     return _boto3_client("s3", url, opts)
 
 
-def storage(settings: Settings | None = None) -> Storage:
+def storage(settings: Settings | None = None, *, endpoint_url: str | None = None) -> Storage:
     """Return the storage that holds the pipeline's ``s3://`` inputs and outputs.
 
     Embedded: exactly the storage the in-process service reads. Endpoint or AWS: S3 through boto3
     (``AWS_ENDPOINT_URL_S3`` honoured), unless ``AMLFLOW_STORAGE=local`` (a server on this machine
-    sharing ``AMLFLOW_STORAGE_ROOT``).
+    sharing ``AMLFLOW_STORAGE_ROOT``). ``endpoint_url`` (an AML endpoint given to a flow as a parameter
+    rather than through ``AWS_ENDPOINT_URL_MACHINE_LEARNING``) counts as the endpoint target.
 
     Example:
         >>> store = storage()
@@ -270,7 +271,8 @@ def storage(settings: Settings | None = None) -> Storage:
     from amlflow.storage import storage_from_settings
 
     resolved = settings if settings is not None else _Settings()
-    if ClientOptions().target == "embedded" or os.environ.get("AMLFLOW_STORAGE", "").lower() == "local":
+    embedded = ClientOptions().target == "embedded" and not endpoint_url
+    if embedded or os.environ.get("AMLFLOW_STORAGE", "").lower() == "local":
         return storage_from_settings(resolved)
     return storage_from_settings(resolved.model_copy(update={"storage": "s3"}))
 
