@@ -243,3 +243,15 @@ def test_train_multiclass_with_two_classes_gives_two_probabilities(tmp_path: Pat
     assert out["predictedScores"]["cat"] + out["predictedScores"]["dog"] == pytest.approx(1.0)
     model.save(tmp_path)
     np.testing.assert_allclose(load_model(tmp_path).predict_table(table).scores, pred.scores)
+
+
+def test_train_survives_extreme_numeric_values() -> None:
+    schema = parse_schema('{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
+                          '"NUMERIC"}, {"attributeName": "y", "attributeType": "BINARY"}]}')
+    x = [str(i) for i in range(60)] + ["1e300", "-1e300"]
+    y = ["0", "1"] * 31
+    table = EncodedTable.from_frame(pd.DataFrame({"x": x, "y": y}))
+    for model_type in ("BINARY", "REGRESSION"):
+        model = train(table, schema, parse_recipe('{"outputs": ["x", "normalize(x)"]}', schema),
+                      parse_parameters(None), model_type)
+        assert np.isfinite(model.coef).all() and np.isfinite(model.predict_table(table).scores).all()

@@ -62,6 +62,7 @@ SECTIONS = ("groups", "assignments", "outputs")
 MAX_OUTPUTS = 10_000
 MAX_NAME = 64
 SUGGESTED_BINS = (10, 20, 50, 100, 200, 500)
+MAX_STANDARDISED = 1e4  # |standardised NUMERIC feature| cap
 
 # function -> (number of expression args, has integer parameter, accepted input kinds, (lo, hi) of parameter)
 FUNCTIONS: dict[str, tuple[int, bool, tuple[str, ...], tuple[int, int] | None]] = {
@@ -590,9 +591,14 @@ def _weighted_mean_std(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
     ok = ~np.isnan(x) & (w > 0)
     if not ok.any():
         return 0.0, 1.0
-    mean = float(np.average(x[ok], weights=w[ok]))
-    var = float(np.average((x[ok] - mean) ** 2, weights=w[ok]))
-    std = math.sqrt(var)
+    xs, ws = x[ok], w[ok]
+    scale = float(np.max(np.abs(xs))) or 1.0  # scaled so huge values cannot overflow the squares
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = float(np.average(xs / scale, weights=ws))
+        std = math.sqrt(float(np.average((xs / scale - mean) ** 2, weights=ws))) * scale
+    mean *= scale
+    if not math.isfinite(mean):
+        mean = 0.0
     return mean, (std if std > 0 and math.isfinite(std) else 1.0)
 
 
@@ -665,7 +671,10 @@ class _Leaf:
     # single-valued leaves: per dictionary entry, one (column or -1, value) pair per slot
     def single_maps(self, values: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
         if self.mode == "numeric":
-            v = (values.astype(np.float64) - self.mean) / self.std
+            with np.errstate(over="ignore", invalid="ignore"):
+                v = (values.astype(np.float64) - self.mean) / self.std
+            # extreme outliers (or statistics that overflowed) must not blow up the solver
+            v = np.clip(v, -MAX_STANDARDISED, MAX_STANDARDISED, out=v, where=~np.isnan(v))
             cols = np.where(np.isnan(v), -1, self.offset).astype(np.int64)
             return [(cols, np.nan_to_num(v).astype(np.float32))]
         get = self._index.get
