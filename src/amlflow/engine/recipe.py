@@ -675,7 +675,7 @@ class _Leaf:
                 v = (values.astype(np.float64) - self.mean) / self.std
             # extreme outliers (or statistics that overflowed) must not blow up the solver
             v = np.clip(v, -MAX_STANDARDISED, MAX_STANDARDISED, out=v, where=~np.isnan(v))
-            cols = np.where(np.isnan(v), -1, self.offset).astype(np.int64)
+            cols = np.where(np.isnan(v), -1, self.offset).astype(np.int32)
             return [(cols, np.nan_to_num(v).astype(np.float32))]
         get = self._index.get
         idx = np.fromiter(
@@ -683,12 +683,12 @@ class _Leaf:
         )
         ones = np.ones(len(values), dtype=np.float32)
         if self.implicit is None:
-            return [(np.where(idx >= 0, idx + self.offset, -1), ones)]
+            return [(np.where(idx >= 0, idx + self.offset, -1).astype(np.int32), ones)]
         # The mode has no feature of its own; every other value (missing and unseen included) sets the
         # "≠ mode" flag. Under L2 this is the same model as a full one-hot, with far fewer non-zeros.
         is_mode = np.fromiter((v == self.implicit for v in values), dtype=bool, count=len(values))
-        flag = np.where(is_mode, -1, self.offset)
-        return [(flag, ones), (np.where(idx >= 0, idx + self.offset + 1, -1), ones)]
+        flag = np.where(is_mode, -1, self.offset).astype(np.int32)
+        return [(flag, ones), (np.where(idx >= 0, idx + self.offset + 1, -1).astype(np.int32), ones)]
 
     # bag leaves: per entry CSR (entries × size)
     def bag_matrix(self, token_lists: np.ndarray) -> sp.csr_matrix:
@@ -942,19 +942,23 @@ class FeatureBuilder:
         if singles:
             width = sum(lf.slots for lf in singles)
             cols = np.empty((n, width), dtype=np.int32)
-            vals = np.empty((n, width), dtype=np.float32)
+            numeric = any(lf.mode == "numeric" for lf in singles)
+            vals = np.ones((n, width), dtype=np.float32) if numeric else None
             j = 0
             for lf in singles:
                 (a,) = lf.expr.attributes()
                 codes = dicts.codes(a, start, stop)
                 for col_map, val_map in self._maps(dicts, lf):
-                    cols[:, j] = col_map[codes]
-                    vals[:, j] = val_map[codes]
+                    np.take(col_map, codes, out=cols[:, j])
+                    if vals is not None and lf.mode == "numeric":  # indicators are all 1.0
+                        vals[:, j] = val_map[codes]
                     j += 1
             mask = cols >= 0
             indptr = np.zeros(n + 1, dtype=np.int64)
             np.cumsum(mask.sum(axis=1), out=indptr[1:])
-            blocks.append(sp.csr_matrix((vals[mask], cols[mask], indptr), shape=(n, n_single)))
+            indices = cols[mask]
+            data = vals[mask] if vals is not None else np.ones(len(indices), dtype=np.float32)
+            blocks.append(sp.csr_matrix((data, indices, indptr), shape=(n, n_single)))
         for lf in self.leaves:
             if lf.mode != "bag":
                 continue
