@@ -149,3 +149,7 @@ def test_evaluate_binary_single_class_gives_nan_auc() -> None:
                   parse_parameters(None), "BINARY")
     result = evaluate(model, EncodedTable.from_frame(df.iloc[:1]), schema, training_info={})
     assert result.properties == {"BinaryAUC": "NaN"}
+    assert result.report["value"] is None
+    import json
+
+    json.dumps(result.report, allow_nan=False)

@@ -267,7 +267,10 @@ def evaluate(
         )
         eval_dist = _distribution(mt, yr, [])
 
-    report["value"] = value
+    # strict JSON: an undefined metric (AUC of one class, no valid record) is null in the report
+    report["value"] = None if math.isnan(value) else value
+    if isinstance(report["baseline"]["value"], float) and math.isnan(report["baseline"]["value"]):
+        report["baseline"]["value"] = None
     report["target_distribution"] = {"training": train_dist, "evaluation": eval_dist}
 
     # ---- alerts (Developer Guide, "Evaluation alerts")
