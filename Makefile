@@ -19,8 +19,8 @@ install: $(VENV)/.installed   ## create .venv and install amlflow with its test 
 demo: install    ## run the MNIST pipeline on the embedded defaults (real digits, no network)
 	$(PY) -m flows.mnist_pipeline
 
-test: install    ## run the default test suite (what CI runs)
-	$(PY) -m pytest
+test: install    ## run the test suite CI runs: the default layers plus the slow ones that fit (marker ci)
+	$(PY) -m pytest -m 'not slow or ci'
 
 test-all: install ## run every test layer, slow ones included
 	$(PY) -m pytest -m ''

@@ -415,21 +415,16 @@ MNIST = Path("/work/mnist")
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (MNIST / "train.csv").exists(), reason="full Kaggle MNIST not built")
-@pytest.mark.parametrize(("name", "rows", "budget"), [("train.csv", 42_000, 4.0), ("test.csv", 28_000, 3.0)])
-def test_full_mnist_speed(tmp_path: Path, name: str, rows: int, budget: float) -> None:
-    """The speed target on one core (doubled here: the CI machine is shared)."""
-    import time
-
+@pytest.mark.parametrize(("name", "rows"), [("train.csv", 42_000), ("test.csv", 28_000)])
+def test_full_mnist_reads_every_row(tmp_path: Path, name: str, rows: int) -> None:
+    """The full Kaggle files: every row, no rejects, values as pandas reads them (speed: bench/engine_bench.py)."""
     path = MNIST / name
     names = pd.read_csv(path, nrows=0).columns.tolist()
     schema = _schema(names, header=True, types="NUMERIC")
-    t0 = time.perf_counter()
     info, t = _build(tmp_path, [_file_src(path)], schema)
-    elapsed = time.perf_counter() - t0
     assert info.n_rows == rows and info.n_rejected == 0
     sample = pd.read_csv(path, dtype=str, nrows=500)
     assert t.strings(names[-1], 0, 500).tolist() == sample[names[-1]].tolist()
-    assert elapsed < 2 * budget, elapsed
 
 
 def _reference_row(line: bytes, n_fields: int) -> list[str] | None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import time
 from pathlib import Path
 
 import numpy as np
@@ -158,20 +157,21 @@ def test_no_target_and_empty_table() -> None:
     json.dumps(stats, allow_nan=False)
 
 
-def test_mnist_sample_speed(tmp_path: Path, data_dir: Path) -> None:
-    """785 attributes: the per-attribute work is vectorised over dictionaries (budget: 2 s for 29k rows)."""
+def test_mnist_sample_statistics(tmp_path: Path, data_dir: Path) -> None:
+    """785 attributes of real MNIST rows (speed is measured by bench/engine_bench.py, not asserted here)."""
     path = data_dir / "mnist-sample" / "train.csv.gz"
     names = pd.read_csv(path, nrows=0).columns.tolist()
     schema = _schema({n: "CATEGORICAL" for n in names}, "label", dataFileContainsHeader=True)
     build_dataset([Source("train.csv.gz", path.stat().st_size, lambda: open(path, "rb"))], schema, None,
                   tmp_path / "t")
     table = EncodedTable.open(tmp_path / "t")
-    t0 = time.perf_counter()
     stats = compute_statistics(table, schema)
-    elapsed = time.perf_counter() - t0
     assert len(stats["attributes"]) == 784
     assert sum(d["count"] for d in stats["target"]["distribution"]) == 5000
-    assert elapsed < 2.0, elapsed
+    frame = pd.read_csv(path, dtype=str)
+    pixel = next(a for a in stats["attributes"] if a["name"] == "pixel400")
+    counts = frame["pixel400"].value_counts()
+    assert pixel["top_categories"][0] == {"value": counts.index[0], "count": int(counts.iloc[0])}
 
 
 def test_compute_statistics_reads_table_in_memory_like_on_disk(tmp_path: Path) -> None:

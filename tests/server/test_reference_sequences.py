@@ -153,12 +153,14 @@ def test_headerless_mnist_sequence_reads_gzip_output_from_s3(s3_server: AmlServe
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 def test_kaggle_mnist_full_sample(s3_server: AmlServer) -> None:
     figures = run_kaggle_mnist(s3_server, train_rows=5000, test_rows=1000, tag="kaggle-full")
     assert figures["f1"] > 0.85 and figures["accuracy"] > 0.85, figures
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 def test_headerless_mnist_full_sample(s3_server: AmlServer) -> None:
     assert run_headerless_mnist(s3_server, train_rows=5000, test_rows=1000, tag="headerless-full") > 0.85
 
@@ -238,6 +240,7 @@ def test_banking_sample_scripts(aml_server: AmlServer, tmp_path: Path) -> None:
 
 
 @pytest.mark.slow
+@pytest.mark.ci
 def test_banking_sample_scripts_full(aml_server: AmlServer, tmp_path: Path) -> None:
     figures = run_banking(aml_server, tmp_path, rows=None, batch_rows=None)
     assert figures["rows"] == figures["total"] == 4119
