@@ -46,10 +46,11 @@ def _poll_evaluation(ml: Any, evaluation_id: str, timeout: float = 600) -> dict[
         time.sleep(0.2)
 
 
-def _batch_result(server: AmlServer, output_uri: str) -> tuple[str, list[list[str]]]:
-    """The gzipped batch output under ``<OutputUri>/batch-prediction/result/``: (key, rows incl. header)."""
+def _batch_result(server: AmlServer, output_uri: str, bp_id: str = "") -> tuple[str, list[list[str]]]:
+    """The gzipped batch output of ``bp_id`` under ``<OutputUri>/batch-prediction/result/``: (key, rows)."""
     bucket = output_uri.removeprefix("s3://").split("/", 1)[0]
-    keys = [k for k in server.list(output_uri.rstrip("/") + "/batch-prediction/result/") if k.endswith(".gz")]
+    prefix = output_uri.removeprefix(f"s3://{bucket}/").rstrip("/") + f"/batch-prediction/result/{bp_id}"
+    keys = [k for k in server.list(f"s3://{bucket}/{prefix}") if k.endswith(".gz")]
     assert len(keys) == 1, keys
     text = gzip.decompress(server.get(f"s3://{bucket}/{keys[0]}")).decode()
     return keys[0], list(csv.reader(io.StringIO(text)))
@@ -212,7 +213,7 @@ def run_banking(server: AmlServer, tmp_path: Path, rows: int | None, batch_rows:
     assert ml.get_ml_model(MLModelId=model_id)["ScoreThreshold"] == pytest.approx(0.77)
     bp = wait_for(ml, "batch_prediction", bp_id, timeout=900)
     assert bp["Status"] == "COMPLETED", bp.get("Message")
-    _, rows = _batch_result(server, "s3://banking-out/ml-output/")
+    _, rows = _batch_result(server, "s3://banking-out/ml-output/", bp_id)
     assert rows[0] == ["bestAnswer", "score"]
     body = [r for r in rows[1:] if r]
     assert all(r[0] == ("1" if float(r[1]) >= 0.77 else "0") for r in body)

@@ -79,12 +79,16 @@ def create_app(
         on_shutdown: called (in a worker thread) when the server shuts down, after it stopped accepting
             connections and open requests finished: ``amlflow serve`` lets running jobs finish here.
         validate: check every request against botocore's input shape (lengths, patterns, enums, ranges)
-            before it reaches the service (:mod:`amlflow.server.validate`).
+            before it reaches the service (:mod:`amlflow.server.validate`); skipped for a dispatcher whose
+            ``validates_input`` attribute is true (it does the same check itself).
     """
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes: expected a positive number of bytes, got {max_body_bytes}")
     if verifier is None and credentials:
         verifier = SigV4Verifier(credentials)
+    # A dispatcher that validates every request itself (amlflow.service.Service does, for its in-process
+    # callers too) is not validated twice: on Predict that second pass was a measurable share of the time.
+    validate = validate and not getattr(dispatcher, "validates_input", False)
     started = time.time()
 
     async def aws(request: Request) -> Response:

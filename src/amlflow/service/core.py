@@ -246,6 +246,9 @@ class Service:
 
     # ------------------------------------------------------------------------------------ dispatch
 
+    #: dispatch() validates every request against botocore's model, so the HTTP app need not.
+    validates_input = True
+
     def dispatch(self, operation: str, params: dict[str, Any] | None) -> dict[str, Any]:
         """Validate ``params`` against botocore's model and run ``operation`` (PascalCase)."""
         if operation not in _validate.operation_names():
