@@ -132,26 +132,33 @@ def _side_channel(method: str, entity: str, endpoint_url: str | None) -> dict[st
 # --------------------------------------------------------------------------------------------- insights
 
 
+def _attribute_summary(attr: Mapping[str, Any]) -> dict[str, Any]:
+    """The type-specific part of one attribute's insights (docs/formats.md, "Data insights")."""
+    kind = attr.get("type")
+    if kind == "NUMERIC":
+        keys: tuple[str, ...] = ("min", "max", "mean", "median")
+    elif kind == "CATEGORICAL":
+        keys = ("distinct", "top_categories")
+    elif kind == "BINARY":
+        keys = ("true", "false")
+    elif kind == "TEXT":
+        keys = ("tokens", "distinct_tokens", "top_tokens")
+    else:
+        keys = ()
+    summary = {k: attr[k] for k in keys if attr.get(k) is not None}
+    for key in ("top_categories", "top_tokens"):
+        if key in summary:  # the first three, as value (count)
+            summary[key] = ", ".join(f"{c['value']} ({c['count']})" for c in summary[key][:3])
+    return summary
+
+
 def _attribute_rows(insights: Mapping[str, Any]) -> list[list[Any]]:
-    attributes = insights.get("attributes", insights.get("Attributes", []))
-    if isinstance(attributes, Mapping):
-        attributes = [{"name": k, **(v if isinstance(v, Mapping) else {"value": v})} for k, v in attributes.items()]
-    rows: list[list[Any]] = []
-    for attr in attributes or []:
-        if not isinstance(attr, Mapping):
-            continue
-        name = attr.get("name", attr.get("attributeName", "?"))
-        kind = attr.get("type", attr.get("attributeType", ""))
-        missing = attr.get("missing", attr.get("missing_count", attr.get("n_missing")))
-        invalid = attr.get("invalid", attr.get("invalid_count", attr.get("n_invalid")))
-        summary_keys = ("min", "max", "mean", "median")
-        summary = {k: attr[k] for k in summary_keys if k in attr}
-        for key in ("top_categories", "top", "categories", "balance", "distribution"):
-            if key in attr and not summary:
-                summary = {key: attr[key]}
-        correlation = attr.get("correlation", attr.get("target_correlation", attr.get("correlation_with_target")))
-        rows.append([name, kind, missing, invalid, summary or "", correlation])
-    return rows
+    """One table row per attribute: name, type, missing, invalid, summary, correlation with the target."""
+    return [
+        [a["name"], a.get("type", ""), a.get("missing"), a.get("invalid"), _attribute_summary(a) or "",
+         a.get("correlation")]
+        for a in insights.get("attributes") or []
+    ]
 
 
 @task(name="report_data_insights", **_RETRY)
@@ -182,12 +189,11 @@ def report_data_insights(data_source_id: str, label: str, *, endpoint_url: str |
     ]
     rows = None
     if insights:
-        rows = insights.get("n_rows", insights.get("rows", insights.get("record_count")))
+        rows = insights.get("n_rows")
         if rows is not None:
             lines.append(f"* rows: {rows}")
-        for key in ("n_rejected", "rejected", "rejected_rows"):
-            if key in insights:
-                lines.append(f"* rejected rows: {insights[key]}")
+        if "n_rejected" in insights:
+            lines.append(f"* rejected rows: {insights['n_rejected']}")
         target = insights.get("target")
         if target:
             lines.append(f"* target: {_fmt(target)}")
@@ -214,48 +220,27 @@ def report_data_insights(data_source_id: str, label: str, *, endpoint_url: str |
 
 
 def _confusion(report: Mapping[str, Any]) -> tuple[list[str], list[list[float]]] | None:
-    cm = report.get("confusion_matrix", report.get("confusionMatrix"))
-    if isinstance(cm, Mapping):
-        labels = cm.get("labels", cm.get("classes"))
-        matrix = cm.get("matrix", cm.get("counts", cm.get("values")))
-        if labels is not None and matrix is not None:
-            return [str(label) for label in labels], [[float(x) for x in row] for row in matrix]
-    if isinstance(cm, list) and cm and isinstance(cm[0], list):
-        labels = report.get("labels", report.get("classes", [str(i) for i in range(len(cm))]))
-        return [str(label) for label in labels], [[float(x) for x in row] for row in cm]
-    return None
+    """``confusion_matrix`` of an evaluation report (docs/formats.md): labels and rows (actual × predicted)."""
+    cm = report.get("confusion_matrix")
+    if not cm:
+        return None
+    return [str(label) for label in cm["labels"]], [[float(x) for x in row] for row in cm["matrix"]]
 
 
 def _threshold_rows(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    table = report.get("threshold_table", report.get("thresholds", report.get("thresholdTable")))
-    if isinstance(table, Mapping):
-        keys = list(table)
-        n = len(table[keys[0]]) if keys else 0
-        return [{k: table[k][i] for k in keys} for i in range(n)]
-    return [row for row in (table or []) if isinstance(row, Mapping)]
+    """``threshold_table`` of a BINARY evaluation report: one mapping per cut-off (empty otherwise)."""
+    return list(report.get("threshold_table") or [])
 
 
 def _baseline(report: Mapping[str, Any]) -> float | None:
-    base = report.get("baseline", report.get("Baseline"))
-    if isinstance(base, Mapping):
-        base = base.get("value", base.get("metric", next(iter(base.values()), None)))
-    try:
-        return None if base is None else float(base)
-    except (TypeError, ValueError):
-        return None
+    """The baseline's value (``baseline.value``), None without a report or when undefined."""
+    value = (report.get("baseline") or {}).get("value")
+    return None if value is None else float(value)
 
 
 def _alerts(report: Mapping[str, Any]) -> list[str]:
-    alerts = report.get("alerts", report.get("Alerts", []))
-    out: list[str] = []
-    for alert in alerts or []:
-        if isinstance(alert, Mapping):
-            if alert.get("triggered", alert.get("alert", True)) in (False, "false", 0):
-                continue
-            out.append(str(alert.get("message", alert.get("name", alert))))
-        else:
-            out.append(str(alert))
-    return out
+    """The messages of the triggered evaluation alerts."""
+    return [str(a.get("message") or a["name"]) for a in report.get("alerts") or [] if a.get("triggered")]
 
 
 def _confusion_figure(labels: list[str], matrix: list[list[float]], path: Path) -> str:
