@@ -15,16 +15,10 @@ from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
 
 from flows.banking_pipeline import banking_pipeline
 from flows.pipeline import aml_pipeline
+from flows.retrain import retrain_champion
 from flows.wine_pipeline import wine_pipeline
 
 pytestmark = pytest.mark.prefect
-
-# These run the real engine + service. Until the service area lands `amlflow.service.client.connect`
-# and `amlflow.storage.storage_from_settings`, they are skipped (not faked): the fake-client tests in
-# test_pipeline_wiring.py / test_retrain.py cover the wiring meanwhile.
-pytest.importorskip("amlflow.service.client", reason="amlflow.service.client (in-process service) not built yet")
-if not hasattr(pytest.importorskip("amlflow.storage"), "storage_from_settings"):
-    pytest.skip("amlflow.storage.storage_from_settings not built yet", allow_module_level=True)
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -154,3 +148,29 @@ def test_wine_binary_flow_against_amlflow_serve_and_moto_s3(served_with_moto: st
     body = s3.get_object(Bucket="amlflow", Key=next(k for k in keys if k.endswith(".gz")))["Body"].read()
     frame = pd.read_csv(io.BytesIO(gzip.decompress(body)), dtype=str)
     assert list(frame.columns) == ["trueLabel", "bestAnswer", "score"] and len(frame) == 1599
+
+
+def test_retrain_on_the_real_service_promotes_only_a_better_challenger(tmp_path: Path) -> None:
+    """Wine regression: a 1-pass model is the first champion; a 10-pass challenger beats it on the same
+    evaluation datasource and is promoted; a second 1-pass challenger then loses and is rejected."""
+    common = {"output_dir": str(tmp_path), "batch_data": "data/wine/winequality-red-comma.csv"}
+    first = retrain_champion(parameters={"sgd.maxPasses": "1"}, salt="a", **common)["decision"]
+    assert first["promote"] is True
+    run2 = retrain_champion(parameters={"sgd.maxPasses": "10"}, salt="b", **common)
+    second = run2["decision"]
+    assert second["promote"] is True, second
+    assert run2["challenger"]["metric"] < run2["champion"]["metric"], run2  # RMSE: lower is better
+    run3 = retrain_champion(parameters={"sgd.maxPasses": "1"}, salt="c", **common)
+    third = run3["decision"]
+    assert third["promote"] is False and third["champion"] == second["challenger"], third
+
+    import amlflow
+
+    ml = amlflow.connect()
+    roles = {m: {t["Key"]: t["Value"] for t in ml.describe_tags(ResourceId=m, ResourceType="MLModel")["Tags"]}
+             for m in (first["challenger"], second["challenger"], third["challenger"])}
+    assert roles[second["challenger"]]["amlflow:role"] == "champion"
+    assert roles[third["challenger"]]["amlflow:role"] == "rejected-challenger"
+    assert roles[first["challenger"]]["amlflow:role"] == "retired"
+    batch_models = {bp["MLModelId"] for bp in ml.describe_batch_predictions()["Results"]}
+    assert second["challenger"] in batch_models and third["challenger"] not in batch_models
