@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prefect.settings import PREFECT_API_URL, PREFECT_UI_URL
+
+from amlflow.settings import Settings
 
 __all__ = ["print_run_footer"]
 
@@ -13,8 +16,14 @@ def print_run_footer(result: dict[str, Any], flow_run_id: str | None) -> None:
     """Print where the outputs are and how to open the Prefect flow run."""
     print(f"outputs: {result.get('output_dir')}")
     batch = result.get("batch") or {}
-    for uri, local in zip(batch.get("result_uris", []), batch.get("local_files", [])):
+    for uri, local in zip(batch.get("result_uris", []), batch.get("local_files", []), strict=False):
         print(f"batch prediction: {uri}\n                  local copy {local}")
+    if os.environ.get("AMLFLOW_TARGET", "embedded") == "embedded" and not os.environ.get(
+        "AWS_ENDPOINT_URL_MACHINE_LEARNING"
+    ):
+        settings = Settings()
+        print(f"AML state (entities, models, reports): {settings.home}  (AMLFLOW_HOME)\n"
+              f"AML storage (s3://bucket/key -> folder): {settings.resolved_storage_root()}")
     if flow_run_id is None:
         return
     print(f"Prefect flow run: {flow_run_id}")
