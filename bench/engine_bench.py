@@ -40,14 +40,22 @@ SCHEMAS = REPO / "schemas"
 RECIPES = REPO / "recipes"
 SHARED = REPO.parent / "shared"
 
-MNIST_PARAMS = {"sgd.maxPasses": "10", "sgd.l2RegularizationAmount": "1e-5", "sgd.shuffleType": "auto",
-                "sgd.maxMLModelSizeInBytes": str(100 * 1024 * 1024)}
+MNIST_PARAMS = {
+    "sgd.maxPasses": "10",
+    "sgd.l2RegularizationAmount": "1e-5",
+    "sgd.shuffleType": "auto",
+    "sgd.maxMLModelSizeInBytes": str(100 * 1024 * 1024),
+}
 HEADERLESS_PARAMS = {"sgd.maxPasses": "100", "sgd.l2RegularizationAmount": "1e-4", "sgd.shuffleType": "auto"}
 SAMPLES_PARAMS = {"sgd.maxPasses": "100", "sgd.l2RegularizationAmount": "1e-4", "sgd.shuffleType": "auto"}
 BUCKET = "bench"
 
-KIND_KEY = {"data_source": "DataSourceId", "ml_model": "MLModelId", "evaluation": "EvaluationId",
-            "batch_prediction": "BatchPredictionId"}
+KIND_KEY = {
+    "data_source": "DataSourceId",
+    "ml_model": "MLModelId",
+    "evaluation": "EvaluationId",
+    "batch_prediction": "BatchPredictionId",
+}
 
 
 def split(begin: int, end: int, complement: bool = False) -> str:
@@ -79,18 +87,32 @@ class Case:
                 shutil.copyfile(source, target)
         return f"s3://{BUCKET}/{key}"
 
-    def datasource(self, ds_id: str, data_uri: str, schema: Path | str, rearrangement: str | None = None,
-                   stats: bool = True) -> str:
-        spec: dict[str, Any] = {"DataLocationS3": data_uri,
-                                "DataSchema": schema.read_text() if isinstance(schema, Path) else schema}
+    def datasource(
+        self,
+        ds_id: str,
+        data_uri: str,
+        schema: Path | str,
+        rearrangement: str | None = None,
+        stats: bool = True,
+    ) -> str:
+        spec: dict[str, Any] = {
+            "DataLocationS3": data_uri,
+            "DataSchema": schema.read_text() if isinstance(schema, Path) else schema,
+        }
         if rearrangement:
             spec["DataRearrangement"] = rearrangement
         self.ml.create_data_source_from_s3(DataSourceId=ds_id, DataSpec=spec, ComputeStatistics=stats)
         return ds_id
 
-    def model(self, ml_id: str, ds_id: str, model_type: str, recipe: Path | None, params: dict[str, str]) -> str:
-        kwargs: dict[str, Any] = {"MLModelId": ml_id, "MLModelType": model_type, "TrainingDataSourceId": ds_id,
-                                  "Parameters": params}
+    def model(
+        self, ml_id: str, ds_id: str, model_type: str, recipe: Path | None, params: dict[str, str]
+    ) -> str:
+        kwargs: dict[str, Any] = {
+            "MLModelId": ml_id,
+            "MLModelType": model_type,
+            "TrainingDataSourceId": ds_id,
+            "Parameters": params,
+        }
         if recipe is not None:
             kwargs["Recipe"] = recipe.read_text()
         self.ml.create_ml_model(**kwargs)
@@ -101,8 +123,12 @@ class Case:
         return ev_id
 
     def batch(self, bp_id: str, ml_id: str, ds_id: str) -> str:
-        self.ml.create_batch_prediction(BatchPredictionId=bp_id, MLModelId=ml_id, BatchPredictionDataSourceId=ds_id,
-                                        OutputUri=f"s3://{BUCKET}/out/")
+        self.ml.create_batch_prediction(
+            BatchPredictionId=bp_id,
+            MLModelId=ml_id,
+            BatchPredictionDataSourceId=ds_id,
+            OutputUri=f"s3://{BUCKET}/out/",
+        )
         return bp_id
 
     def wait(self, kind: str, entity_id: str, timeout: float = 3600) -> dict[str, Any]:
@@ -146,7 +172,9 @@ def mnist_case(mnist: Path, seed: int) -> dict[str, Any]:
     case = Case(f"mnist-s{seed}", seed=seed)
     try:
         train = case.put("mnist/train.csv", mnist / "train.csv")
-        case.datasource("ds-tr", train, SCHEMAS / "mnist-train.csv.schema", split(0, 70))  # AML: training needs stats
+        case.datasource(
+            "ds-tr", train, SCHEMAS / "mnist-train.csv.schema", split(0, 70)
+        )  # AML: training needs stats
         case.datasource("ds-ev", train, SCHEMAS / "mnist-train.csv.schema", split(70, 100), stats=False)
         case.wait("data_source", "ds-tr")
         case.model("ml", "ds-tr", "MULTICLASS", RECIPES / "mnist.recipe.json", MNIST_PARAMS)
@@ -231,18 +259,38 @@ def quality(mnist: Path, seeds: list[int]) -> list[tuple[str, str, str, bool]]:
     rows: list[tuple[str, str, str, bool]] = []
     for seed in seeds:
         r = mnist_case(mnist, seed)
-        rows.append((f"MNIST Kaggle, seed {seed}: macro-F1", f"{r['macro_f1']:.4f} (train {r['train_s']:.1f} s)",
-                     "0.914", r["macro_f1"] >= 0.914))
+        rows.append(
+            (
+                f"MNIST Kaggle, seed {seed}: macro-F1",
+                f"{r['macro_f1']:.4f} (train {r['train_s']:.1f} s)",
+                "0.914",
+                r["macro_f1"] >= 0.914,
+            )
+        )
     r = mnist_headerless_case(mnist)
-    rows.append(("MNIST headerless 60k/10k: accuracy", f"{r['accuracy']:.4f} (train {r['train_s']:.1f} s)",
-                 "≥ 0.91 (target)", r["accuracy"] >= 0.91))
+    rows.append(
+        (
+            "MNIST headerless 60k/10k: accuracy",
+            f"{r['accuracy']:.4f} (train {r['train_s']:.1f} s)",
+            "≥ 0.91 (target)",
+            r["accuracy"] >= 0.91,
+        )
+    )
     r = banking_case(None)
     rows.append(("banking, default parameters: AUC", f"{r['auc']:.4f}", "0.936", r["auc"] >= 0.936))
     r = banking_case(SAMPLES_PARAMS)
-    rows.append(("banking, aws-samples parameters: AUC", f"{r['auc']:.4f}", "≥ 0.94 (target)", r["auc"] >= 0.94))
+    rows.append(
+        ("banking, aws-samples parameters: AUC", f"{r['auc']:.4f}", "≥ 0.94 (target)", r["auc"] >= 0.94)
+    )
     r = wine_case("regression")
-    rows.append(("wine REGRESSION: RMSE (baseline)", f"{r['metric']:.4f} ({r['baseline']:.4f})", "0.729 (0.793)",
-                 r["metric"] <= 0.729))
+    rows.append(
+        (
+            "wine REGRESSION: RMSE (baseline)",
+            f"{r['metric']:.4f} ({r['baseline']:.4f})",
+            "0.729 (0.793)",
+            r["metric"] <= 0.729,
+        )
+    )
     r = wine_case("binary")
     rows.append(("wine BINARY quality>=7: AUC", f"{r['metric']:.4f}", "0.778", r["metric"] >= 0.778))
     return rows
@@ -270,10 +318,14 @@ def child_amlflow(train_csv: Path, test_csv: Path) -> dict[str, Any]:
         bp = case.wait("batch_prediction", "bp")
         total = time.perf_counter() - t0
         sources = [case.wait("data_source", d) for d in ("ds-tr", "ds-ev", "ds-bp")]
-        return {"total_s": total, "train_s": _duration(model), "macro_f1": f1,
-                "datasources_s": [round(_duration(s), 2) for s in sources],
-                "batch_rows": bp.get("TotalRecordCount"),
-                "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+        return {
+            "total_s": total,
+            "train_s": _duration(model),
+            "macro_f1": f1,
+            "datasources_s": [round(_duration(s), 2) for s in sources],
+            "batch_rows": bp.get("TotalRecordCount"),
+            "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        }
     finally:
         case.close()
 
@@ -283,10 +335,9 @@ def child_bare(train_csv: Path, test_csv: Path, out_dir: Path) -> dict[str, Any]
     import numpy as np
     import pandas as pd
     from scipy import sparse
-    from sklearn.metrics import f1_score
-
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.linear_model import LogisticRegression
+    from sklearn.metrics import f1_score
 
     t0 = time.perf_counter()
     frame = pd.read_csv(train_csv, dtype=np.int64)
@@ -322,8 +373,9 @@ def child_bare(train_csv: Path, test_csv: Path, out_dir: Path) -> dict[str, Any]
         vocab.append(np.delete(vals, np.argmax(counts)))
     x = features(x_train, vocab, modes)
     # the estimator and settings amlflow uses for MULTICLASS (engine/model.py): C = 1 / (λ·n), maxPasses epochs
-    estimator = LogisticRegression(C=1.0 / (1e-5 * n_train), solver="saga", max_iter=10, tol=1e-4,
-                                   random_state=0, fit_intercept=False)
+    estimator = LogisticRegression(
+        C=1.0 / (1e-5 * n_train), solver="saga", max_iter=10, tol=1e-4, random_state=0, fit_intercept=False
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", ConvergenceWarning)
         estimator.fit(x, y[:n_train])
@@ -334,8 +386,14 @@ def child_bare(train_csv: Path, test_csv: Path, out_dir: Path) -> dict[str, Any]
     out = out_dir / "bare-probabilities.csv"
     pd.DataFrame(proba, columns=[str(c) for c in estimator.classes_]).to_csv(out, index=False)
     t3 = time.perf_counter()
-    return {"total_s": t3 - t0, "read_s": t1 - t0, "train_s": t2 - t1, "predict_write_s": t3 - t2,
-            "macro_f1": float(f1), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
+    return {
+        "total_s": t3 - t0,
+        "read_s": t1 - t0,
+        "train_s": t2 - t1,
+        "predict_write_s": t3 - t2,
+        "macro_f1": float(f1),
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+    }
 
 
 def _child(kind: str, *args: str) -> dict[str, Any]:
@@ -397,8 +455,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.child:
         kind, *rest = args.child
-        result = child_bare(Path(rest[0]), Path(rest[1]), Path(rest[2])) if kind == "bare" else \
-            child_amlflow(Path(rest[0]), Path(rest[1]))
+        result = (
+            child_bare(Path(rest[0]), Path(rest[1]), Path(rest[2]))
+            if kind == "bare"
+            else child_amlflow(Path(rest[0]), Path(rest[1]))
+        )
         print(json.dumps(result))
         return 0
     if not (args.mnist / "train.csv").exists():

@@ -81,19 +81,32 @@ def in_process(train: str, test: str) -> dict[str, float]:
     ds("ds-eval", uris["train"], train_schema, '{"splitting":{"percentBegin":70,"percentEnd":100}}', True)
     ds("ds-batch", uris["test"], test_schema, None, False)
     _poll(ml.get_data_source, "DataSourceId", "ds-train")
-    ml.create_ml_model(MLModelId="ml-1", MLModelType="MULTICLASS", TrainingDataSourceId="ds-train",
-                       Recipe=recipe, Parameters=MNIST_PARAMETERS)
+    ml.create_ml_model(
+        MLModelId="ml-1",
+        MLModelType="MULTICLASS",
+        TrainingDataSourceId="ds-train",
+        Recipe=recipe,
+        Parameters=MNIST_PARAMETERS,
+    )
     _poll(ml.get_ml_model, "MLModelId", "ml-1")
     _poll(ml.get_data_source, "DataSourceId", "ds-eval")
     _poll(ml.get_data_source, "DataSourceId", "ds-batch")
     ml.create_evaluation(EvaluationId="ev-1", MLModelId="ml-1", EvaluationDataSourceId="ds-eval")
-    ml.create_batch_prediction(BatchPredictionId="bp-1", MLModelId="ml-1", BatchPredictionDataSourceId="ds-batch",
-                               OutputUri="s3://bench/output/")
+    ml.create_batch_prediction(
+        BatchPredictionId="bp-1",
+        MLModelId="ml-1",
+        BatchPredictionDataSourceId="ds-batch",
+        OutputUri="s3://bench/output/",
+    )
     results: dict[str, dict[str, Any]] = {}
     waits = [
-        threading.Thread(target=lambda: results.__setitem__("ev", _poll(ml.get_evaluation, "EvaluationId", "ev-1"))),
         threading.Thread(
-            target=lambda: results.__setitem__("bp", _poll(ml.get_batch_prediction, "BatchPredictionId", "bp-1"))
+            target=lambda: results.__setitem__("ev", _poll(ml.get_evaluation, "EvaluationId", "ev-1"))
+        ),
+        threading.Thread(
+            target=lambda: results.__setitem__(
+                "bp", _poll(ml.get_batch_prediction, "BatchPredictionId", "bp-1")
+            )
         ),
     ]
     for w in waits:
@@ -111,17 +124,18 @@ def _entity_span(result: dict[str, Any]) -> float:
     from amlflow.client import ml_client
 
     ml = ml_client()
-    items = [
-        ml.get_data_source(DataSourceId=i) for i in result["data_sources"].values()
-    ] + [
+    items = [ml.get_data_source(DataSourceId=i) for i in result["data_sources"].values()] + [
         ml.get_ml_model(MLModelId=result["ml_model_id"]),
         ml.get_evaluation(EvaluationId=result["evaluation_id"]),
         ml.get_batch_prediction(BatchPredictionId=result["batch"]["batch_prediction_id"]),
     ]
     start = min(i["CreatedAt"] for i in items)
     end = max(i["FinishedAt"] for i in items)
-    return float((end - start).total_seconds()) if hasattr(end, "__sub__") and not isinstance(end, float) \
+    return (
+        float((end - start).total_seconds())
+        if hasattr(end, "__sub__") and not isinstance(end, float)
         else float(end) - float(start)
+    )
 
 
 def _report_task_seconds(flow_run_id: str) -> tuple[float, dict[str, float]]:
@@ -150,8 +164,14 @@ def run_flow(train: str, test: str, labels: str | None, out: str) -> dict[str, A
     span = _entity_span(result)
     reports, per_task = _report_task_seconds(result["flow_run_id"])
     reset_clients()
-    return {"wall_s": wall, "aml_span_s": span, "report_tasks_s": reports, "per_task_s": per_task,
-            "metric": result["evaluation"]["metric"], "accuracy": result["submission"]["accuracy"]}
+    return {
+        "wall_s": wall,
+        "aml_span_s": span,
+        "report_tasks_s": reports,
+        "per_task_s": per_task,
+        "metric": result["evaluation"]["metric"],
+        "accuracy": result["submission"]["accuracy"],
+    }
 
 
 def main() -> None:
@@ -207,9 +227,13 @@ def main() -> None:
         print(f"| {label} | {value:.1f} |")
     share = added / flowed["wall_s"] if flowed["wall_s"] else float("nan")
     print(f"\nadded time = {share:.1%} of the flow run (target ≤ 25 %)")
-    print(f"metric: in-process {direct['metric']:.4f}, flow {flowed['metric']:.4f}; Kaggle accuracy {flowed['accuracy']}")
+    print(
+        f"metric: in-process {direct['metric']:.4f}, flow {flowed['metric']:.4f}; Kaggle accuracy {flowed['accuracy']}"
+    )
     if args.json:
-        Path(args.json).write_text(json.dumps({"direct": direct, "flow": flowed, "added_share": share}, indent=2))
+        Path(args.json).write_text(
+            json.dumps({"direct": direct, "flow": flowed, "added_share": share}, indent=2)
+        )
 
 
 if __name__ == "__main__":

@@ -95,8 +95,13 @@ class _StubService:
     """Answers Predict with a fixed BINARY prediction (transport-only measurement)."""
 
     def dispatch(self, operation: str, params: dict[str, Any]) -> dict[str, Any]:
-        return {"Prediction": {"predictedLabel": "0", "predictedScores": {"0": 0.0123},
-                               "details": {"PredictiveModelType": "BINARY", "Algorithm": "SGD"}}}
+        return {
+            "Prediction": {
+                "predictedLabel": "0",
+                "predictedScores": {"0": 0.0123},
+                "details": {"PredictiveModelType": "BINARY", "Algorithm": "SGD"},
+            }
+        }
 
 
 def _stub_server_main() -> None:
@@ -146,7 +151,9 @@ def _build_model(url: str, storage_root: Path | None) -> str:
         Recipe=(DATA / "recipe.json").read_text(),
     )
     ml.get_waiter("ml_model_available").wait(
-        FilterVariable="TrainingDataSourceId", EQ="ds-bench-banking", WaiterConfig={"Delay": 0.5, "MaxAttempts": 1200}
+        FilterVariable="TrainingDataSourceId",
+        EQ="ds-bench-banking",
+        WaiterConfig={"Delay": 0.5, "MaxAttempts": 1200},
     )
     ml.update_ml_model(MLModelId="ml-bench-banking", ScoreThreshold=0.77)
     info = ml.create_realtime_endpoint(MLModelId="ml-bench-banking")["RealtimeEndpointInfo"]
@@ -177,9 +184,11 @@ def _boto3_worker(args: tuple[str, str, int, float, float, list[dict[str, str]]]
         while time.time() < stop:
             t0 = time.perf_counter()
             try:
-                ml.predict(MLModelId="ml-bench-banking", Record=records[i % len(records)], PredictEndpoint=endpoint)
+                ml.predict(
+                    MLModelId="ml-bench-banking", Record=records[i % len(records)], PredictEndpoint=endpoint
+                )
                 mine.append(time.perf_counter() - t0)
-            except Exception as exc:  # noqa: BLE001 - counted and reported
+            except Exception as exc:
                 with lock:
                     errors.append(type(exc).__name__ + ": " + str(exc)[:200])
             i += 1
@@ -236,8 +245,15 @@ def _raw_worker(args: tuple[str, str, int, float, float, list[dict[str, str]]]) 
     return {"latencies": latencies, "errors": errors}
 
 
-def _drive(worker: Any, url: str, endpoint: str, processes: int, threads: int, duration: float,
-           records: list[dict[str, str]]) -> dict[str, Any]:
+def _drive(
+    worker: Any,
+    url: str,
+    endpoint: str,
+    processes: int,
+    threads: int,
+    duration: float,
+    records: list[dict[str, str]],
+) -> dict[str, Any]:
     ctx = mp.get_context("spawn")
     start_at = time.time() + 3.0  # let every process import boto3 and connect first
     with ctx.Pool(processes) as pool:
@@ -273,8 +289,10 @@ def _server_durations(log_path: Path, start: float, end: float) -> list[float]:
 
 def _row(label: str, lat: list[float], duration: float, errors: int) -> str:
     rps = len(lat) / duration if duration else float("nan")
-    return (f"| {label} | {len(lat):,} | {rps:,.0f} | {_pct(lat, 50) * 1000:.2f} | {_pct(lat, 99) * 1000:.2f} | "
-            f"{(lat[-1] if lat else float('nan')) * 1000:.1f} | {errors} |")
+    return (
+        f"| {label} | {len(lat):,} | {rps:,.0f} | {_pct(lat, 50) * 1000:.2f} | {_pct(lat, 99) * 1000:.2f} | "
+        f"{(lat[-1] if lat else float('nan')) * 1000:.1f} | {errors} |"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -285,8 +303,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=2, help="threads per client process (default 2)")
     parser.add_argument("--duration", type=float, default=10.0, help="seconds per measurement (default 10)")
     parser.add_argument("--no-raw", action="store_true", help="skip the raw-HTTP measurement")
-    parser.add_argument("--transport-only", action="store_true",
-                        help="measure the app and uvicorn around a stub service (no model)")
+    parser.add_argument(
+        "--transport-only",
+        action="store_true",
+        help="measure the app and uvicorn around a stub service (no model)",
+    )
     parser.add_argument("--stub-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.stub_server:
@@ -311,9 +332,11 @@ def main(argv: list[str] | None = None) -> int:
         build_s = time.perf_counter() - t0
         records = _records()
         what = "stub service (transport only)" if args.transport_only else "model built and endpoint READY"
-        print(f"server {url}; {what} in {build_s:.1f} s; "
-              f"{args.processes} client processes x {args.threads} threads, {args.duration:.0f} s each run; "
-              f"cpu count {os.cpu_count()}")
+        print(
+            f"server {url}; {what} in {build_s:.1f} s; "
+            f"{args.processes} client processes x {args.threads} threads, {args.duration:.0f} s each run; "
+            f"cpu count {os.cpu_count()}"
+        )
         warm = _client(url)
         for r in records[:200]:
             warm.predict(MLModelId="ml-bench-banking", Record=r, PredictEndpoint=endpoint)
@@ -330,14 +353,18 @@ def main(argv: list[str] | None = None) -> int:
             if proc is not None:
                 time.sleep(0.5)
                 server = _server_durations(log_path, res["start"], res["start"] + res["duration"])
-                print(_row(f"  same run, server-side ({label.split(' (')[0]})", server, res["duration"], 0),
-                      flush=True)
+                print(
+                    _row(f"  same run, server-side ({label.split(' (')[0]})", server, res["duration"], 0),
+                    flush=True,
+                )
             if res["errors"]:
                 print(f"  first error: {res['errors'][0]}")
         print(f"| AML published limit | | {AML_RPS_LIMIT} per endpoint | | | | {AML_LATENCY_NOTE} |")
         print()
-        print("client-side = wall time around each call in the client thread (includes boto3's own CPU work "
-              "and core sharing with the server); server-side = the server's logged duration_ms per request.")
+        print(
+            "client-side = wall time around each call in the client thread (includes boto3's own CPU work "
+            "and core sharing with the server); server-side = the server's logged duration_ms per request."
+        )
         return 0
     finally:
         if proc is not None:

@@ -22,8 +22,10 @@ def print_run_footer(result: dict[str, Any], flow_run_id: str | None) -> None:
         "AWS_ENDPOINT_URL_MACHINE_LEARNING"
     ):
         settings = Settings()
-        print(f"AML state (entities, models, reports): {settings.home}  (AMLFLOW_HOME)\n"
-              f"AML storage (s3://bucket/key -> folder): {settings.resolved_storage_root()}")
+        print(
+            f"AML state (entities, models, reports): {settings.home}  (AMLFLOW_HOME)\n"
+            f"AML storage (s3://bucket/key -> folder): {settings.resolved_storage_root()}"
+        )
     if flow_run_id is None:
         return
     print(f"Prefect flow run: {flow_run_id}")

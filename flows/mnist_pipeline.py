@@ -88,8 +88,10 @@ def mnist_pipeline(
         result["batch"]["local_files"], f"{result['output_dir']}/submission.csv", test_labels=labels
     )
     sub = result["submission"]
-    print(f"Kaggle submission: {sub['path']} ({sub['rows']} rows)"
-          + (f", accuracy {sub['accuracy']:.4f}" if sub["accuracy"] is not None else ""))
+    print(
+        f"Kaggle submission: {sub['path']} ({sub['rows']} rows)"
+        + (f", accuracy {sub['accuracy']:.4f}" if sub["accuracy"] is not None else "")
+    )
     result["flow_run_id"] = str(flow_run.get_id())
     return result
 
@@ -103,11 +105,17 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--output-dir", default="amlflow-output")
     parser.add_argument("--bucket", default="amlflow")
     parser.add_argument("--endpoint-url", help="an amlflow serve / AML endpoint (default: embedded)")
-    parser.add_argument("--parameters", help='JSON object of sgd.* parameters, e.g. \'{"sgd.maxPasses": "5"}\'')
+    parser.add_argument(
+        "--parameters", help='JSON object of sgd.* parameters, e.g. \'{"sgd.maxPasses": "5"}\''
+    )
     args = parser.parse_args(argv)
     result = mnist_pipeline(
-        train=args.train, test=args.test, test_labels=args.test_labels, output_dir=args.output_dir,
-        bucket=args.bucket, endpoint_url=args.endpoint_url,
+        train=args.train,
+        test=args.test,
+        test_labels=args.test_labels,
+        output_dir=args.output_dir,
+        bucket=args.bucket,
+        endpoint_url=args.endpoint_url,
         parameters=json.loads(args.parameters) if args.parameters else None,
     )
     ev = result["evaluation"]

@@ -94,28 +94,44 @@ def aml_pipeline(
     common: dict[str, Any] = {"endpoint_url": endpoint_url}
     waiting: dict[str, Any] = {"endpoint_url": endpoint_url, "timeout_seconds": wait_timeout_seconds}
 
-    inputs = upload_inputs({"train": train_data, "eval": eval_data, "batch": batch_data}, bucket, name,
-                           endpoint_url=endpoint_url)
+    inputs = upload_inputs(
+        {"train": train_data, "eval": eval_data, "batch": batch_data}, bucket, name, endpoint_url=endpoint_url
+    )
     train_in = inputs["train"]
     eval_in = inputs.get("eval", train_in)
 
     # Three datasources, created concurrently.
     train_ds = create_data_source_from_s3.submit(
-        train_in["uri"], data_schema, fingerprint=train_in["fingerprint"],
+        train_in["uri"],
+        data_schema,
+        fingerprint=train_in["fingerprint"],
         rearrangement=None if eval_data else split(0, train_percent),
-        compute_statistics=True, name=f"{name} training", salt=salt, **common,
+        compute_statistics=True,
+        name=f"{name} training",
+        salt=salt,
+        **common,
     )
     eval_ds = create_data_source_from_s3.submit(
-        eval_in["uri"], data_schema, fingerprint=eval_in["fingerprint"],
+        eval_in["uri"],
+        data_schema,
+        fingerprint=eval_in["fingerprint"],
         rearrangement=None if eval_data else split(train_percent, 100),
-        compute_statistics=True, name=f"{name} evaluation", salt=salt, **common,
+        compute_statistics=True,
+        name=f"{name} evaluation",
+        salt=salt,
+        **common,
     )
     batch_ds: PrefectFuture[str] | None = None
     if batch_data is not None:
         batch_in = inputs["batch"]
         batch_ds = create_data_source_from_s3.submit(
-            batch_in["uri"], batch_schema or data_schema, fingerprint=batch_in["fingerprint"],
-            compute_statistics=batch_statistics, name=f"{name} batch", salt=salt, **common,
+            batch_in["uri"],
+            batch_schema or data_schema,
+            fingerprint=batch_in["fingerprint"],
+            compute_statistics=batch_statistics,
+            name=f"{name} batch",
+            salt=salt,
+            **common,
         )
     train_ready = wait_for_data_source.submit(train_ds, **waiting)
     eval_ready = wait_for_data_source.submit(eval_ds, **waiting)
@@ -123,8 +139,14 @@ def aml_pipeline(
 
     # The model, once the training datasource is ready.
     model = create_ml_model.submit(
-        train_ds, model_type, recipe=recipe, parameters=parameters, name=f"{name} model", salt=salt,
-        wait_for=[train_ready], **common,
+        train_ds,
+        model_type,
+        recipe=recipe,
+        parameters=parameters,
+        name=f"{name} model",
+        salt=salt,
+        wait_for=[train_ready],
+        **common,
     )
     model_ready = wait_for_ml_model.submit(model, **waiting)
     threshold_set = (
@@ -142,8 +164,12 @@ def aml_pipeline(
     batch_prediction = None
     if batch_ds is not None and batch_ready is not None:
         batch_prediction = create_batch_prediction.submit(
-            model, batch_ds, f"s3://{bucket}/{name}/output/", name=f"{name} batch prediction",
-            score_threshold=score_threshold, salt=salt,
+            model,
+            batch_ds,
+            f"s3://{bucket}/{name}/output/",
+            name=f"{name} batch prediction",
+            score_threshold=score_threshold,
+            salt=salt,
             wait_for=[model_ready, batch_ready, *([threshold_set] if threshold_set is not None else [])],
             **common,
         )
@@ -155,7 +181,9 @@ def aml_pipeline(
         report_data_insights.submit(eval_ds, "evaluation", wait_for=[eval_ready], **common),
     ]
     if batch_ds is not None:
-        insight_futures.append(report_data_insights.submit(batch_ds, "batch", wait_for=[batch_ready], **common))
+        insight_futures.append(
+            report_data_insights.submit(batch_ds, "batch", wait_for=[batch_ready], **common)
+        )
     evaluation_report = report_evaluation.submit(evaluation, out_dir, wait_for=[evaluation_done], **common)
     batch_report = (
         report_batch_prediction.submit(batch_prediction, out_dir, wait_for=[batch_done], **common)
@@ -179,7 +207,12 @@ def aml_pipeline(
         future.result()
     if threshold_set is not None:
         threshold_set.result()
-    if batch_ds is not None and batch_ready is not None and batch_done is not None and batch_report is not None:
+    if (
+        batch_ds is not None
+        and batch_ready is not None
+        and batch_done is not None
+        and batch_report is not None
+    ):
         result["data_sources"]["batch"] = batch_ds.result()
         batch_ready.result()
         result["batch_prediction"] = batch_done.result()

@@ -8,7 +8,7 @@ Promotion is recorded with tags (``amlflow:role=champion``, ``amlflow:promoted-a
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -69,27 +69,50 @@ def retrain_champion(
     schema_text = str(repo_path(data_schema))
     recipe_path = repo_path(recipe)
     inputs = upload_inputs(
-        {"train": repo_path(train_data), "batch": repo_path(batch_data)}, bucket, pipeline, endpoint_url=endpoint_url
+        {"train": repo_path(train_data), "batch": repo_path(batch_data)},
+        bucket,
+        pipeline,
+        endpoint_url=endpoint_url,
     )
     train_in = inputs["train"]
     train_ds = create_data_source_from_s3.submit(
-        train_in["uri"], schema_text, fingerprint=train_in["fingerprint"], rearrangement=split(0, train_percent),
-        name=f"{pipeline} training", salt=salt, **common,
+        train_in["uri"],
+        schema_text,
+        fingerprint=train_in["fingerprint"],
+        rearrangement=split(0, train_percent),
+        name=f"{pipeline} training",
+        salt=salt,
+        **common,
     )
     eval_ds = create_data_source_from_s3.submit(
-        train_in["uri"], schema_text, fingerprint=train_in["fingerprint"],
-        rearrangement=split(train_percent, 100), name=f"{pipeline} evaluation", salt=salt, **common,
+        train_in["uri"],
+        schema_text,
+        fingerprint=train_in["fingerprint"],
+        rearrangement=split(train_percent, 100),
+        name=f"{pipeline} evaluation",
+        salt=salt,
+        **common,
     )
     champion_id = find_champion.submit(pipeline, **common)
     train_ready = wait_for_data_source.submit(train_ds, **common)
     eval_ready = wait_for_data_source.submit(eval_ds, **common)
     challenger = create_ml_model.submit(
-        train_ds, model_type, recipe=recipe_path, parameters=parameters, name=f"{pipeline} challenger",
-        salt=salt, wait_for=[train_ready], **common,
+        train_ds,
+        model_type,
+        recipe=recipe_path,
+        parameters=parameters,
+        name=f"{pipeline} challenger",
+        salt=salt,
+        wait_for=[train_ready],
+        **common,
     )
     challenger_ready = wait_for_ml_model.submit(challenger, **common)
     challenger_ev = create_evaluation.submit(
-        challenger, eval_ds, name=f"{pipeline} challenger evaluation", wait_for=[challenger_ready, eval_ready], **common
+        challenger,
+        eval_ds,
+        name=f"{pipeline} challenger evaluation",
+        wait_for=[challenger_ready, eval_ready],
+        **common,
     )
     challenger_done = wait_for_evaluation.submit(challenger_ev, **common)
     challenger_report = report_evaluation.submit(
@@ -109,17 +132,30 @@ def retrain_champion(
     elif current is not None:
         champion_report = challenger_report.result()
 
-    decision = decide_promotion(pipeline, challenger_report.result(), champion_report, min_improvement=min_improvement)
-    stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    decision = decide_promotion(
+        pipeline, challenger_report.result(), champion_report, min_improvement=min_improvement
+    )
+    stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     if decision["promote"]:
-        set_model_role(decision["challenger"], pipeline, "champion",
-                       extra_tags={"amlflow:promoted-at": stamp}, **common)
+        set_model_role(
+            decision["challenger"], pipeline, "champion", extra_tags={"amlflow:promoted-at": stamp}, **common
+        )
         if decision["previous_champion"]:
-            set_model_role(decision["previous_champion"], pipeline, "retired",
-                           extra_tags={"amlflow:retired-at": stamp}, **common)
+            set_model_role(
+                decision["previous_champion"],
+                pipeline,
+                "retired",
+                extra_tags={"amlflow:retired-at": stamp},
+                **common,
+            )
     elif decision["challenger"] != decision["champion"]:
-        set_model_role(decision["challenger"], pipeline, "rejected-challenger",
-                       extra_tags={"amlflow:evaluated-at": stamp}, **common)
+        set_model_role(
+            decision["challenger"],
+            pipeline,
+            "rejected-challenger",
+            extra_tags={"amlflow:evaluated-at": stamp},
+            **common,
+        )
 
     result: dict[str, Any] = {
         "pipeline": pipeline,
@@ -131,14 +167,22 @@ def retrain_champion(
     if batch_data is not None and decision["champion"]:
         batch_in = inputs["batch"]
         batch_ds = create_data_source_from_s3.submit(
-            batch_in["uri"], str(repo_path(batch_schema)) if batch_schema else schema_text,
-            fingerprint=batch_in["fingerprint"], compute_statistics=False, name=f"{pipeline} batch", salt=salt,
+            batch_in["uri"],
+            str(repo_path(batch_schema)) if batch_schema else schema_text,
+            fingerprint=batch_in["fingerprint"],
+            compute_statistics=False,
+            name=f"{pipeline} batch",
+            salt=salt,
             **common,
         )
         batch_ready = wait_for_data_source.submit(batch_ds, **common)
         bp = create_batch_prediction.submit(
-            decision["champion"], batch_ds, f"s3://{bucket}/{pipeline}/output/",
-            name=f"{pipeline} champion batch prediction", wait_for=[batch_ready], **common,
+            decision["champion"],
+            batch_ds,
+            f"s3://{bucket}/{pipeline}/output/",
+            name=f"{pipeline} champion batch prediction",
+            wait_for=[batch_ready],
+            **common,
         )
         bp_done = wait_for_batch_prediction.submit(bp, **common)
         result["batch"] = report_batch_prediction.submit(
@@ -146,7 +190,9 @@ def retrain_champion(
         ).result()
     for future in (train_ready, eval_ready, challenger_ready, challenger_done):
         future.result()
-    print(f"{pipeline}: promoted={decision['promote']} ({decision['reason']}); serving {decision['champion']}")
+    print(
+        f"{pipeline}: promoted={decision['promote']} ({decision['reason']}); serving {decision['champion']}"
+    )
     return result
 
 

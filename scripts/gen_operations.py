@@ -19,7 +19,6 @@ import argparse
 import sys
 from pathlib import Path
 
-
 import botocore.session
 from botocore import xform_name
 
@@ -46,7 +45,9 @@ def render() -> str:
             f"amlflow.server.compat.OPERATIONS is out of step with botocore's model: "
             f"missing {missing}, unknown {extra}"
         )
-    error_shapes = sorted({e.name for op in model.operation_names for e in model.operation_model(op).error_shapes})
+    error_shapes = sorted(
+        {e.name for op in model.operation_names for e in model.operation_model(op).error_shapes}
+    )
 
     lines = [
         "# Amazon ML operations: what `amlflow serve` supports",
@@ -56,7 +57,7 @@ def render() -> str:
         "Generated from botocore's `machinelearning` model "
         f"(API {model.api_version}, protocol `{model.metadata['protocol']}` "
         f"{model.metadata['jsonVersion']}, target prefix `{model.metadata['targetPrefix']}`, "
-        f"service id \"{model.metadata['serviceId']}\").",
+        f'service id "{model.metadata["serviceId"]}").',
         "",
         f"{sum(1 for s in OPERATIONS.values() if s.support == 'supported')} of "
         f"{len(model.operation_names)} operations supported, "
@@ -77,22 +78,33 @@ def render() -> str:
             f"| `{name}` | `{snake}` / `{snake.replace('_', '-')}` | {required or '—'} | {errors} | "
             f"{entry.support} | {entry.note or 'Same as AML.'} |"
         )
-    lines += ["", "## Waiters", "", "| Waiter | boto3 / AWS CLI | Operation | Delay × attempts | Success | Failure |",
-              "|---|---|---|---|---|---|"]
+    lines += [
+        "",
+        "## Waiters",
+        "",
+        "| Waiter | boto3 / AWS CLI | Operation | Delay × attempts | Success | Failure |",
+        "|---|---|---|---|---|---|",
+    ]
     for wname, spec in waiters.items():
-        success = "; ".join(f"{a['matcher']} `{a['argument']}` == {a['expected']}"
-                            for a in spec["acceptors"] if a["state"] == "success")
-        failure = "; ".join(f"{a['matcher']} `{a['argument']}` == {a['expected']}"
-                            for a in spec["acceptors"] if a["state"] == "failure")
+        success = "; ".join(
+            f"{a['matcher']} `{a['argument']}` == {a['expected']}"
+            for a in spec["acceptors"]
+            if a["state"] == "success"
+        )
+        failure = "; ".join(
+            f"{a['matcher']} `{a['argument']}` == {a['expected']}"
+            for a in spec["acceptors"]
+            if a["state"] == "failure"
+        )
         snake = xform_name(wname)
         lines.append(
-            f"| `{wname}` | `get_waiter(\"{snake}\")` / `aws machinelearning wait {snake.replace('_', '-')}` | "
+            f'| `{wname}` | `get_waiter("{snake}")` / `aws machinelearning wait {snake.replace("_", "-")}` | '
             f"`{spec['operation']}` | {spec['delay']} s × {spec['maxAttempts']} | {success} | {failure} |"
         )
     lines += [
         "",
         "All four are supported. Jobs finish in seconds here, so pass e.g. "
-        "`WaiterConfig={\"Delay\": 1}` instead of AML's 30 s. The waiters need `Describe*` filtering "
+        '`WaiterConfig={"Delay": 1}` instead of AML\'s 30 s. The waiters need `Describe*` filtering '
         "(`FilterVariable`, `EQ`, ...), which works as in AML.",
         "",
         "## Paginators",
@@ -105,11 +117,18 @@ def render() -> str:
             f"| `{pname}` | `{spec['input_token']}` | `{spec['output_token']}` | `{spec['limit_key']}` | "
             f"`{spec['result_key']}` |"
         )
-    lines += ["", "All four are supported; `NextToken` is absent on the last page.", "",
-              "## Errors", "", "The model's error shapes, all produced with AML's HTTP statuses "
-              "(400; 500 only for `InternalServerException`): "
-              + ", ".join(f"`{e}`" for e in error_shapes) + ".", "",
-              "## General differences", ""]
+    lines += [
+        "",
+        "All four are supported; `NextToken` is absent on the last page.",
+        "",
+        "## Errors",
+        "",
+        "The model's error shapes, all produced with AML's HTTP statuses "
+        "(400; 500 only for `InternalServerException`): " + ", ".join(f"`{e}`" for e in error_shapes) + ".",
+        "",
+        "## General differences",
+        "",
+    ]
     lines += [f"- {item}" for item in GENERAL_DIFFERENCES]
     return "\n".join(lines) + "\n"
 
@@ -152,14 +171,18 @@ def main(argv: list[str] | None = None) -> int:
     """Write (or with ``--check`` compare) docs/operations.md; returns the exit status."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="exit 1 if the file is stale; write nothing")
-    parser.add_argument("--output", type=Path, default=TARGET, help="file to write (default docs/operations.md)")
+    parser.add_argument(
+        "--output", type=Path, default=TARGET, help="file to write (default docs/operations.md)"
+    )
     parser.add_argument("--readme", type=Path, default=README, help="README whose table to rewrite")
     args = parser.parse_args(argv)
     wanted = {args.output: render()}
     if args.readme.exists():
         wanted[args.readme] = readme_with_summary(args.readme.read_text(encoding="utf-8"))
     if args.check:
-        stale = [p for p, text in wanted.items() if (p.read_text(encoding="utf-8") if p.exists() else "") != text]
+        stale = [
+            p for p, text in wanted.items() if (p.read_text(encoding="utf-8") if p.exists() else "") != text
+        ]
         for path in stale:
             print(f"{path} is stale: run python scripts/gen_operations.py", file=sys.stderr)
         return 1 if stale else 0

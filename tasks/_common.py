@@ -148,7 +148,7 @@ def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
     """Prefect ``retry_condition_fn``: retry a failed task run only when its error is transient."""
     try:
         state.result()
-    except BaseException as exc:  # noqa: BLE001 - we classify whatever the task raised
+    except BaseException as exc:
         return is_transient(exc)
     return False
 
@@ -177,8 +177,10 @@ class _Progress:
                     percent, description=f"{self.kind} {self.entity}: {status}"
                 )
             else:
-                update_progress_artifact(self.artifact_id, percent, description=f"{self.kind} {self.entity}: {status}")
-        except Exception as exc:  # noqa: BLE001 - progress display must never fail a wait
+                update_progress_artifact(
+                    self.artifact_id, percent, description=f"{self.kind} {self.entity}: {status}"
+                )
+        except Exception as exc:
             run_logger().debug("progress artifact not updated: %s", exc)
 
 

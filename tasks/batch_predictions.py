@@ -78,7 +78,10 @@ def wait_for_batch_prediction(
     """
     ml = ml_client(endpoint_url=endpoint_url)
     done = wait_for_entity(
-        ml.get_batch_prediction, "BatchPredictionId", batch_prediction_id, "batch prediction",
+        ml.get_batch_prediction,
+        "BatchPredictionId",
+        batch_prediction_id,
+        "batch prediction",
         timeout_seconds=timeout_seconds,
     )
     return summarize(done)

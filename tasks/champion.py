@@ -45,7 +45,10 @@ def decide_promotion(
     new_id = str(challenger["ml_model_id"])
     name = str(challenger.get("metric_name", "metric"))
     if challenger.get("alerts"):
-        decision = {"promote": False, "reason": f"challenger raised evaluation alerts: {'; '.join(challenger['alerts'])}"}
+        decision = {
+            "promote": False,
+            "reason": f"challenger raised evaluation alerts: {'; '.join(challenger['alerts'])}",
+        }
     elif champion is None:
         decision = {"promote": True, "reason": "no champion yet"}
     elif str(champion["ml_model_id"]) == new_id:
@@ -68,7 +71,8 @@ def decide_promotion(
         f"# Re-training decision: {pipeline}\n\n* challenger: `{new_id}`\n"
         f"* previous champion: `{decision['previous_champion']}`\n"
         f"* promoted: **{decision['promote']}** — {decision['reason']}\n* serving: `{serving}`\n",
-        key=artifact_key(pipeline, "promotion"), description="Champion/challenger decision",
+        key=artifact_key(pipeline, "promotion"),
+        description="Champion/challenger decision",
     )
     get_run_logger().info("promotion decision for %s: %s", pipeline, decision)
     return decision

@@ -85,10 +85,19 @@ def create_data_source_from_s3(
     if rearrangement:
         spec["DataRearrangement"] = json.dumps(rearrangement, separators=(",", ":"))
     ds_id = entity_id(
-        "ds", data_location_s3, fingerprint, schema_text or schema_uri, spec.get("DataRearrangement"),
-        compute_statistics, salt,
+        "ds",
+        data_location_s3,
+        fingerprint,
+        schema_text or schema_uri,
+        spec.get("DataRearrangement"),
+        compute_statistics,
+        salt,
     )
-    kwargs: dict[str, Any] = {"DataSourceId": ds_id, "DataSpec": spec, "ComputeStatistics": compute_statistics}
+    kwargs: dict[str, Any] = {
+        "DataSourceId": ds_id,
+        "DataSpec": spec,
+        "ComputeStatistics": compute_statistics,
+    }
     if name:
         kwargs["DataSourceName"] = name
     ml_client(endpoint_url=endpoint_url).create_data_source_from_s3(**kwargs)

@@ -111,7 +111,9 @@ def wait_for_ml_model(
     """
     ml = ml_client(endpoint_url=endpoint_url)
     return summarize(
-        wait_for_entity(ml.get_ml_model, "MLModelId", ml_model_id, "ML model", timeout_seconds=timeout_seconds)
+        wait_for_entity(
+            ml.get_ml_model, "MLModelId", ml_model_id, "ML model", timeout_seconds=timeout_seconds
+        )
     )
 
 
@@ -135,7 +137,9 @@ def update_ml_model(
     if name:
         kwargs["MLModelName"] = name
     ml_client(endpoint_url=endpoint_url).update_ml_model(**kwargs)
-    get_run_logger().info("model %s updated: %s", ml_model_id, {k: v for k, v in kwargs.items() if k != "MLModelId"})
+    get_run_logger().info(
+        "model %s updated: %s", ml_model_id, {k: v for k, v in kwargs.items() if k != "MLModelId"}
+    )
     return ml_model_id
 
 

@@ -52,7 +52,9 @@ def bin_target(
         'out/winequality-red-comma-good-1a2b3c4d.csv'
     """
     if len(labels) != len(edges) - 1:
-        raise ValueError(f"labels: expected {len(edges) - 1} labels for {len(edges)} edges, got {len(labels)}")
+        raise ValueError(
+            f"labels: expected {len(edges) - 1} labels for {len(edges)} edges, got {len(labels)}"
+        )
     frame = pd.read_csv(source, dtype=str)
     if column not in frame.columns:
         raise ValueError(f"column: {column!r} is not in {source!r} (columns: {', '.join(frame.columns)})")

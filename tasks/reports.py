@@ -123,7 +123,7 @@ def _side_channel(method: str, entity: str, endpoint_url: str | None) -> dict[st
         return None
     try:
         result = fn(entity)
-    except Exception as exc:  # noqa: BLE001 - a report must never fail the pipeline
+    except Exception as exc:
         get_run_logger().warning("%s(%s) unavailable: %s", method, entity, exc)
         return None
     return dict(result) if isinstance(result, Mapping) else None
@@ -155,14 +155,22 @@ def _attribute_summary(attr: Mapping[str, Any]) -> dict[str, Any]:
 def _attribute_rows(insights: Mapping[str, Any]) -> list[list[Any]]:
     """One table row per attribute: name, type, missing, invalid, summary, correlation with the target."""
     return [
-        [a["name"], a.get("type", ""), a.get("missing"), a.get("invalid"), _attribute_summary(a) or "",
-         a.get("correlation")]
+        [
+            a["name"],
+            a.get("type", ""),
+            a.get("missing"),
+            a.get("invalid"),
+            _attribute_summary(a) or "",
+            a.get("correlation"),
+        ]
         for a in insights.get("attributes") or []
     ]
 
 
 @task(name="report_data_insights", **_RETRY)
-def report_data_insights(data_source_id: str, label: str, *, endpoint_url: str | None = None) -> dict[str, Any]:
+def report_data_insights(
+    data_source_id: str, label: str, *, endpoint_url: str | None = None
+) -> dict[str, Any]:
     """Publish a datasource's data insights as a markdown artifact (``insights-<label>``).
 
     Args:
@@ -201,12 +209,16 @@ def report_data_insights(data_source_id: str, label: str, *, endpoint_url: str |
         if table:
             lines += [
                 "",
-                _md_table(["attribute", "type", "missing", "invalid", "summary", "correlation with target"], table),
+                _md_table(
+                    ["attribute", "type", "missing", "invalid", "summary", "correlation with target"], table
+                ),
             ]
     else:
         lines += ["", "_Data insights are not available from this AML back end (endpoint or AWS)._"]
     create_markdown_artifact(
-        "\n".join(lines), key=artifact_key("insights", label), description=f"Data insights: {label} datasource"
+        "\n".join(lines),
+        key=artifact_key("insights", label),
+        description=f"Data insights: {label} datasource",
     )
     return {
         "data_source_id": data_source_id,
@@ -254,7 +266,15 @@ def _confusion_figure(labels: list[str], matrix: list[list[float]], path: Path) 
     for i, row in enumerate(matrix):
         for j, value in enumerate(row):
             text = f"{value:.0f}" if float(value).is_integer() else f"{value:.2f}"
-            ax.text(j, i, text, ha="center", va="center", fontsize=7, color="white" if value > top / 2 else "black")
+            ax.text(
+                j,
+                i,
+                text,
+                ha="center",
+                va="center",
+                fontsize=7,
+                color="white" if value > top / 2 else "black",
+            )
     fig.colorbar(image, ax=ax)
     ax.set_title("Confusion matrix (evaluation datasource)")
     return _png_markdown(fig, path, "confusion matrix")
@@ -318,7 +338,9 @@ def report_evaluation(
     ev = ml_client(endpoint_url=endpoint_url).get_evaluation(EvaluationId=evaluation_id)
     properties = ev.get("PerformanceMetrics", {}).get("Properties", {})
     if not properties:
-        raise ValueError(f"evaluation {evaluation_id} has no PerformanceMetrics.Properties (status {ev.get('Status')})")
+        raise ValueError(
+            f"evaluation {evaluation_id} has no PerformanceMetrics.Properties (status {ev.get('Status')})"
+        )
     metric_name, raw = next(iter(properties.items()))
     metric = float(raw)
     pretty, higher = METRICS.get(metric_name, (metric_name, True))
@@ -328,11 +350,17 @@ def report_evaluation(
     out = Path(output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
 
-    lines = [f"# Evaluation `{evaluation_id}`", "", _md_table(["", pretty], [["model", metric], ["baseline", baseline]])]
+    lines = [
+        f"# Evaluation `{evaluation_id}`",
+        "",
+        _md_table(["", pretty], [["model", metric], ["baseline", baseline]]),
+    ]
     if baseline is not None:
         better = metric > baseline if higher else metric < baseline
-        lines.append(f"\nThe model is **{'better' if better else 'not better'}** than the baseline "
-                     f"({'higher' if higher else 'lower'} is better).")
+        lines.append(
+            f"\nThe model is **{'better' if better else 'not better'}** than the baseline "
+            f"({'higher' if higher else 'lower'} is better)."
+        )
     else:
         lines.append("\n_No baseline: this AML back end does not expose evaluation reports._")
     lines += ["", "## Evaluation alerts", ""]
@@ -344,7 +372,9 @@ def report_evaluation(
     if confusion is not None:
         labels, matrix = confusion
         lines += ["", "## Confusion matrix (rows: actual, columns: predicted)", ""]
-        lines.append(_md_table(["actual \\ predicted", *labels], [[lab, *row] for lab, row in zip(labels, matrix)]))
+        lines.append(
+            _md_table(["actual \\ predicted", *labels], [[lab, *row] for lab, row in zip(labels, matrix)])
+        )
         image_md = _confusion_figure(labels, matrix, out / f"{label}-confusion-matrix.png")
     if thresholds:
         step = max(1, len(thresholds) // 20)
@@ -352,14 +382,17 @@ def report_evaluation(
         cols = list(shown[0].keys())
         lines += ["", "## Threshold table", "", _md_table(cols, [[r.get(c) for c in cols] for r in shown])]
         create_table_artifact(
-            [dict(r) for r in thresholds], key=artifact_key(label, "threshold-table"),
+            [dict(r) for r in thresholds],
+            key=artifact_key(label, "threshold-table"),
             description=f"Threshold table of {evaluation_id}",
         )
         image_md = image_md or _threshold_figure(thresholds, out / f"{label}-thresholds.png")
     if image_md is None:
         image_md = _metric_figure(pretty, metric, baseline, out / f"{label}-metric.png")
     lines += ["", "## Image", "", image_md]
-    create_markdown_artifact("\n".join(lines), key=artifact_key(label, "report"), description=f"Evaluation {evaluation_id}")
+    create_markdown_artifact(
+        "\n".join(lines), key=artifact_key(label, "report"), description=f"Evaluation {evaluation_id}"
+    )
 
     summary = {
         "evaluation_id": evaluation_id,
@@ -371,8 +404,18 @@ def report_evaluation(
         "alerts": alerts,
         "report_available": bool(report),
     }
-    _write_atomic(out / f"{label}-report.json", json.dumps({**summary, "report": report}, indent=2, default=str).encode())
-    logger.info("%s %s = %.6g (baseline %s), alerts: %s", evaluation_id, metric_name, metric, baseline, alerts or "none")
+    _write_atomic(
+        out / f"{label}-report.json",
+        json.dumps({**summary, "report": report}, indent=2, default=str).encode(),
+    )
+    logger.info(
+        "%s %s = %.6g (baseline %s), alerts: %s",
+        evaluation_id,
+        metric_name,
+        metric,
+        baseline,
+        alerts or "none",
+    )
     return summary
 
 
@@ -446,16 +489,25 @@ def report_batch_prediction(
         dest = out / result_uri.rsplit("/", 1)[-1]
         _write_atomic(dest, store.read_bytes(result_uri))
         local_files.append(str(dest))
-    frame = pd.concat([batch_result_frame(f) for f in local_files], ignore_index=True) if local_files else pd.DataFrame()
+    frame = (
+        pd.concat([batch_result_frame(f) for f in local_files], ignore_index=True)
+        if local_files
+        else pd.DataFrame()
+    )
     for result_uri, local in zip(results.values(), local_files):
         create_link_artifact(
-            Path(local).resolve().as_uri(), link_text=f"{result_uri} (local copy)",
-            key=artifact_key(label, "result"), description=f"Batch prediction {batch_prediction_id}",
+            Path(local).resolve().as_uri(),
+            link_text=f"{result_uri} (local copy)",
+            key=artifact_key(label, "result"),
+            description=f"Batch prediction {batch_prediction_id}",
         )
     preview = frame.head(preview_rows).fillna("").to_dict(orient="records")
     if preview:
-        create_table_artifact(preview, key=artifact_key(label, "preview"),
-                              description=f"First {len(preview)} rows of {batch_prediction_id}")
+        create_table_artifact(
+            preview,
+            key=artifact_key(label, "preview"),
+            description=f"First {len(preview)} rows of {batch_prediction_id}",
+        )
 
     image_md = ""
     if not frame.empty:
@@ -480,8 +532,11 @@ def report_batch_prediction(
         "",
         image_md,
     ]
-    create_markdown_artifact("\n".join(lines), key=artifact_key(label, "summary"),
-                             description=f"Batch prediction {batch_prediction_id}")
+    create_markdown_artifact(
+        "\n".join(lines),
+        key=artifact_key(label, "summary"),
+        description=f"Batch prediction {batch_prediction_id}",
+    )
     logger.info("batch prediction %s: %d rows → %s", batch_prediction_id, len(frame), ", ".join(local_files))
     return {
         "batch_prediction_id": batch_prediction_id,
@@ -528,7 +583,9 @@ def kaggle_submission(
     accuracy = None
     if test_labels:
         truth = pd.read_csv(test_labels, dtype=str)
-        merged = submission.astype({"ImageId": str}).merge(truth.astype(str), on="ImageId", suffixes=("", "_true"))
+        merged = submission.astype({"ImageId": str}).merge(
+            truth.astype(str), on="ImageId", suffixes=("", "_true")
+        )
         if len(merged) != len(submission):
             raise ValueError(
                 f"test_labels {test_labels!r}: {len(merged)} of {len(submission)} ImageIds matched "
@@ -538,7 +595,8 @@ def kaggle_submission(
     create_markdown_artifact(
         f"# Kaggle submission\n\n* file: `{path}`\n* rows: {len(submission)}\n"
         + (f"* accuracy against `{test_labels}`: **{accuracy:.4f}**\n" if accuracy is not None else ""),
-        key="kaggle-submission", description="Kaggle Digit Recognizer submission",
+        key="kaggle-submission",
+        description="Kaggle Digit Recognizer submission",
     )
     get_run_logger().info("Kaggle submission %s: %d rows, accuracy %s", path, len(submission), accuracy)
     return {"path": str(path), "rows": len(submission), "accuracy": accuracy}
@@ -554,17 +612,24 @@ def accuracy_from_batch_output(batch_files: Sequence[str]) -> dict[str, Any]:
     """
     frame = pd.concat([batch_result_frame(f) for f in batch_files], ignore_index=True)
     if "trueLabel" not in frame.columns:
-        raise ValueError("batch output has no trueLabel column: its datasource schema has no targetAttributeName")
+        raise ValueError(
+            "batch output has no trueLabel column: its datasource schema has no targetAttributeName"
+        )
     predicted = _predicted_labels(frame)
     valid = frame["trueLabel"].notna() & predicted.notna()
 
     def norm(s: pd.Series) -> pd.Series:
         return s.astype(str).str.strip().str.replace(r"\.0+$", "", regex=True)
 
-    accuracy = float((norm(predicted[valid]) == norm(frame.loc[valid, "trueLabel"])).mean()) if valid.any() else math.nan
+    accuracy = (
+        float((norm(predicted[valid]) == norm(frame.loc[valid, "trueLabel"])).mean())
+        if valid.any()
+        else math.nan
+    )
     create_markdown_artifact(
         f"# Accuracy from batch output\n\n* rows scored: {int(valid.sum())} of {len(frame)}\n"
         f"* accuracy (bestAnswer or top class vs trueLabel): **{accuracy:.4f}**\n",
-        key="batch-accuracy", description="Accuracy read back from the batch output's trueLabel column",
+        key="batch-accuracy",
+        description="Accuracy read back from the batch output's trueLabel column",
     )
     return {"rows": int(valid.sum()), "accuracy": accuracy}

@@ -20,7 +20,14 @@ def _deployments() -> list[dict[str, Any]]:
 def test_prefect_yaml_has_a_deployment_per_reference_case_and_a_schedule() -> None:
     deployments = _deployments()
     names = {d["name"] for d in deployments}
-    assert {"mnist", "mnist-headerless", "wine-regression", "wine-binary", "wine-multiclass", "banking"} <= names
+    assert {
+        "mnist",
+        "mnist-headerless",
+        "wine-regression",
+        "wine-binary",
+        "wine-multiclass",
+        "banking",
+    } <= names
     scheduled = [d for d in deployments if d.get("schedules")]
     assert scheduled and all("cron" in s for d in scheduled for s in d["schedules"])
     assert all(d["work_pool"]["name"] == "amlflow-process" for d in deployments)

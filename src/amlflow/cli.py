@@ -59,38 +59,81 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     env = os.environ.get
-    serve.add_argument("--host", default="127.0.0.1",
-                       help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 for all)")
-    serve.add_argument("--port", type=int, default=8080,
-                       help="TCP port (default: 8080; 0 picks a free port and prints the URL)")
-    serve.add_argument("--home", type=Path, default=None,
-                       help="amlflow home: entity database, datasource caches, models "
-                       "(env AMLFLOW_HOME, default ~/.amlflow)")
-    serve.add_argument("--storage", choices=("local", "s3"), default=None,
-                       help="where s3:// URIs live: 'local' maps s3://bucket/key to <storage-root>/bucket/key; "
-                       "'s3' uses boto3 and honours AWS_ENDPOINT_URL_S3 (env AMLFLOW_STORAGE, default local)")
-    serve.add_argument("--storage-root", type=Path, default=None,
-                       help="root directory of local storage (env AMLFLOW_STORAGE_ROOT, default <home>/s3)")
-    serve.add_argument("--max-jobs", type=int, default=None,
-                       help="jobs (datasource, model, evaluation, batch prediction) run at once, 1-25 "
-                       "(env AMLFLOW_MAX_JOBS, default 2)")
-    serve.add_argument("--access-key-id", default=env("AMLFLOW_ACCESS_KEY_ID"),
-                       help="require AWS Signature V4 with this access key id (env AMLFLOW_ACCESS_KEY_ID); "
-                       "without keys any request is accepted, like moto")
-    serve.add_argument("--secret-access-key", default=env("AMLFLOW_SECRET_ACCESS_KEY"),
-                       help="the secret for --access-key-id (env AMLFLOW_SECRET_ACCESS_KEY; prefer the "
-                       "variable: command lines are visible to other users)")
-    serve.add_argument("--log-level", default=env("AMLFLOW_LOG_LEVEL", "info"),
-                       choices=("debug", "info", "warning", "error", "critical"),
-                       help="log level of the JSON-lines log on stderr, one line per request with its "
-                       "request id, operation, status and duration (env AMLFLOW_LOG_LEVEL, default info)")
-    serve.add_argument("--max-body-bytes", type=int, default=1024 * 1024,
-                       help="largest accepted request body (default 1048576); larger: 413")
-    serve.add_argument("--shutdown-timeout", type=float, default=30.0,
-                       help="seconds to wait for running jobs on SIGTERM (default 30)")
-    serve.add_argument("--advertised-url", default=None,
-                       help="URL to report as the realtime EndpointUrl, e.g. a proxy in front "
-                       "(default: http://<bound host>:<port>)")
+    serve.add_argument(
+        "--host",
+        default="127.0.0.1",
+        help="address to bind (default: 127.0.0.1, this machine only; 0.0.0.0 for all)",
+    )
+    serve.add_argument(
+        "--port",
+        type=int,
+        default=8080,
+        help="TCP port (default: 8080; 0 picks a free port and prints the URL)",
+    )
+    serve.add_argument(
+        "--home",
+        type=Path,
+        default=None,
+        help="amlflow home: entity database, datasource caches, models "
+        "(env AMLFLOW_HOME, default ~/.amlflow)",
+    )
+    serve.add_argument(
+        "--storage",
+        choices=("local", "s3"),
+        default=None,
+        help="where s3:// URIs live: 'local' maps s3://bucket/key to <storage-root>/bucket/key; "
+        "'s3' uses boto3 and honours AWS_ENDPOINT_URL_S3 (env AMLFLOW_STORAGE, default local)",
+    )
+    serve.add_argument(
+        "--storage-root",
+        type=Path,
+        default=None,
+        help="root directory of local storage (env AMLFLOW_STORAGE_ROOT, default <home>/s3)",
+    )
+    serve.add_argument(
+        "--max-jobs",
+        type=int,
+        default=None,
+        help="jobs (datasource, model, evaluation, batch prediction) run at once, 1-25 "
+        "(env AMLFLOW_MAX_JOBS, default 2)",
+    )
+    serve.add_argument(
+        "--access-key-id",
+        default=env("AMLFLOW_ACCESS_KEY_ID"),
+        help="require AWS Signature V4 with this access key id (env AMLFLOW_ACCESS_KEY_ID); "
+        "without keys any request is accepted, like moto",
+    )
+    serve.add_argument(
+        "--secret-access-key",
+        default=env("AMLFLOW_SECRET_ACCESS_KEY"),
+        help="the secret for --access-key-id (env AMLFLOW_SECRET_ACCESS_KEY; prefer the "
+        "variable: command lines are visible to other users)",
+    )
+    serve.add_argument(
+        "--log-level",
+        default=env("AMLFLOW_LOG_LEVEL", "info"),
+        choices=("debug", "info", "warning", "error", "critical"),
+        help="log level of the JSON-lines log on stderr, one line per request with its "
+        "request id, operation, status and duration (env AMLFLOW_LOG_LEVEL, default info)",
+    )
+    serve.add_argument(
+        "--max-body-bytes",
+        type=int,
+        default=1024 * 1024,
+        help="largest accepted request body (default 1048576); larger: 413",
+    )
+    serve.add_argument(
+        "--shutdown-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for running jobs on SIGTERM (default 30)",
+    )
+    serve.add_argument(
+        "--advertised-url",
+        default=None,
+        help="URL to report as the realtime EndpointUrl, e.g. a proxy in front "
+        "(default: http://<bound host>:<port>)",
+    )
 
     sub.add_parser("version", help="print the version")
     sub.add_parser("operations", help="list the AML operations and their support here")
@@ -140,7 +183,9 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     try:
         run(settings, options)
     except OSError as exc:
-        print(f"amlflow serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr)
+        print(
+            f"amlflow serve: cannot listen on {args.host}:{args.port}: {exc.strerror or exc}", file=sys.stderr
+        )
         return 1
     return 0
 

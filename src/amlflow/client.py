@@ -102,9 +102,7 @@ class ClientOptions:
         self.endpoint_url: str | None = endpoint_url or env.get("AWS_ENDPOINT_URL_MACHINE_LEARNING") or None
         raw_target = (target or env.get("AMLFLOW_TARGET") or "").strip().lower()
         if raw_target not in ("", "embedded", "endpoint", "aws"):
-            raise ValueError(
-                f"AMLFLOW_TARGET must be one of embedded, endpoint, aws; got {raw_target!r}"
-            )
+            raise ValueError(f"AMLFLOW_TARGET must be one of embedded, endpoint, aws; got {raw_target!r}")
         if raw_target == "endpoint" and not self.endpoint_url:
             raise ValueError(
                 "AMLFLOW_TARGET=endpoint needs an endpoint: set AWS_ENDPOINT_URL_MACHINE_LEARNING "
@@ -120,7 +118,9 @@ class ClientOptions:
         self.target: Target = resolved
         self.region: str = region or env.get("AWS_REGION") or env.get("AWS_DEFAULT_REGION") or "us-east-1"
         self.max_attempts: int = int(max_attempts or env.get("AMLFLOW_CLIENT_MAX_ATTEMPTS") or 5)
-        self.connect_timeout: float = float(connect_timeout or env.get("AMLFLOW_CLIENT_CONNECT_TIMEOUT") or 10)
+        self.connect_timeout: float = float(
+            connect_timeout or env.get("AMLFLOW_CLIENT_CONNECT_TIMEOUT") or 10
+        )
         self.read_timeout: float = float(read_timeout or env.get("AMLFLOW_CLIENT_READ_TIMEOUT") or 60)
 
     def botocore_config(self) -> Config:
@@ -219,8 +219,15 @@ def ml_client(
 
 def _boto3_client(service: str, endpoint_url: str | None, opts: ClientOptions) -> Any:
     """A cached boto3 client (boto3 clients are thread-safe; creating them concurrently is not)."""
-    key = (service, endpoint_url, opts.region, opts.max_attempts, opts.connect_timeout, opts.read_timeout,
-           tuple(os.environ.get(v, "") for v in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3")))
+    key = (
+        service,
+        endpoint_url,
+        opts.region,
+        opts.max_attempts,
+        opts.connect_timeout,
+        opts.read_timeout,
+        tuple(os.environ.get(v, "") for v in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3")),
+    )
     with _LOCK:
         client = _REMOTE.get(key)
         if client is None:

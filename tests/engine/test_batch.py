@@ -57,8 +57,13 @@ def test_aml_number_fast_path_matches_decimal_reference() -> None:
     import numpy as np
 
     rng = np.random.default_rng(1)
-    values = np.concatenate([rng.random(20000), rng.standard_normal(20000) * 1e4,
-                             rng.random(20000).astype(np.float32).astype(float)])
+    values = np.concatenate(
+        [
+            rng.random(20000),
+            rng.standard_normal(20000) * 1e4,
+            rng.random(20000).astype(np.float32).astype(float),
+        ]
+    )
     for v in values:
         assert aml_number(float(v)) == _aml_number_decimal(float(v))
 
@@ -74,13 +79,13 @@ from amlflow.engine.batch import write_batch_output  # noqa: E402
 from amlflow.engine.dataset import EncodedTable, Source, build_dataset  # noqa: E402
 from amlflow.engine.model import train  # noqa: E402
 from amlflow.engine.params import parse_parameters  # noqa: E402
-from amlflow.engine.recipe import parse_recipe  # noqa: E402
 from amlflow.engine.rearrange import parse_rearrangement  # noqa: E402
+from amlflow.engine.recipe import parse_recipe  # noqa: E402
 from amlflow.engine.schema import parse_schema  # noqa: E402
 
 
 def _source(path: Path) -> Source:
-    return Source(path.name, path.stat().st_size, lambda: open(path, "rb"))  # noqa: SIM115
+    return Source(path.name, path.stat().st_size, lambda: open(path, "rb"))
 
 
 @pytest.fixture(scope="module")
@@ -88,8 +93,12 @@ def banking_model(tmp_path_factory):
     d = REPO / "data/aml-banking"
     schema = parse_schema((d / "banking.csv.schema").read_text())
     table_dir = tmp_path_factory.mktemp("bank") / "train"
-    build_dataset([_source(d / "banking.csv")], schema,
-                  parse_rearrangement('{"splitting": {"percentBegin": 0, "percentEnd": 70}}'), table_dir)
+    build_dataset(
+        [_source(d / "banking.csv")],
+        schema,
+        parse_rearrangement('{"splitting": {"percentBegin": 0, "percentEnd": 70}}'),
+        table_dir,
+    )
     table = EncodedTable.open(table_dir)
     recipe = parse_recipe((d / "recipe.json").read_text(), schema)
     return train(table, schema, recipe, parse_parameters(None), "BINARY")
@@ -128,17 +137,21 @@ def _tiny(tmp_path: Path, rows: list[str], schema_json: str) -> tuple[EncodedTab
     return EncodedTable.open(tmp_path / "t"), schema
 
 
-SCHEMA_MC = ('{"targetAttributeName": "y", "rowId": "id", "dataFileContainsHeader": false, "attributes": ['
-             '{"attributeName": "id", "attributeType": "CATEGORICAL"},'
-             '{"attributeName": "x", "attributeType": "CATEGORICAL"},'
-             '{"attributeName": "y", "attributeType": "CATEGORICAL"}]}')
+SCHEMA_MC = (
+    '{"targetAttributeName": "y", "rowId": "id", "dataFileContainsHeader": false, "attributes": ['
+    '{"attributeName": "id", "attributeType": "CATEGORICAL"},'
+    '{"attributeName": "x", "attributeType": "CATEGORICAL"},'
+    '{"attributeName": "y", "attributeType": "CATEGORICAL"}]}'
+)
 
 
 def test_write_batch_output_multiclass_tag_truelabel_and_rejected_rows(tmp_path: Path) -> None:
     train_rows = [f"r{i},{'abc'[i % 3]},{'xyz'[i % 3]}" for i in range(30)]
     table, schema = _tiny(tmp_path / "a", train_rows, SCHEMA_MC)
-    model = train(table, schema, parse_recipe('{"outputs": ["x"]}', schema), parse_parameters(None), "MULTICLASS")
-    rows = ["t1,a,x", "t2,b,", "bad,row", "t4,c,z", "t5,\"a, b\",y", "also,bad"]
+    model = train(
+        table, schema, parse_recipe('{"outputs": ["x"]}', schema), parse_parameters(None), "MULTICLASS"
+    )
+    rows = ["t1,a,x", "t2,b,", "bad,row", "t4,c,z", 't5,"a, b",y', "also,bad"]
     batch, _ = _tiny(tmp_path / "b", rows, SCHEMA_MC)
     assert batch.rejected_positions.tolist() == [2, 5]
     buf = io.BytesIO()
@@ -160,12 +173,19 @@ def test_write_batch_output_multiclass_tag_truelabel_and_rejected_rows(tmp_path:
 
 
 def test_write_batch_output_regression_and_binary_truelabel(tmp_path: Path) -> None:
-    schema = parse_schema('{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
-                          '"NUMERIC"}, {"attributeName": "y", "attributeType": "NUMERIC"}]}')
+    schema = parse_schema(
+        '{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
+        '"NUMERIC"}, {"attributeName": "y", "attributeType": "NUMERIC"}]}'
+    )
     df = pd.DataFrame({"x": [str(i) for i in range(20)], "y": [str(2 * i + 1) for i in range(20)]})
     table = EncodedTable.from_frame(df)
-    model = train(table, schema, parse_recipe('{"outputs": ["x"]}', schema),
-                  parse_parameters({"sgd.maxPasses": "2000"}), "REGRESSION")
+    model = train(
+        table,
+        schema,
+        parse_recipe('{"outputs": ["x"]}', schema),
+        parse_parameters({"sgd.maxPasses": "2000"}),
+        "REGRESSION",
+    )
     buf = io.BytesIO()
     write_batch_output(model, table, schema, buf)
     lines = buf.getvalue().decode().split("\n")
@@ -180,11 +200,15 @@ def test_write_batch_output_regression_and_binary_truelabel(tmp_path: Path) -> N
     first = buf.getvalue().decode().split("\n")[:2]
     assert first[0] == "score" and float(first[1]) == pytest.approx(1.0, abs=0.5)
 
-    bschema = parse_schema('{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
-                           '"NUMERIC"}, {"attributeName": "y", "attributeType": "BINARY"}]}')
+    bschema = parse_schema(
+        '{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
+        '"NUMERIC"}, {"attributeName": "y", "attributeType": "BINARY"}]}'
+    )
     bdf = pd.DataFrame({"x": [str(i) for i in range(20)], "y": ["no"] * 10 + ["YES"] * 9 + ["?"]})
     btable = EncodedTable.from_frame(bdf)
-    bmodel = train(btable, bschema, parse_recipe('{"outputs": ["x"]}', bschema), parse_parameters(None), "BINARY")
+    bmodel = train(
+        btable, bschema, parse_recipe('{"outputs": ["x"]}', bschema), parse_parameters(None), "BINARY"
+    )
     buf = io.BytesIO()
     write_batch_output(bmodel, btable, bschema, buf, threshold=0.5)
     lines = buf.getvalue().decode().split("\n")
@@ -193,10 +217,14 @@ def test_write_batch_output_regression_and_binary_truelabel(tmp_path: Path) -> N
 
 
 def test_write_batch_output_rows_out_of_range(tmp_path: Path) -> None:
-    schema = parse_schema('{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
-                          '"NUMERIC"}, {"attributeName": "y", "attributeType": "NUMERIC"}]}')
+    schema = parse_schema(
+        '{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
+        '"NUMERIC"}, {"attributeName": "y", "attributeType": "NUMERIC"}]}'
+    )
     table = EncodedTable.from_frame(pd.DataFrame({"x": ["1", "2"], "y": ["1", "2"]}))
-    model = train(table, schema, parse_recipe('{"outputs": ["x"]}', schema), parse_parameters(None), "REGRESSION")
+    model = train(
+        table, schema, parse_recipe('{"outputs": ["x"]}', schema), parse_parameters(None), "REGRESSION"
+    )
     with pytest.raises(ValueError, match="outside 0..2"):
         write_batch_output(model, table, schema, io.BytesIO(), rows=(0, 3))
 
@@ -204,7 +232,9 @@ def test_write_batch_output_rows_out_of_range(tmp_path: Path) -> None:
 def test_write_batch_output_every_row_rejected(tmp_path: Path) -> None:
     train_rows = [f"r{i},{'abc'[i % 3]},{'xyz'[i % 3]}" for i in range(30)]
     table, schema = _tiny(tmp_path / "a", train_rows, SCHEMA_MC)
-    model = train(table, schema, parse_recipe('{"outputs": ["x"]}', schema), parse_parameters(None), "MULTICLASS")
+    model = train(
+        table, schema, parse_recipe('{"outputs": ["x"]}', schema), parse_parameters(None), "MULTICLASS"
+    )
     batch, _ = _tiny(tmp_path / "b", ["bad", "also,bad"], SCHEMA_MC)
     assert batch.n_rows == 0
     buf = io.BytesIO()

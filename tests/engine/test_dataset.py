@@ -12,7 +12,6 @@ import pytest
 from amlflow.engine.dataset import EncodedTable, TableWriter, code_dtype
 from amlflow.engine.errors import DataError
 
-
 TABLE_FILES = ["codes.bin", "dictionaries.json", "meta.json"]
 
 
@@ -146,10 +145,14 @@ from amlflow.engine.schema import Schema, binary_view, parse_schema  # noqa: E40
 
 
 def _schema(names: list[str], header: bool = False, types: str = "CATEGORICAL") -> Schema:
-    return parse_schema(json.dumps({
-        "dataFileContainsHeader": header,
-        "attributes": [{"attributeName": n, "attributeType": types} for n in names],
-    }))
+    return parse_schema(
+        json.dumps(
+            {
+                "dataFileContainsHeader": header,
+                "attributes": [{"attributeName": n, "attributeType": types} for n in names],
+            }
+        )
+    )
 
 
 def _src(key: str, data: bytes) -> Source:
@@ -160,8 +163,9 @@ def _file_src(path: Path, key: str | None = None) -> Source:
     return Source(key or path.name, path.stat().st_size, lambda: open(path, "rb"))
 
 
-def _build(tmp_path: Path, sources: list[Source], schema: Schema, split: str | None = None,
-           name: str = "t") -> tuple[DatasetInfo, EncodedTable]:
+def _build(
+    tmp_path: Path, sources: list[Source], schema: Schema, split: str | None = None, name: str = "t"
+) -> tuple[DatasetInfo, EncodedTable]:
     info = build_dataset(sources, schema, parse_rearrangement(split), tmp_path / name)
     return info, EncodedTable.open(tmp_path / name)
 
@@ -205,17 +209,20 @@ def test_mnist_sample_gz_with_and_without_header(tmp_path: Path, data_dir: Path)
     _, t2 = _build(tmp_path, [_file_src(path2)], _schema(names2), name="t2")
     assert t2.n_rows == 5000
     expected2 = pd.read_csv(path2, dtype=str, header=None, usecols=[350, 784]).set_axis(
-        ["pixel350", "label"], axis=1)
+        ["pixel350", "label"], axis=1
+    )
     assert t2.strings("label").tolist() == expected2["label"].tolist()
     assert t2.strings("pixel350").tolist() == expected2["pixel350"].tolist()
 
 
 def test_quotes_crlf_and_empty_lines(tmp_path: Path) -> None:
-    data = (b'id,text,n\r\n1,"a, b",3\r\n\r\n2,"say ""hi""", 4 \r\n3,,\r\n'
-            b'4,"x"y,5\r\n5,plain"quote,6')  # last line without a newline
+    data = (
+        b'id,text,n\r\n1,"a, b",3\r\n\r\n2,"say ""hi""", 4 \r\n3,,\r\n'
+        b'4,"x"y,5\r\n5,plain"quote,6'
+    )  # last line without a newline
     info, t = _build(tmp_path, [_src("f.csv", data)], _schema(["id", "text", "n"], header=True))
     assert info.n_rows == 5 and info.n_rejected == 0
-    assert t.strings("text").tolist() == ["a, b", 'say "hi"', "", 'xy', 'plain"quote']
+    assert t.strings("text").tolist() == ["a, b", 'say "hi"', "", "xy", 'plain"quote']
     assert t.strings("n").tolist() == ["3", "4", "", "5", "6"]
     assert t.rejected_positions.tolist() == []
 
@@ -223,15 +230,15 @@ def test_quotes_crlf_and_empty_lines(tmp_path: Path) -> None:
 def test_rejected_rows_counted_with_positions(tmp_path: Path) -> None:
     long_value = "x" * (MAX_ROW_BYTES + 10)
     lines = [
-        "a,b,c",              # header
-        "1,2,3",              # pos 0
-        "4,5",                # pos 1: too few fields
-        "6,7,8,9",            # pos 2: too many
-        "",                   # empty: not a row
-        '10,"open,11',        # pos 3: unterminated quote
+        "a,b,c",  # header
+        "1,2,3",  # pos 0
+        "4,5",  # pos 1: too few fields
+        "6,7,8,9",  # pos 2: too many
+        "",  # empty: not a row
+        '10,"open,11',  # pos 3: unterminated quote
         f"12,{long_value},13",  # pos 4: > 100 KB
-        "14,1\r5,16",         # pos 5: bare CR inside
-        "17,18,19",           # pos 6
+        "14,1\r5,16",  # pos 5: bare CR inside
+        "17,18,19",  # pos 6
     ]
     data = ("\n".join(lines) + "\n").encode()
     info, t = _build(tmp_path, [_src("bad.csv", data)], _schema(["a", "b", "c"], header=True))
@@ -257,7 +264,7 @@ def test_rejected_rows_only_in_the_selected_range_get_positions(tmp_path: Path) 
     schema = _schema(["a", "b"])
     info, t = _build(tmp_path, [_src("f", data)], schema, _seq(50, 100))
     starts = np.cumsum([0] + [len(r) + 1 for r in rows[:-1]])
-    sel = (starts * 100 >= 50 * len(data))
+    sel = starts * 100 >= 50 * len(data)
     first = int(np.argmax(sel))
     bad_sel = [i - first for i in range(first, 100) if i % 10 == 0]
     assert t.rejected_positions.tolist() == bad_sel
@@ -316,8 +323,9 @@ def test_random_split_and_complement_partition(tmp_path: Path, data_dir: Path) -
     doc = {"percentBegin": 0, "percentEnd": 70, "strategy": "random", "strategyParams": {"randomSeed": "x"}}
     a_info, a = _build(tmp_path, [_file_src(path)], schema, json.dumps({"splitting": doc}), "a")
     _, a2 = _build(tmp_path, [_file_src(path)], schema, json.dumps({"splitting": doc}), "a2")
-    _, b = _build(tmp_path, [_file_src(path)], schema,
-                  json.dumps({"splitting": {**doc, "complement": True}}), "b")
+    _, b = _build(
+        tmp_path, [_file_src(path)], schema, json.dumps({"splitting": {**doc, "complement": True}}), "b"
+    )
     _, full = _build(tmp_path, [_file_src(path)], schema, None, "full")
     assert a.n_rows + b.n_rows == full.n_rows == 1599
     assert 0.65 < a.n_rows / 1599 < 0.75
@@ -345,7 +353,9 @@ def test_small_chunks_give_the_same_table(tmp_path: Path, monkeypatch: pytest.Mo
     pd.testing.assert_frame_equal(big.to_frame(), small.to_frame())
     assert big.rejected_positions.tolist() == small.rejected_positions.tolist()
     assert sorted(s["reason"] for s in small_info.rejected_samples) == [
-        "expected 3 fields, found 2", "row longer than 100 KB"]
+        "expected 3 fields, found 2",
+        "row longer than 100 KB",
+    ]
     multi = gzip.compress(data[:5000]) + gzip.compress(data[5000:])
     _, gz = _build(tmp_path, [_src("f.gz", multi)], schema, _seq(10, 90), "gz")
     pd.testing.assert_frame_equal(gz.to_frame(), small.to_frame())
@@ -390,8 +400,16 @@ def test_short_reads_still_detect_gzip(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("line", "ok"),
-    [(b'a,"b""c",d', True), (b'"ab"c,d', True), (b'x,"a"b"c,d', True), (b'a,b"c', True), (b'"",""', True),
-     (b'"ab"",x', False), (b'"a,b', False), (b'"', False)],
+    [
+        (b'a,"b""c",d', True),
+        (b'"ab"c,d', True),
+        (b'x,"a"b"c,d', True),
+        (b'a,b"c', True),
+        (b'"",""', True),
+        (b'"ab"",x', False),
+        (b'"a,b', False),
+        (b'"', False),
+    ],
 )
 def test_unterminated_quote_detection_matches_pyarrow(line: bytes, ok: bool, tmp_path: Path) -> None:
     data = line + b"\n1,2,3\n"
@@ -443,7 +461,9 @@ def _reference_row(line: bytes, n_fields: int) -> list[str] | None:
             parse_options=pa_csv.ParseOptions(invalid_row_handler=lambda r: bad.append(1) or "skip"),
             convert_options=pa_csv.ConvertOptions(
                 column_types={f"c{i}": pa.string() for i in range(n_fields)},
-                strings_can_be_null=False, quoted_strings_can_be_null=False),
+                strings_can_be_null=False,
+                quoted_strings_can_be_null=False,
+            ),
         )
     except pa.ArrowInvalid:
         return None
@@ -504,7 +524,9 @@ def test_overlong_header_and_last_line_across_chunks(tmp_path: Path, monkeypatch
     assert t.strings("n").tolist() == ["1", "2"]
     assert t.rejected_positions.tolist() == [1, 3]
     assert [(s["line"], s["reason"]) for s in info.rejected_samples] == [
-        (3, "row longer than 100 KB"), (5, "row longer than 100 KB")]
+        (3, "row longer than 100 KB"),
+        (5, "row longer than 100 KB"),
+    ]
     assert info.rejected_samples[0]["offset"] == data.index(b"\n1,a") + 5
     assert t.info["headers"] == {}  # an overlong header is skipped, not kept
 
@@ -531,8 +553,13 @@ def test_420k_rows_stay_well_under_1gb(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    done = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(MNIST / "train.csv"), str(tmp_path / "t")],
-                          capture_output=True, text=True, check=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT, str(MNIST / "train.csv"), str(tmp_path / "t")],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=600,
+    )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["rows"] == 420_000
     assert result["rss_mb"] < 600, result

@@ -27,8 +27,11 @@ def wine() -> pd.DataFrame:
 
 def _split(df: pd.DataFrame) -> tuple[EncodedTable, EncodedTable, pd.DataFrame]:
     k = int(len(df) * 0.7)
-    return (EncodedTable.from_frame(df.iloc[:k].reset_index(drop=True)),
-            EncodedTable.from_frame(df.iloc[k:].reset_index(drop=True)), df.iloc[k:])
+    return (
+        EncodedTable.from_frame(df.iloc[:k].reset_index(drop=True)),
+        EncodedTable.from_frame(df.iloc[k:].reset_index(drop=True)),
+        df.iloc[k:],
+    )
 
 
 def alerts(report: dict) -> dict[str, bool]:
@@ -38,10 +41,19 @@ def alerts(report: dict) -> dict[str, bool]:
 def test_evaluate_regression_wine(wine: pd.DataFrame) -> None:
     schema = parse_schema((REPO / "schemas/wine-regression.csv.schema").read_text())
     tr, te, b = _split(wine)
-    model = train(tr, schema, parse_recipe((REPO / "recipes/wine.recipe.json").read_text(), schema),
-                  parse_parameters(None), "REGRESSION")
-    result = evaluate(model, te, schema, training_info={"training_datasource_id": "ds-tr",
-                                                         "evaluation_datasource_id": "ds-ev"})
+    model = train(
+        tr,
+        schema,
+        parse_recipe((REPO / "recipes/wine.recipe.json").read_text(), schema),
+        parse_parameters(None),
+        "REGRESSION",
+    )
+    result = evaluate(
+        model,
+        te,
+        schema,
+        training_info={"training_datasource_id": "ds-tr", "evaluation_datasource_id": "ds-ev"},
+    )
     assert list(result.properties) == ["RegressionRMSE"]
     rmse = float(result.properties["RegressionRMSE"])
     assert result.properties["RegressionRMSE"] == repr(rmse)
@@ -62,14 +74,26 @@ def test_evaluate_binary_wine_and_alerts(wine: pd.DataFrame) -> None:
     df = wine.copy()
     df["good"] = (df.pop("quality").astype(int) >= 7).astype(int).astype(str)
     tr, te, b = _split(df)
-    model = train(tr, schema, parse_recipe((REPO / "recipes/wine.recipe.json").read_text(), schema),
-                  parse_parameters(None), "BINARY")
-    result = evaluate(model, tr, schema, training_info={"training_datasource_id": "ds-1",
-                                                         "evaluation_datasource_id": "ds-1"})
+    model = train(
+        tr,
+        schema,
+        parse_recipe((REPO / "recipes/wine.recipe.json").read_text(), schema),
+        parse_parameters(None),
+        "BINARY",
+    )
+    result = evaluate(
+        model,
+        tr,
+        schema,
+        training_info={"training_datasource_id": "ds-1", "evaluation_datasource_id": "ds-1"},
+    )
     assert alerts(result.report)[ALERTS[0]] is True  # evaluated on the training data
     result = evaluate(model, te, schema, training_info={"score_threshold": 0.3})
     auc = float(result.properties["BinaryAUC"])
-    assert auc == pytest.approx(roc_auc_score(b["good"].astype(int), model.predict_table(te).scores)) and auc >= 0.778
+    assert (
+        auc == pytest.approx(roc_auc_score(b["good"].astype(int), model.predict_table(te).scores))
+        and auc >= 0.778
+    )
     r = result.report
     assert r["baseline"]["value"] == 0.5 and r["threshold"] == 0.3
     cm = np.array(r["confusion_matrix"]["matrix"])
@@ -89,8 +113,13 @@ def test_evaluate_multiclass_macro_f1_baseline_and_invalid_targets(wine: pd.Data
     q = df.pop("quality").astype(int)
     df["grade"] = np.where(q <= 4, "bad", np.where(q <= 6, "average", "good"))
     tr, _, b = _split(df)
-    model = train(tr, schema, parse_recipe((REPO / "recipes/wine.recipe.json").read_text(), schema),
-                  parse_parameters(None), "MULTICLASS")
+    model = train(
+        tr,
+        schema,
+        parse_recipe((REPO / "recipes/wine.recipe.json").read_text(), schema),
+        parse_parameters(None),
+        "MULTICLASS",
+    )
     ev = b.copy()
     ev.iloc[:5, ev.columns.get_loc("grade")] = ""
     table = EncodedTable.from_frame(ev.reset_index(drop=True))
@@ -102,51 +131,78 @@ def test_evaluate_multiclass_macro_f1_baseline_and_invalid_targets(wine: pd.Data
     expected = f1_score(kept["grade"], model.predict_table(table).labels()[5:], average="macro")
     assert float(result.properties["MulticlassAvgFScore"]) == pytest.approx(expected)
     assert r["baseline"]["value"] == pytest.approx(
-        f1_score(kept["grade"], ["average"] * len(kept), average="macro", zero_division=0))
+        f1_score(kept["grade"], ["average"] * len(kept), average="macro", zero_division=0)
+    )
     assert r["confusion_matrix"]["labels"] == ["average", "bad", "good"]
     assert np.array(r["confusion_matrix"]["matrix"]).sum() == len(kept)
     assert set(r["per_class"]) == {"average", "bad", "good"}
 
 
 def test_evaluate_schema_size_and_distribution_alerts() -> None:
-    schema = parse_schema('{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
-                          '"CATEGORICAL"}, {"attributeName": "z", "attributeType": "NUMERIC"}, '
-                          '{"attributeName": "y", "attributeType": "BINARY"}]}')
+    schema = parse_schema(
+        '{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
+        '"CATEGORICAL"}, {"attributeName": "z", "attributeType": "NUMERIC"}, '
+        '{"attributeName": "y", "attributeType": "BINARY"}]}'
+    )
     rng = np.random.default_rng(0)
     n = 400
     x = rng.choice(["a", "b"], n)
     df = pd.DataFrame({"x": x, "z": ["1"] * n, "y": np.where(x == "a", "1", "0")})
-    model = train(EncodedTable.from_frame(df), schema, parse_recipe('{"outputs": ["x"]}', schema),
-                  parse_parameters(None), "BINARY")
-    ev_schema = parse_schema('{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
-                             '"CATEGORICAL"}, {"attributeName": "w", "attributeType": "NUMERIC"}, '
-                             '{"attributeName": "y", "attributeType": "BINARY"}]}')
+    model = train(
+        EncodedTable.from_frame(df),
+        schema,
+        parse_recipe('{"outputs": ["x"]}', schema),
+        parse_parameters(None),
+        "BINARY",
+    )
+    ev_schema = parse_schema(
+        '{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
+        '"CATEGORICAL"}, {"attributeName": "w", "attributeType": "NUMERIC"}, '
+        '{"attributeName": "y", "attributeType": "BINARY"}]}'
+    )
     ev = pd.DataFrame({"x": ["a"] * 20 + ["b"] * 2, "w": ["0"] * 22, "y": ["1"] * 20 + ["0"] * 2})
     r = evaluate(model, EncodedTable.from_frame(ev), ev_schema, training_info={}).report
     got = alerts(r)
     assert got[ALERTS[1]] is True  # 22 < 10% of 400
     assert got[ALERTS[2]] is True  # z missing, w extra
-    assert "missing attributes: z" in r["alerts"][2]["message"] and "extra attributes: w" in r["alerts"][2]["message"]
+    assert (
+        "missing attributes: z" in r["alerts"][2]["message"]
+        and "extra attributes: w" in r["alerts"][2]["message"]
+    )
     assert got[ALERTS[4]] is True  # ~50% positives in training, 91% here
     assert got[ALERTS[0]] is False and got[ALERTS[3]] is False
 
 
 def test_evaluate_needs_the_target_column() -> None:
-    schema = parse_schema('{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
-                          '"NUMERIC"}, {"attributeName": "y", "attributeType": "NUMERIC"}]}')
+    schema = parse_schema(
+        '{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
+        '"NUMERIC"}, {"attributeName": "y", "attributeType": "NUMERIC"}]}'
+    )
     df = pd.DataFrame({"x": ["1", "2", "3"], "y": ["1", "2", "3"]})
-    model = train(EncodedTable.from_frame(df), schema, parse_recipe('{"outputs": ["x"]}', schema),
-                  parse_parameters(None), "REGRESSION")
+    model = train(
+        EncodedTable.from_frame(df),
+        schema,
+        parse_recipe('{"outputs": ["x"]}', schema),
+        parse_parameters(None),
+        "REGRESSION",
+    )
     with pytest.raises(DataError, match="no column 'y'"):
         evaluate(model, EncodedTable.from_frame(df[["x"]]), schema, training_info={})
 
 
 def test_evaluate_binary_single_class_gives_nan_auc() -> None:
-    schema = parse_schema('{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
-                          '"CATEGORICAL"}, {"attributeName": "y", "attributeType": "BINARY"}]}')
+    schema = parse_schema(
+        '{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
+        '"CATEGORICAL"}, {"attributeName": "y", "attributeType": "BINARY"}]}'
+    )
     df = pd.DataFrame({"x": ["a", "b"] * 10, "y": ["1", "0"] * 10})
-    model = train(EncodedTable.from_frame(df), schema, parse_recipe('{"outputs": ["x"]}', schema),
-                  parse_parameters(None), "BINARY")
+    model = train(
+        EncodedTable.from_frame(df),
+        schema,
+        parse_recipe('{"outputs": ["x"]}', schema),
+        parse_parameters(None),
+        "BINARY",
+    )
     result = evaluate(model, EncodedTable.from_frame(df.iloc[:1]), schema, training_info={})
     assert result.properties == {"BinaryAUC": "NaN"}
     assert result.report["value"] is None

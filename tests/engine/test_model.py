@@ -21,7 +21,9 @@ from amlflow.engine.schema import parse_schema
 REPO = Path(__file__).resolve().parents[2]
 
 
-def split(df: pd.DataFrame, frac: float = 0.7) -> tuple[EncodedTable, EncodedTable, pd.DataFrame, pd.DataFrame]:
+def split(
+    df: pd.DataFrame, frac: float = 0.7
+) -> tuple[EncodedTable, EncodedTable, pd.DataFrame, pd.DataFrame]:
     k = int(len(df) * frac)
     a, b = df.iloc[:k].reset_index(drop=True), df.iloc[k:].reset_index(drop=True)
     return EncodedTable.from_frame(a), EncodedTable.from_frame(b), a, b
@@ -50,8 +52,10 @@ def test_train_regression_wine_beats_baseline(wine: pd.DataFrame) -> None:
     assert rmse <= 0.729 < baseline
     assert pred.labels() is None and pred.valid.all()
     out = model.predict_record({k: v for k, v in b.iloc[0].items()})
-    assert out == {"predictedValue": pytest.approx(pred.scores[0]),
-                   "details": {"PredictiveModelType": "REGRESSION", "Algorithm": "SGD"}}
+    assert out == {
+        "predictedValue": pytest.approx(pred.scores[0]),
+        "details": {"PredictiveModelType": "REGRESSION", "Algorithm": "SGD"},
+    }
 
 
 def test_train_binary_wine_auc(wine: pd.DataFrame) -> None:
@@ -59,8 +63,13 @@ def test_train_binary_wine_auc(wine: pd.DataFrame) -> None:
     df = wine.copy()
     df["good"] = (df.pop("quality").astype(int) >= 7).astype(int).astype(str)
     tr, te, _, b = split(df)
-    model = train(tr, schema, parse_recipe((REPO / "recipes/wine.recipe.json").read_text(), schema),
-                  parse_parameters(None), "BINARY")
+    model = train(
+        tr,
+        schema,
+        parse_recipe((REPO / "recipes/wine.recipe.json").read_text(), schema),
+        parse_parameters(None),
+        "BINARY",
+    )
     assert roc_auc_score(b["good"].astype(int), model.predict_table(te).scores) >= 0.778
     assert model.classes == ["0", "1"]
 
@@ -71,8 +80,13 @@ def test_train_multiclass_wine_probabilities_and_record(wine: pd.DataFrame, tmp_
     q = df.pop("quality").astype(int)
     df["grade"] = np.where(q <= 4, "bad", np.where(q <= 6, "average", "good"))
     tr, te, _, b = split(df)
-    model = train(tr, schema, parse_recipe((REPO / "recipes/wine.recipe.json").read_text(), schema),
-                  parse_parameters(None), "MULTICLASS")
+    model = train(
+        tr,
+        schema,
+        parse_recipe((REPO / "recipes/wine.recipe.json").read_text(), schema),
+        parse_parameters(None),
+        "MULTICLASS",
+    )
     assert model.classes == ["average", "bad", "good"]
     pred = model.predict_table(te)
     assert pred.scores.shape == (len(b), 3)
@@ -127,25 +141,37 @@ def test_train_mnist_sample_categorical_pixels(data_dir: Path) -> None:
     # a batch table typed NUMERIC is still read as CATEGORICAL (the model's schema decides)
     batch_schema = parse_schema((REPO / "schemas/mnist-test.csv.schema").read_text())
     batch = EncodedTable.from_frame(b.drop(columns=["label"]))
-    np.testing.assert_allclose(model.predict_table(batch, batch_schema).scores, model.predict_table(te).scores)
+    np.testing.assert_allclose(
+        model.predict_table(batch, batch_schema).scores, model.predict_table(te).scores
+    )
 
 
 def test_train_skips_rows_with_invalid_target_and_logs() -> None:
-    schema = parse_schema('{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
-                          '"NUMERIC"}, {"attributeName": "y", "attributeType": "BINARY"}]}')
+    schema = parse_schema(
+        '{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
+        '"NUMERIC"}, {"attributeName": "y", "attributeType": "BINARY"}]}'
+    )
     df = pd.DataFrame({"x": [str(i) for i in range(40)], "y": (["0", "1"] * 18) + ["", "maybe", "", "2"]})
     lines: list[str] = []
-    model = train(EncodedTable.from_frame(df), schema, parse_recipe('{"outputs": ["x"]}', schema),
-                  parse_parameters(None), "BINARY", log=lines.append)
+    model = train(
+        EncodedTable.from_frame(df),
+        schema,
+        parse_recipe('{"outputs": ["x"]}', schema),
+        parse_parameters(None),
+        "BINARY",
+        log=lines.append,
+    )
     assert model.training_info["n_valid"] == 36 and model.training_info["n_invalid"] == 4
     assert model.training_info["target_distribution"] == {"counts": {"0": 18, "1": 18}}
     assert any("invalid-records=4" in line for line in lines)
 
 
 def test_train_row_weight_changes_the_fit() -> None:
-    schema = parse_schema('{"targetAttributeName": "y", "rowWeight": "w", "attributes": [{"attributeName": "x", '
-                          '"attributeType": "CATEGORICAL"}, {"attributeName": "w", "attributeType": "NUMERIC"}, '
-                          '{"attributeName": "y", "attributeType": "NUMERIC"}]}')
+    schema = parse_schema(
+        '{"targetAttributeName": "y", "rowWeight": "w", "attributes": [{"attributeName": "x", '
+        '"attributeType": "CATEGORICAL"}, {"attributeName": "w", "attributeType": "NUMERIC"}, '
+        '{"attributeName": "y", "attributeType": "NUMERIC"}]}'
+    )
     df = pd.DataFrame({"x": ["a", "a", "b", "b"], "w": ["1", "9", "1", "1"], "y": ["0", "10", "5", "5"]})
     recipe = parse_recipe('{"outputs": ["x"]}', schema)
     params = parse_parameters({"sgd.maxPasses": "1000"})
@@ -161,30 +187,49 @@ def test_train_row_weight_changes_the_fit() -> None:
     [
         ("BINARY", ["1"] * 6, "a BINARY model needs both 0 and 1"),
         ("MULTICLASS", ["a"] * 6, "only one target class ('a')"),
-        ("MULTICLASS", [str(i) for i in range(101)], "101 distinct target values; a MULTICLASS model allows at most 100"),
+        (
+            "MULTICLASS",
+            [str(i) for i in range(101)],
+            "101 distinct target values; a MULTICLASS model allows at most 100",
+        ),
         ("REGRESSION", ["x"] * 6, "no training record has a valid target value"),
         ("CLUSTERING", ["1", "0"] * 3, "MLModelType: 'CLUSTERING' is not one of"),
     ],
 )
 def test_train_errors(model_type: str, y: list[str], needle: str) -> None:
-    schema = parse_schema('{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
-                          '"CATEGORICAL"}, {"attributeName": "y", "attributeType": "CATEGORICAL"}]}')
+    schema = parse_schema(
+        '{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
+        '"CATEGORICAL"}, {"attributeName": "y", "attributeType": "CATEGORICAL"}]}'
+    )
     df = pd.DataFrame({"x": ["a"] * len(y), "y": y})
     with pytest.raises(TrainingError) as err:
-        train(EncodedTable.from_frame(df), schema, parse_recipe('{"outputs": ["x"]}', schema),
-              parse_parameters(None), model_type)
+        train(
+            EncodedTable.from_frame(df),
+            schema,
+            parse_recipe('{"outputs": ["x"]}', schema),
+            parse_parameters(None),
+            model_type,
+        )
     assert needle in err.value.message
 
 
 def test_train_prunes_to_the_size_limit() -> None:
-    schema = parse_schema('{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
-                          '"CATEGORICAL"}, {"attributeName": "y", "attributeType": "BINARY"}]}')
+    schema = parse_schema(
+        '{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
+        '"CATEGORICAL"}, {"attributeName": "y", "attributeType": "BINARY"}]}'
+    )
     rng = np.random.default_rng(0)
     x = rng.integers(0, 3000, 6000).astype(str)
     df = pd.DataFrame({"x": x, "y": (rng.random(6000) < 0.5).astype(int).astype(str)})
     lines: list[str] = []
-    model = train(EncodedTable.from_frame(df), schema, parse_recipe('{"outputs": ["x"]}', schema),
-                  parse_parameters({"sgd.maxMLModelSizeInBytes": "100000"}), "BINARY", log=lines.append)
+    model = train(
+        EncodedTable.from_frame(df),
+        schema,
+        parse_recipe('{"outputs": ["x"]}', schema),
+        parse_parameters({"sgd.maxMLModelSizeInBytes": "100000"}),
+        "BINARY",
+        log=lines.append,
+    )
     assert model.size_in_bytes <= 100_000
     assert model.training_info["n_pruned_features"] > 0
     assert any("pruned" in line for line in lines)
@@ -192,8 +237,13 @@ def test_train_prunes_to_the_size_limit() -> None:
 
 def test_load_model_never_unpickles(tmp_path: Path, wine: pd.DataFrame) -> None:
     schema = parse_schema((REPO / "schemas/wine-regression.csv.schema").read_text())
-    model = train(EncodedTable.from_frame(wine.iloc[:200]), schema, parse_recipe('{"outputs": ["ALL_NUMERIC"]}', schema),
-                  parse_parameters(None), "REGRESSION")
+    model = train(
+        EncodedTable.from_frame(wine.iloc[:200]),
+        schema,
+        parse_recipe('{"outputs": ["ALL_NUMERIC"]}', schema),
+        parse_parameters(None),
+        "REGRESSION",
+    )
     model.save(tmp_path)
     meta = json.loads((tmp_path / "model.json").read_text())
     assert meta["model_type"] == "REGRESSION" and meta["size_in_bytes"] == model.size_in_bytes
@@ -229,11 +279,15 @@ def test_train_regression_with_the_suggested_recipe_beats_the_baseline(wine: pd.
 
 
 def test_train_multiclass_with_two_classes_gives_two_probabilities(tmp_path: Path) -> None:
-    schema = parse_schema('{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
-                          '"CATEGORICAL"}, {"attributeName": "y", "attributeType": "CATEGORICAL"}]}')
+    schema = parse_schema(
+        '{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
+        '"CATEGORICAL"}, {"attributeName": "y", "attributeType": "CATEGORICAL"}]}'
+    )
     df = pd.DataFrame({"x": ["a", "b"] * 20 + ["a"], "y": ["cat", "dog"] * 20 + ["dog"]})
     table = EncodedTable.from_frame(df)
-    model = train(table, schema, parse_recipe('{"outputs": ["x"]}', schema), parse_parameters(None), "MULTICLASS")
+    model = train(
+        table, schema, parse_recipe('{"outputs": ["x"]}', schema), parse_parameters(None), "MULTICLASS"
+    )
     pred = model.predict_table(table)
     assert model.classes == ["cat", "dog"] and pred.scores.shape == (41, 2)
     np.testing.assert_allclose(pred.scores.sum(axis=1), 1.0)
@@ -246,12 +300,19 @@ def test_train_multiclass_with_two_classes_gives_two_probabilities(tmp_path: Pat
 
 
 def test_train_survives_extreme_numeric_values() -> None:
-    schema = parse_schema('{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
-                          '"NUMERIC"}, {"attributeName": "y", "attributeType": "BINARY"}]}')
+    schema = parse_schema(
+        '{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
+        '"NUMERIC"}, {"attributeName": "y", "attributeType": "BINARY"}]}'
+    )
     x = [str(i) for i in range(60)] + ["1e300", "-1e300"]
     y = ["0", "1"] * 31
     table = EncodedTable.from_frame(pd.DataFrame({"x": x, "y": y}))
     for model_type in ("BINARY", "REGRESSION"):
-        model = train(table, schema, parse_recipe('{"outputs": ["x", "normalize(x)"]}', schema),
-                      parse_parameters(None), model_type)
+        model = train(
+            table,
+            schema,
+            parse_recipe('{"outputs": ["x", "normalize(x)"]}', schema),
+            parse_parameters(None),
+            model_type,
+        )
         assert np.isfinite(model.coef).all() and np.isfinite(model.predict_table(table).scores).all()

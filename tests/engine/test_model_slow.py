@@ -28,7 +28,7 @@ SPLIT = '{{"splitting": {{"percentBegin": 0, "percentEnd": 70, "complement": {c}
 
 
 def _source(path: Path) -> Source:
-    return Source(path.name, path.stat().st_size, lambda: open(path, "rb"))  # noqa: SIM115
+    return Source(path.name, path.stat().st_size, lambda: open(path, "rb"))
 
 
 def _split(path: Path, schema, out: Path) -> tuple[EncodedTable, EncodedTable]:
@@ -43,8 +43,14 @@ def test_mnist_kaggle_categorical_macro_f1_per_seed(tmp_path: Path) -> None:
     schema = parse_schema((REPO / "schemas/mnist-train.csv.schema").read_text())
     tr, ev = _split(MNIST / "train.csv", schema, tmp_path)
     recipe = parse_recipe((REPO / "recipes/mnist.recipe.json").read_text(), schema)
-    params = parse_parameters({"sgd.maxPasses": "10", "sgd.l2RegularizationAmount": "1e-5",
-                               "sgd.shuffleType": "auto", "sgd.maxMLModelSizeInBytes": "104857600"})
+    params = parse_parameters(
+        {
+            "sgd.maxPasses": "10",
+            "sgd.l2RegularizationAmount": "1e-5",
+            "sgd.shuffleType": "auto",
+            "sgd.maxMLModelSizeInBytes": "104857600",
+        }
+    )
     for seed in (0, 1, 2):
         model = train(tr, schema, recipe, params, "MULTICLASS", seed=seed)
         f1 = float(evaluate(model, ev, schema, training_info={}).properties["MulticlassAvgFScore"])
@@ -74,7 +80,10 @@ def test_banking_auc_default_and_100_passes(tmp_path: Path) -> None:
     assert (tr.n_rows, ev.n_rows) == (28_833, 12_355)
     recipe = parse_recipe((d / "recipe.json").read_text(), schema)
     y = (ev.strings("y") == "1").astype(int)
-    for params, target in (({}, 0.936), ({"sgd.maxPasses": "100", "sgd.l2RegularizationAmount": "1e-4"}, 0.94)):
+    for params, target in (
+        ({}, 0.936),
+        ({"sgd.maxPasses": "100", "sgd.l2RegularizationAmount": "1e-4"}, 0.94),
+    ):
         model = train(tr, schema, recipe, parse_parameters(params), "BINARY")
         auc = roc_auc_score(y, model.predict_table(ev, schema).scores)
         assert auc >= target, (params, auc)
@@ -106,8 +115,13 @@ print(json.dumps({"rows": table.n_rows, "rss_mb": resource.getrusage(resource.RU
 def test_train_420k_mnist_rows_under_2gb(tmp_path: Path) -> None:
     """10× Kaggle MNIST (420,000 rows, pixels CATEGORICAL) trains in a fresh process under 2 GB peak RSS
     (measured 1.6 GB: 1.0 GB feature matrix + 0.4 GB memory-mapped codes)."""
-    done = subprocess.run([sys.executable, "-c", _RSS_SCRIPT, str(MNIST / "train.csv"), str(tmp_path / "t"),
-                           str(REPO)], capture_output=True, text=True, check=True, timeout=1200)
+    done = subprocess.run(
+        [sys.executable, "-c", _RSS_SCRIPT, str(MNIST / "train.csv"), str(tmp_path / "t"), str(REPO)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=1200,
+    )
     result = json.loads(done.stdout.strip().splitlines()[-1])
     assert result["rows"] == 420_000
     assert result["rss_mb"] < 2048, result

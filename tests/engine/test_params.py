@@ -39,7 +39,10 @@ def test_parse_parameters_console_values_echoed_verbatim() -> None:
 @pytest.mark.parametrize(
     ("params", "needle"),
     [
-        ({"sgd.maxPass": "10"}, "unknown key 'sgd.maxPass' (allowed: sgd.maxMLModelSizeInBytes, sgd.maxPasses"),
+        (
+            {"sgd.maxPass": "10"},
+            "unknown key 'sgd.maxPass' (allowed: sgd.maxMLModelSizeInBytes, sgd.maxPasses",
+        ),
         ({"sgd.maxPasses": "0"}, "sgd.maxPasses: '0' is out of range (expected 1..10,000)"),
         ({"sgd.maxPasses": "10001"}, "sgd.maxPasses: '10001' is out of range"),
         ({"sgd.maxPasses": "ten"}, "sgd.maxPasses: 'ten' is not an integer"),
@@ -67,5 +70,7 @@ def test_parse_parameters_field_names_the_key() -> None:
 
 
 def test_parse_parameters_accepts_whole_float_and_zero_other_regularisation() -> None:
-    p = parse_parameters({"sgd.maxPasses": "100.0", "sgd.l1RegularizationAmount": "0", "sgd.l2RegularizationAmount": "1e-4"})
+    p = parse_parameters(
+        {"sgd.maxPasses": "100.0", "sgd.l1RegularizationAmount": "0", "sgd.l2RegularizationAmount": "1e-4"}
+    )
     assert (p.max_passes, p.l1, p.l2) == (100, 0.0, 1e-4)

@@ -25,8 +25,15 @@ def test_absent_means_everything(text: str | None) -> None:
 
 
 def test_parse_full_document() -> None:
-    r = parse_rearrangement(_split(percentBegin=10, percentEnd=70, complement=True, strategy="random",
-                                   strategyParams={"randomSeed": "s3://bucket/seed"}))
+    r = parse_rearrangement(
+        _split(
+            percentBegin=10,
+            percentEnd=70,
+            complement=True,
+            strategy="random",
+            strategyParams={"randomSeed": "s3://bucket/seed"},
+        )
+    )
     assert r == Rearrangement(10, 70, True, "random", "s3://bucket/seed")
     assert parse_rearrangement(json.dumps(r.to_dict())) == r
 
@@ -54,14 +61,20 @@ def test_parse_string_booleans_and_seed_locations() -> None:
         (_split(percentEnd=True), "splitting.percentEnd", "expected an integer"),
         (_split(percentBegin=80, percentEnd=20), "splitting.percentBegin", "greater than percentEnd 20"),
         (_split(complement="yes"), "splitting.complement", "expected true or false"),
-        (_split(strategy="stratified"), "splitting.strategy",
-         "'stratified' is not one of sequential, random"),
+        (
+            _split(strategy="stratified"),
+            "splitting.strategy",
+            "'stratified' is not one of sequential, random",
+        ),
         (_split(strategyParams=[1]), "splitting.strategyParams", "expected an object"),
         (_split(strategyParams={"seed": 1}), "splitting.strategyParams.seed", "unknown key"),
         (_split(percentbegin=1), "splitting.percentbegin", "unknown key"),
         (_split(strategy="random", randomSeed=["x"]), "splitting.randomSeed", "expected a string"),
-        (_split(randomSeed="a", strategyParams={"randomSeed": "b"}), "splitting.strategyParams.randomSeed",
-         "different values"),
+        (
+            _split(randomSeed="a", strategyParams={"randomSeed": "b"}),
+            "splitting.strategyParams.randomSeed",
+            "different values",
+        ),
     ],
 )
 def test_errors_name_the_key(text: str, field: str, message: str) -> None:
@@ -95,10 +108,18 @@ def test_sequential_huge_totals_are_exact() -> None:
 
 def test_random_is_deterministic_and_complement_partitions() -> None:
     offsets = np.arange(0, 200_000, 37)
-    r = parse_rearrangement(_split(percentBegin=0, percentEnd=70, strategy="random",
-                                   strategyParams={"randomSeed": "seed-1"}))
-    c = parse_rearrangement(_split(percentBegin=0, percentEnd=70, strategy="random", complement=True,
-                                   strategyParams={"randomSeed": "seed-1"}))
+    r = parse_rearrangement(
+        _split(percentBegin=0, percentEnd=70, strategy="random", strategyParams={"randomSeed": "seed-1"})
+    )
+    c = parse_rearrangement(
+        _split(
+            percentBegin=0,
+            percentEnd=70,
+            strategy="random",
+            complement=True,
+            strategyParams={"randomSeed": "seed-1"},
+        )
+    )
     a = r.selects(offsets, 200_000, "data/a.csv")
     assert np.array_equal(a, r.selects(offsets, 200_000, "data/a.csv"))
     assert np.array_equal(c.selects(offsets, 200_000, "data/a.csv"), ~a)
@@ -129,7 +150,7 @@ def test_banking_sequential_split_matches_aml(data_dir: Path) -> None:
     arr = np.frombuffer(raw, dtype=np.uint8)
     starts = np.flatnonzero(arr == 10) + 1
     starts = starts[starts < len(raw)]  # the first is the header's end: data rows only
-    lines = raw[starts[0]:].split(b"\r\n")[: len(starts)]
+    lines = raw[starts[0] :].split(b"\r\n")[: len(starts)]
     positive = np.array([ln.rsplit(b",", 1)[-1] == b"1" for ln in lines])
     train = parse_rearrangement(_split(percentBegin=0, percentEnd=70)).selects(starts, len(raw))
     evaluate = parse_rearrangement(_split(percentBegin=70, percentEnd=100)).selects(starts, len(raw))

@@ -42,10 +42,22 @@ def names(text: str) -> list[str]:
 
 def test_parse_recipe_predefined_groups_exclude_target_rowid_and_excluded() -> None:
     assert names('{"outputs": ["ALL_INPUTS"]}') == [
-        "age", "hours-per-week", "job", "country", "married", "title", "subject"
+        "age",
+        "hours-per-week",
+        "job",
+        "country",
+        "married",
+        "title",
+        "subject",
     ]
     assert names('{"outputs": ["ALL_NUMERIC", "ALL_BINARY", "ALL_TEXT", "ALL_CATEGORICAL"]}') == [
-        "age", "hours-per-week", "married", "title", "subject", "job", "country"
+        "age",
+        "hours-per-week",
+        "married",
+        "title",
+        "subject",
+        "job",
+        "country",
     ]
 
 
@@ -89,8 +101,10 @@ def test_parse_recipe_aws_example() -> None:
 
 
 def test_parse_recipe_quoted_names_and_dependencies() -> None:
-    text = '{"groups": {"NUMERIC_VARS_QB_50": "group(\'age\',\'hours-per-week\')"}, "assignments": {},' \
-           ' "dependencies": {}, "outputs": ["quantile_bin(NUMERIC_VARS_QB_50,50)"]}'
+    text = (
+        '{"groups": {"NUMERIC_VARS_QB_50": "group(\'age\',\'hours-per-week\')"}, "assignments": {},'
+        ' "dependencies": {}, "outputs": ["quantile_bin(NUMERIC_VARS_QB_50,50)"]}'
+    )
     assert names(text) == ["quantile_bin(age,50)", "quantile_bin(hours-per-week,50)"]
 
 
@@ -107,10 +121,15 @@ def test_parse_recipe_empty_group_gives_no_outputs() -> None:
         ("[]", "Recipe: expected a JSON object"),
         ('{"outputs": []}', "outputs: required"),
         ("{}", "outputs: required"),
-        ('{"outputs": ["age"], "groups": {}}', "sections must come in the order groups, assignments, outputs"),
+        (
+            '{"outputs": ["age"], "groups": {}}',
+            "sections must come in the order groups, assignments, outputs",
+        ),
         ('{"output": ["age"]}', "unknown section 'output'"),
-        ('{"outputs": ["age", "job", "ALL_TEXT", "quantile_bin(age, 5000)"]}',
-         "outputs[3]: quantile_bin(age, 5000): bins must be 2..1000"),
+        (
+            '{"outputs": ["age", "job", "ALL_TEXT", "quantile_bin(age, 5000)"]}',
+            "outputs[3]: quantile_bin(age, 5000): bins must be 2..1000",
+        ),
         ('{"outputs": ["quantile_bin(age, 1)"]}', "bins must be 2..1000"),
         ('{"outputs": ["ngram(title, 11)"]}', "outputs[0]: ngram(title, 11): size must be 2..10"),
         ('{"outputs": ["osb(title, 1)"]}', "window must be 2..10"),
@@ -130,12 +149,24 @@ def test_parse_recipe_empty_group_gives_no_outputs() -> None:
         ('{"outputs": ["lowercase(title))"]}', "unexpected ')'"),
         ('{"outputs": ["\'title"]}', "unterminated quote"),
         ('{"outputs": [5]}', "outputs[0]: expected an expression string"),
-        ('{"groups": {"ALL_INPUTS": "group(age)"}, "outputs": ["age"]}', "groups.ALL_INPUTS: 'ALL_INPUTS' is a predefined group"),
-        ('{"groups": {"G": "quantile_bin(age,10)"}, "outputs": ["G"]}', "groups.G: quantile_bin(age,10): a group must be group"),
+        (
+            '{"groups": {"ALL_INPUTS": "group(age)"}, "outputs": ["age"]}',
+            "groups.ALL_INPUTS: 'ALL_INPUTS' is a predefined group",
+        ),
+        (
+            '{"groups": {"G": "quantile_bin(age,10)"}, "outputs": ["G"]}',
+            "groups.G: quantile_bin(age,10): a group must be group",
+        ),
         ('{"groups": {"G": "group(nope)"}, "outputs": ["G"]}', "groups.G: group(nope): unknown variable"),
         ('{"groups": {"age": "group(job)"}, "outputs": ["age"]}', "groups.age: 'age' is already the name"),
-        ('{"assignments": {"b": "quantile_bin(job,10)"}, "outputs": ["b"]}', "assignments.b: quantile_bin(job,10)"),
-        ('{"groups": {"G": "group_remove(job, age)"}, "outputs": ["G"]}', "group_remove's first argument must be a group"),
+        (
+            '{"assignments": {"b": "quantile_bin(job,10)"}, "outputs": ["b"]}',
+            "assignments.b: quantile_bin(job,10)",
+        ),
+        (
+            '{"groups": {"G": "group_remove(job, age)"}, "outputs": ["G"]}',
+            "group_remove's first argument must be a group",
+        ),
     ],
 )
 def test_parse_recipe_rejects(recipe: str, needle: str) -> None:
@@ -181,7 +212,16 @@ def test_feature_builder_onehot_mode_is_implicit_with_a_not_mode_flag() -> None:
     fb, X = build('{"outputs": ["job"]}')
     # mode "a" (4×) has no column; "≠ a" flag for everything else (missing included)
     assert fb.feature_names() == ["job!=a", "job=b", "job=c"]
-    assert X.tolist() == [[0, 0, 0], [1, 1, 0], [0, 0, 0], [0, 0, 0], [1, 0, 1], [1, 0, 0], [0, 0, 0], [1, 1, 0]]
+    assert X.tolist() == [
+        [0, 0, 0],
+        [1, 1, 0],
+        [0, 0, 0],
+        [0, 0, 0],
+        [1, 0, 1],
+        [1, 0, 0],
+        [0, 0, 0],
+        [1, 1, 0],
+    ]
 
 
 def test_feature_builder_binary_and_numeric() -> None:
@@ -207,7 +247,9 @@ def test_feature_builder_quantile_bin_and_normalize_state() -> None:
 
 
 def test_feature_builder_text_ngram_osb_cartesian() -> None:
-    fb, X = build('{"outputs": ["ngram(lowercase(no_punct(title)), 2)", "osb(title, 3)", "cartesian(job, country)"]}')
+    fb, X = build(
+        '{"outputs": ["ngram(lowercase(no_punct(title)), 2)", "osb(title, 3)", "cartesian(job, country)"]}'
+    )
     names = fb.feature_names()
     assert "ngram(lowercase(no_punct(title)),2)=hello world" in names
     assert "ngram(lowercase(no_punct(title)),2)=hello" in names
@@ -225,7 +267,9 @@ def test_feature_builder_text_ngram_osb_cartesian() -> None:
 
 def test_feature_builder_reads_other_tables_with_training_types_and_unseen_values() -> None:
     fb, _ = build('{"outputs": ["job", "age", "title"]}')
-    other = EncodedTable.from_frame(pd.DataFrame({"job": ["b", "zzz"], "age": ["30", "x"]}))  # no title column
+    other = EncodedTable.from_frame(
+        pd.DataFrame({"job": ["b", "zzz"], "age": ["30", "x"]})
+    )  # no title column
     X = fb.transform(other).toarray()
     names = fb.feature_names()
     assert {names[j] for j in np.flatnonzero(X[0])} == {"job!=a", "job=b", "age"}
@@ -260,15 +304,20 @@ def test_suggest_recipe_shape_and_it_parses(data_dir) -> None:
     assert list(doc) == ["groups", "assignments", "outputs"]
     assert doc["outputs"][:2] == ["ALL_BINARY", "ALL_CATEGORICAL"]
     assert all(k.startswith("NUMERIC_VARS_QB_") for k in doc["groups"])
-    binned = [a for g in doc["groups"].values() for a in g[len("group("):-1].replace("'", "").split(",")]
+    binned = [a for g in doc["groups"].values() for a in g[len("group(") : -1].replace("'", "").split(",")]
     assert sorted(binned) == sorted(a for a in schema.input_names() if schema.type_of(a) == "NUMERIC")
     parse_recipe(text, schema)
 
 
 def test_suggest_recipe_without_target_uses_10_bins() -> None:
-    schema = parse_schema('{"attributes": [{"attributeName": "a", "attributeType": "NUMERIC"},'
-                          '{"attributeName": "t", "attributeType": "TEXT"}]}')
+    schema = parse_schema(
+        '{"attributes": [{"attributeName": "a", "attributeType": "NUMERIC"},'
+        '{"attributeName": "t", "attributeType": "TEXT"}]}'
+    )
     table = EncodedTable.from_frame(pd.DataFrame({"a": ["1", "2"], "t": ["x", "y"]}))
     doc = json.loads(suggest_recipe(table, schema))
-    assert doc == {"groups": {"NUMERIC_VARS_QB_10": "group('a')"}, "assignments": {},
-                   "outputs": ["ALL_CATEGORICAL", "quantile_bin(NUMERIC_VARS_QB_10,10)", "ALL_TEXT"]}
+    assert doc == {
+        "groups": {"NUMERIC_VARS_QB_10": "group('a')"},
+        "assignments": {},
+        "outputs": ["ALL_CATEGORICAL", "quantile_bin(NUMERIC_VARS_QB_10,10)", "ALL_TEXT"],
+    }

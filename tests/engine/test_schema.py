@@ -93,16 +93,31 @@ def test_real_banking_schema(data_dir: Path) -> None:
     [
         ({"attributes": []}, "attributes", "non-empty list"),
         ({"attributes": None}, "attributes", "required"),
-        ({"attributes": [{"attributeName": "a", "attributeType": "NUMBER"}]}, "attributes[0].attributeType",
-         "'NUMBER' is not one of NUMERIC, CATEGORICAL, TEXT, BINARY"),
-        ({"attributes": [{"attributeName": "a", "attributeType": "WEIGHTED_INT_SEQUENCE"}]},
-         "attributes[0].attributeType", "not supported"),
-        ({"attributes": [{"attributeName": "", "attributeType": "TEXT"}]}, "attributes[0].attributeName",
-         "non-empty string"),
-        ({"attributes": [{"attributeName": "a" * 65, "attributeType": "TEXT"}]},
-         "attributes[0].attributeName", "longer than 64"),
-        ({"attributes": [{"attributeName": "a", "attributeType": "TEXT"}] * 2}, "attributes[1].attributeName",
-         "duplicate attribute name 'a'"),
+        (
+            {"attributes": [{"attributeName": "a", "attributeType": "NUMBER"}]},
+            "attributes[0].attributeType",
+            "'NUMBER' is not one of NUMERIC, CATEGORICAL, TEXT, BINARY",
+        ),
+        (
+            {"attributes": [{"attributeName": "a", "attributeType": "WEIGHTED_INT_SEQUENCE"}]},
+            "attributes[0].attributeType",
+            "not supported",
+        ),
+        (
+            {"attributes": [{"attributeName": "", "attributeType": "TEXT"}]},
+            "attributes[0].attributeName",
+            "non-empty string",
+        ),
+        (
+            {"attributes": [{"attributeName": "a" * 65, "attributeType": "TEXT"}]},
+            "attributes[0].attributeName",
+            "longer than 64",
+        ),
+        (
+            {"attributes": [{"attributeName": "a", "attributeType": "TEXT"}] * 2},
+            "attributes[1].attributeName",
+            "duplicate attribute name 'a'",
+        ),
         ({"attributes": ["a"]}, "attributes[0]", "expected an object"),
         ({"targetAttributeName": "zz"}, "targetAttributeName", "'zz' is not the name of an attribute"),
         ({"rowId": "zz"}, "rowId", "'zz' is not the name"),
@@ -110,8 +125,11 @@ def test_real_banking_schema(data_dir: Path) -> None:
         ({"rowWeight": "t"}, "rowWeight", "must be NUMERIC"),
         ({"rowId": "y"}, "rowId", "also the target"),
         ({"excludedAttributeNames": ["x", "zz"]}, "excludedAttributeNames[1]", "'zz' is not the name"),
-        ({"excludedAttributeNames": ["y"]}, "excludedAttributeNames",
-         "target attribute 'y' cannot be excluded"),
+        (
+            {"excludedAttributeNames": ["y"]},
+            "excludedAttributeNames",
+            "target attribute 'y' cannot be excluded",
+        ),
         ({"excludedAttributeNames": "x"}, "excludedAttributeNames", "expected a list"),
         ({"dataFormat": "JSON"}, "dataFormat", "only CSV"),
         ({"dataFileContainsHeader": "maybe"}, "dataFileContainsHeader", "expected true or false"),
@@ -140,13 +158,19 @@ def test_too_many_attributes() -> None:
 
 def test_with_types_uses_training_types() -> None:
     batch = parse_schema(json.dumps(_doc(targetAttributeName=None)))
-    train = parse_schema(json.dumps(_doc(attributes=[
-        {"attributeName": "id", "attributeType": "CATEGORICAL"},
-        {"attributeName": "x", "attributeType": "CATEGORICAL"},
-        {"attributeName": "t", "attributeType": "TEXT"},
-        {"attributeName": "drop", "attributeType": "NUMERIC"},
-        {"attributeName": "y", "attributeType": "BINARY"},
-    ])))
+    train = parse_schema(
+        json.dumps(
+            _doc(
+                attributes=[
+                    {"attributeName": "id", "attributeType": "CATEGORICAL"},
+                    {"attributeName": "x", "attributeType": "CATEGORICAL"},
+                    {"attributeName": "t", "attributeType": "TEXT"},
+                    {"attributeName": "drop", "attributeType": "NUMERIC"},
+                    {"attributeName": "y", "attributeType": "BINARY"},
+                ]
+            )
+        )
+    )
     assert batch.with_types(train).type_of("x") == "CATEGORICAL"
     assert batch.type_of("x") == "NUMERIC"
 
@@ -176,8 +200,19 @@ def test_numeric_view_and_invalid() -> None:
     np.testing.assert_array_equal(
         v, [1.0, np.nan, 2.5, -300.0, np.nan, np.nan, np.nan, np.nan, np.nan, 4.0, 0.5]
     )
-    assert is_invalid(d, "NUMERIC").tolist() == [False, False, False, False, True, True, True, True, True,
-                                                 False, False]
+    assert is_invalid(d, "NUMERIC").tolist() == [
+        False,
+        False,
+        False,
+        False,
+        True,
+        True,
+        True,
+        True,
+        True,
+        False,
+        False,
+    ]
     assert is_missing(d).tolist() == [False, True] + [False] * 9
 
 

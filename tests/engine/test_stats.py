@@ -17,21 +17,30 @@ from amlflow.engine.stats import compute_statistics
 
 
 def _schema(types: dict[str, str], target: str | None = None, **extra: object) -> Schema:
-    return parse_schema(json.dumps({
-        "targetAttributeName": target,
-        "attributes": [{"attributeName": n, "attributeType": t} for n, t in types.items()],
-        **extra,
-    }))
+    return parse_schema(
+        json.dumps(
+            {
+                "targetAttributeName": target,
+                "attributes": [{"attributeName": n, "attributeType": t} for n, t in types.items()],
+                **extra,
+            }
+        )
+    )
 
 
 @pytest.fixture(scope="module")
 def wine(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, EncodedTable, Schema]:
     path = Path(__file__).resolve().parents[2] / "data" / "wine" / "winequality-red-comma.csv"
     df = pd.read_csv(path)
-    schema = parse_schema(json.dumps({
-        "dataFileContainsHeader": True, "targetAttributeName": "quality",
-        "attributes": [{"attributeName": c, "attributeType": "NUMERIC"} for c in df.columns],
-    }))
+    schema = parse_schema(
+        json.dumps(
+            {
+                "dataFileContainsHeader": True,
+                "targetAttributeName": "quality",
+                "attributes": [{"attributeName": c, "attributeType": "NUMERIC"} for c in df.columns],
+            }
+        )
+    )
     out = tmp_path_factory.mktemp("wine") / "t"
     build_dataset([Source(path.name, path.stat().st_size, lambda: open(path, "rb"))], schema, None, out)
     return df, EncodedTable.open(out), schema
@@ -67,7 +76,7 @@ def test_wine_categorical_target_uses_cramers_v_and_eta(
     wine: tuple[pd.DataFrame, EncodedTable, Schema],
 ) -> None:
     df, table, _ = wine
-    types = {c: "NUMERIC" for c in df.columns}
+    types = dict.fromkeys(df.columns, "NUMERIC")
     types["quality"] = "CATEGORICAL"
     types["pH"] = "CATEGORICAL"
     stats = compute_statistics(table, _schema(types, "quality"))
@@ -84,15 +93,17 @@ def test_wine_categorical_target_uses_cramers_v_and_eta(
     # correlation ratio of alcohol by quality class
     groups = df.groupby("quality")["alcohol"]
     eta2 = (groups.size() * (groups.mean() - df["alcohol"].mean()) ** 2).sum() / (
-        (df["alcohol"] - df["alcohol"].mean()) ** 2).sum()
+        (df["alcohol"] - df["alcohol"].mean()) ** 2
+    ).sum()
     assert by_name["alcohol"]["correlation"] == pytest.approx(np.sqrt(eta2), rel=1e-9)
 
 
 def test_banking_binary_target_and_categoricals(tmp_path: Path, data_dir: Path) -> None:
     path = data_dir / "aml-banking" / "banking.csv"
     schema = parse_schema((data_dir / "aml-banking" / "banking.csv.schema").read_text())
-    build_dataset([Source("banking.csv", path.stat().st_size, lambda: open(path, "rb"))], schema, None,
-                  tmp_path / "t")
+    build_dataset(
+        [Source("banking.csv", path.stat().st_size, lambda: open(path, "rb"))], schema, None, tmp_path / "t"
+    )
     stats = compute_statistics(EncodedTable.open(tmp_path / "t"), schema)
     df = pd.read_csv(path, dtype=str)
     assert stats["target"]["distribution"] == [
@@ -116,23 +127,41 @@ def test_banking_binary_target_and_categoricals(tmp_path: Path, data_dir: Path) 
 
 
 def test_missing_invalid_text_binary_and_roles() -> None:
-    df = pd.DataFrame({
-        "id": ["a", "b", "c", "d", "e", "f"],
-        "num": ["1", "", "x", "4", "5", "6"],
-        "flag": ["yes", "No", "", "maybe", "T", "f"],
-        "txt": ["Hello world", "hello  there world", "", "world", "x", "y"],
-        "w": ["1", "1", "1", "1", "1", "1"],
-        "target": ["1.5", "2", "", "4", "abc", "6"],
-    })
-    schema = _schema({"id": "CATEGORICAL", "num": "NUMERIC", "flag": "BINARY", "txt": "TEXT",
-                      "w": "NUMERIC", "target": "NUMERIC"}, "target", rowId="id", rowWeight="w",
-                     excludedAttributeNames=["txt"])
+    df = pd.DataFrame(
+        {
+            "id": ["a", "b", "c", "d", "e", "f"],
+            "num": ["1", "", "x", "4", "5", "6"],
+            "flag": ["yes", "No", "", "maybe", "T", "f"],
+            "txt": ["Hello world", "hello  there world", "", "world", "x", "y"],
+            "w": ["1", "1", "1", "1", "1", "1"],
+            "target": ["1.5", "2", "", "4", "abc", "6"],
+        }
+    )
+    schema = _schema(
+        {
+            "id": "CATEGORICAL",
+            "num": "NUMERIC",
+            "flag": "BINARY",
+            "txt": "TEXT",
+            "w": "NUMERIC",
+            "target": "NUMERIC",
+        },
+        "target",
+        rowId="id",
+        rowWeight="w",
+        excludedAttributeNames=["txt"],
+    )
     stats = compute_statistics(EncodedTable.from_frame(df), schema)
     assert "n_rejected" not in stats  # unknown for an in-memory table
     assert stats["target"]["missing"] == 1 and stats["target"]["invalid"] == 1
     a = {x["name"]: x for x in stats["attributes"]}
     assert [a[n]["role"] for n in ("id", "num", "flag", "txt", "w")] == [
-        "rowId", "input", "input", "excluded", "rowWeight"]
+        "rowId",
+        "input",
+        "input",
+        "excluded",
+        "rowWeight",
+    ]
     assert (a["num"]["missing"], a["num"]["invalid"]) == (1, 1)
     assert a["num"]["mean"] == pytest.approx(4.0) and a["num"]["median"] == 4.5
     assert (a["flag"]["true"], a["flag"]["false"], a["flag"]["missing"], a["flag"]["invalid"]) == (2, 2, 1, 1)
@@ -145,11 +174,13 @@ def test_missing_invalid_text_binary_and_roles() -> None:
 
 
 def test_no_target_and_empty_table() -> None:
-    stats = compute_statistics(EncodedTable.from_frame(pd.DataFrame({"a": ["1", "2"]})),
-                               _schema({"a": "NUMERIC"}))
+    stats = compute_statistics(
+        EncodedTable.from_frame(pd.DataFrame({"a": ["1", "2"]})), _schema({"a": "NUMERIC"})
+    )
     assert stats["target"] is None and stats["attributes"][0]["correlation"] is None
-    empty = EncodedTable.from_frame(pd.DataFrame({"a": pd.Series([], dtype=object),
-                                                  "y": pd.Series([], dtype=object)}))
+    empty = EncodedTable.from_frame(
+        pd.DataFrame({"a": pd.Series([], dtype=object), "y": pd.Series([], dtype=object)})
+    )
     stats = compute_statistics(empty, _schema({"a": "NUMERIC", "y": "BINARY"}, "y"))
     assert stats["n_rows"] == 0
     assert stats["attributes"][0]["mean"] is None
@@ -161,9 +192,10 @@ def test_mnist_sample_statistics(tmp_path: Path, data_dir: Path) -> None:
     """785 attributes of real MNIST rows (speed is measured by bench/engine_bench.py, not asserted here)."""
     path = data_dir / "mnist-sample" / "train.csv.gz"
     names = pd.read_csv(path, nrows=0).columns.tolist()
-    schema = _schema({n: "CATEGORICAL" for n in names}, "label", dataFileContainsHeader=True)
-    build_dataset([Source("train.csv.gz", path.stat().st_size, lambda: open(path, "rb"))], schema, None,
-                  tmp_path / "t")
+    schema = _schema(dict.fromkeys(names, "CATEGORICAL"), "label", dataFileContainsHeader=True)
+    build_dataset(
+        [Source("train.csv.gz", path.stat().st_size, lambda: open(path, "rb"))], schema, None, tmp_path / "t"
+    )
     table = EncodedTable.open(tmp_path / "t")
     stats = compute_statistics(table, schema)
     assert len(stats["attributes"]) == 784

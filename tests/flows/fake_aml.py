@@ -27,7 +27,8 @@ _KINDS = {
 
 def client_error(code: str, message: str, operation: str, status: int = 400) -> ClientError:
     return ClientError(
-        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}}, operation
+        {"Error": {"Code": code, "Message": message}, "ResponseMetadata": {"HTTPStatusCode": status}},
+        operation,
     )
 
 
@@ -46,8 +47,11 @@ class MemoryStorage:
         self.writes = 0
 
     def list(self, uri_prefix: str) -> list[ObjectInfo]:
-        return [ObjectInfo(u, u.split("/", 3)[-1], len(b)) for u, b in sorted(self.objects.items())
-                if u.startswith(uri_prefix)]
+        return [
+            ObjectInfo(u, u.split("/", 3)[-1], len(b))
+            for u, b in sorted(self.objects.items())
+            if u.startswith(uri_prefix)
+        ]
 
     def open_read(self, uri: str) -> io.BytesIO:
         return io.BytesIO(self.read_bytes(uri))
@@ -78,14 +82,19 @@ class FakeML:
         self._lock = threading.Lock()
 
     # ---------------------------------------------------------------- helpers
-    def _create(self, kind: str, op: str, entity_id: str, params: dict[str, Any], deps: list[tuple[str, str]]) -> None:
+    def _create(
+        self, kind: str, op: str, entity_id: str, params: dict[str, Any], deps: list[tuple[str, str]]
+    ) -> None:
         with self._lock:
             self.calls.append(op)
             existing = self.entities[kind].get(entity_id)
             if existing is not None:
                 if existing["params"] != params:
-                    raise client_error("IdempotentParameterMismatchException",
-                                       f"{_KINDS[kind]} {entity_id} exists with different parameters", op)
+                    raise client_error(
+                        "IdempotentParameterMismatchException",
+                        f"{_KINDS[kind]} {entity_id} exists with different parameters",
+                        op,
+                    )
                 return
             for dep_kind, dep_id in deps:
                 if dep_id not in self.entities[dep_kind]:
@@ -100,8 +109,11 @@ class FakeML:
                 return "FAILED", f"{dep_kind} {dep_id} failed"
             if status != "COMPLETED":
                 return "PENDING", ""
-        age = time.monotonic() - ent["created"] - max(
-            (self.pending + self.running for _ in ent["deps"]), default=0.0)
+        age = (
+            time.monotonic()
+            - ent["created"]
+            - max((self.pending + self.running for _ in ent["deps"]), default=0.0)
+        )
         if "FAIL" in str(ent["params"].get("MLModelName", "")):
             if age > self.pending:
                 return "FAILED", "Training failed: the recipe's output 'FAIL' is not a group or attribute"
@@ -123,19 +135,34 @@ class FakeML:
             return out
 
     # ---------------------------------------------------------------- datasources
-    def create_data_source_from_s3(self, *, DataSourceId: str, DataSpec: dict[str, Any], **kw: Any) -> dict[str, Any]:
+    def create_data_source_from_s3(
+        self, *, DataSourceId: str, DataSpec: dict[str, Any], **kw: Any
+    ) -> dict[str, Any]:
         if not self.storage.list(DataSpec["DataLocationS3"]):
-            raise client_error("InvalidInputException", f"No data at {DataSpec['DataLocationS3']}", "CreateDataSourceFromS3")
-        self._create("DataSource", "CreateDataSourceFromS3", DataSourceId,
-                     {"DataLocationS3": DataSpec["DataLocationS3"], "DataRearrangement": DataSpec.get("DataRearrangement"),
-                      "ComputeStatistics": kw.get("ComputeStatistics", False), "Name": kw.get("DataSourceName")}, [])
+            raise client_error(
+                "InvalidInputException", f"No data at {DataSpec['DataLocationS3']}", "CreateDataSourceFromS3"
+            )
+        self._create(
+            "DataSource",
+            "CreateDataSourceFromS3",
+            DataSourceId,
+            {
+                "DataLocationS3": DataSpec["DataLocationS3"],
+                "DataRearrangement": DataSpec.get("DataRearrangement"),
+                "ComputeStatistics": kw.get("ComputeStatistics", False),
+                "Name": kw.get("DataSourceName"),
+            },
+            [],
+        )
         return {"DataSourceId": DataSourceId}
 
     def get_data_source(self, *, DataSourceId: str, **_: Any) -> dict[str, Any]:
         return self._get("DataSource", "GetDataSource", DataSourceId)
 
     # ---------------------------------------------------------------- models
-    def create_ml_model(self, *, MLModelId: str, MLModelType: str, TrainingDataSourceId: str, **kw: Any) -> dict[str, Any]:
+    def create_ml_model(
+        self, *, MLModelId: str, MLModelType: str, TrainingDataSourceId: str, **kw: Any
+    ) -> dict[str, Any]:
         self.calls.append("CreateMLModel:attempt")
         if MLModelType not in ("BINARY", "MULTICLASS", "REGRESSION"):
             raise client_error(
@@ -144,9 +171,17 @@ class FakeML:
                 "constraint: Member must satisfy enum value set: [REGRESSION, BINARY, MULTICLASS]",
                 "CreateMLModel",
             )
-        self._create("MLModel", "CreateMLModel", MLModelId,
-                     {"MLModelType": MLModelType, "TrainingDataSourceId": TrainingDataSourceId,
-                      "MLModelName": kw.get("MLModelName")}, [("DataSource", TrainingDataSourceId)])
+        self._create(
+            "MLModel",
+            "CreateMLModel",
+            MLModelId,
+            {
+                "MLModelType": MLModelType,
+                "TrainingDataSourceId": TrainingDataSourceId,
+                "MLModelName": kw.get("MLModelName"),
+            },
+            [("DataSource", TrainingDataSourceId)],
+        )
         return {"MLModelId": MLModelId}
 
     def get_ml_model(self, *, MLModelId: str, **_: Any) -> dict[str, Any]:
@@ -159,34 +194,62 @@ class FakeML:
 
     def describe_tags(self, *, ResourceId: str, ResourceType: str) -> dict[str, Any]:
         tags = self.tags.get(ResourceId, {})
-        return {"ResourceId": ResourceId, "ResourceType": ResourceType,
-                "Tags": [{"Key": k, "Value": v} for k, v in tags.items()]}
+        return {
+            "ResourceId": ResourceId,
+            "ResourceType": ResourceType,
+            "Tags": [{"Key": k, "Value": v} for k, v in tags.items()],
+        }
 
     def add_tags(self, *, ResourceId: str, ResourceType: str, Tags: list[dict[str, str]]) -> dict[str, Any]:
         self.tags.setdefault(ResourceId, {}).update({t["Key"]: t.get("Value", "") for t in Tags})
         return {"ResourceId": ResourceId, "ResourceType": ResourceType}
 
     # ---------------------------------------------------------------- evaluations
-    def create_evaluation(self, *, EvaluationId: str, MLModelId: str, EvaluationDataSourceId: str, **kw: Any) -> dict[str, Any]:
-        self._create("Evaluation", "CreateEvaluation", EvaluationId,
-                     {"MLModelId": MLModelId, "EvaluationDataSourceId": EvaluationDataSourceId},
-                     [("MLModel", MLModelId), ("DataSource", EvaluationDataSourceId)])
+    def create_evaluation(
+        self, *, EvaluationId: str, MLModelId: str, EvaluationDataSourceId: str, **kw: Any
+    ) -> dict[str, Any]:
+        self._create(
+            "Evaluation",
+            "CreateEvaluation",
+            EvaluationId,
+            {"MLModelId": MLModelId, "EvaluationDataSourceId": EvaluationDataSourceId},
+            [("MLModel", MLModelId), ("DataSource", EvaluationDataSourceId)],
+        )
         return {"EvaluationId": EvaluationId}
 
     def get_evaluation(self, *, EvaluationId: str) -> dict[str, Any]:
         out = self._get("Evaluation", "GetEvaluation", EvaluationId)
         if out["Status"] == "COMPLETED":
             model_type = self.entities["MLModel"][out["MLModelId"]]["params"]["MLModelType"]
-            key = {"BINARY": "BinaryAUC", "MULTICLASS": "MulticlassAvgFScore", "REGRESSION": "RegressionRMSE"}[model_type]
+            key = {
+                "BINARY": "BinaryAUC",
+                "MULTICLASS": "MulticlassAvgFScore",
+                "REGRESSION": "RegressionRMSE",
+            }[model_type]
             out["PerformanceMetrics"] = {"Properties": {key: "0.75"}}
         return out
 
     # ---------------------------------------------------------------- batch predictions
-    def create_batch_prediction(self, *, BatchPredictionId: str, MLModelId: str, BatchPredictionDataSourceId: str,
-                                OutputUri: str, **kw: Any) -> dict[str, Any]:
-        self._create("BatchPrediction", "CreateBatchPrediction", BatchPredictionId,
-                     {"MLModelId": MLModelId, "BatchPredictionDataSourceId": BatchPredictionDataSourceId,
-                      "OutputUri": OutputUri}, [("MLModel", MLModelId), ("DataSource", BatchPredictionDataSourceId)])
+    def create_batch_prediction(
+        self,
+        *,
+        BatchPredictionId: str,
+        MLModelId: str,
+        BatchPredictionDataSourceId: str,
+        OutputUri: str,
+        **kw: Any,
+    ) -> dict[str, Any]:
+        self._create(
+            "BatchPrediction",
+            "CreateBatchPrediction",
+            BatchPredictionId,
+            {
+                "MLModelId": MLModelId,
+                "BatchPredictionDataSourceId": BatchPredictionDataSourceId,
+                "OutputUri": OutputUri,
+            },
+            [("MLModel", MLModelId), ("DataSource", BatchPredictionDataSourceId)],
+        )
         return {"BatchPredictionId": BatchPredictionId}
 
     def get_batch_prediction(self, *, BatchPredictionId: str) -> dict[str, Any]:
@@ -197,7 +260,9 @@ class FakeML:
             result = f"{base}/result/{BatchPredictionId}-{ds.rsplit('/', 1)[-1]}.gz"
             if not self.storage.exists(result):
                 self.storage.objects[result] = gzip.compress(b"bestAnswer,score\n1,9E-1\n0,1.5E-1\n")
-                self.storage.objects[f"{base}/{BatchPredictionId}.manifest"] = json.dumps({ds: result}).encode()
+                self.storage.objects[f"{base}/{BatchPredictionId}.manifest"] = json.dumps(
+                    {ds: result}
+                ).encode()
             out["TotalRecordCount"], out["InvalidRecordCount"] = 2, 0
         return out
 

@@ -33,7 +33,9 @@ def test_explicit_endpoint_wins_and_aws_target_has_none(monkeypatch: pytest.Monk
 
 def test_bad_target_is_a_clear_error(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("AMLFLOW_TARGET", "cloud")
-    with pytest.raises(ValueError, match="AMLFLOW_TARGET must be one of embedded, endpoint, aws; got 'cloud'"):
+    with pytest.raises(
+        ValueError, match="AMLFLOW_TARGET must be one of embedded, endpoint, aws; got 'cloud'"
+    ):
         ml_client()
     monkeypatch.setenv("AMLFLOW_TARGET", "endpoint")
     monkeypatch.delenv("AWS_ENDPOINT_URL_MACHINE_LEARNING", raising=False)
@@ -51,7 +53,9 @@ def test_reports_for_a_boto3_client_is_none() -> None:
 
 
 def _err(code: str, status: int = 400) -> ClientError:
-    return ClientError({"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op")
+    return ClientError(
+        {"Error": {"Code": code, "Message": "m"}, "ResponseMetadata": {"HTTPStatusCode": status}}, "Op"
+    )
 
 
 @pytest.mark.parametrize(
@@ -69,7 +73,9 @@ def _err(code: str, status: int = 400) -> ClientError:
         (ValueError("schema: not a file"), False),
     ],
 )
-def test_is_transient_retries_only_throttling_5xx_and_connection_errors(exc: BaseException, transient: bool) -> None:
+def test_is_transient_retries_only_throttling_5xx_and_connection_errors(
+    exc: BaseException, transient: bool
+) -> None:
     assert is_transient(exc) is transient
 
 

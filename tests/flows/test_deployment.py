@@ -47,7 +47,10 @@ def prefect_server(tmp_path: Path) -> Iterator[dict[str, str]]:
     log = (tmp_path / "server.log").open("wb")
     server = subprocess.Popen(
         [PREFECT, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 90
@@ -77,7 +80,9 @@ def _run(args: list[str], env: dict[str, str], timeout: float = 180) -> subproce
     return done
 
 
-def test_deploy_and_run_wine_regression_on_a_process_worker(prefect_server: dict[str, str], tmp_path: Path) -> None:
+def test_deploy_and_run_wine_regression_on_a_process_worker(
+    prefect_server: dict[str, str], tmp_path: Path
+) -> None:
     env = prefect_server
     out = tmp_path / "outputs"
     _run([PREFECT, "work-pool", "create", "amlflow-process", "--type", "process"], env)
@@ -86,20 +91,39 @@ def test_deploy_and_run_wine_regression_on_a_process_worker(prefect_server: dict
     assert "wine-regression" in listed
 
     watch = subprocess.Popen(
-        [PREFECT, "deployment", "run", "wine-pipeline/wine-regression",
-         "--params", json.dumps({"output_dir": str(out)}), "--watch", "--watch-timeout", "600"],
-        env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            PREFECT,
+            "deployment",
+            "run",
+            "wine-pipeline/wine-regression",
+            "--params",
+            json.dumps({"output_dir": str(out)}),
+            "--watch",
+            "--watch-timeout",
+            "600",
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     try:
         time.sleep(3)  # the run is scheduled before the worker polls
-        worker = _run([PREFECT, "worker", "start", "--pool", "amlflow-process", "--run-once"], env, timeout=600)
+        worker = _run(
+            [PREFECT, "worker", "start", "--pool", "amlflow-process", "--run-once"], env, timeout=600
+        )
         watched, _ = watch.communicate(timeout=600)
     finally:
         if watch.poll() is None:
             watch.kill()
-    assert watch.returncode == 0, f"watched run did not complete:\n{watched}\nworker:\n{worker.stdout}\n{worker.stderr}"
+    assert watch.returncode == 0, (
+        f"watched run did not complete:\n{watched}\nworker:\n{worker.stdout}\n{worker.stderr}"
+    )
     assert "COMPLETED" in watched.upper()
 
     report = json.loads((out / "wine-regression" / "evaluation-report.json").read_text())
     assert report["metric_name"] == "RegressionRMSE" and report["metric"] > 0
-    assert list((out / "wine-regression").glob("bp-*.gz")), "the batch prediction was copied to the output folder"
+    assert list((out / "wine-regression").glob("bp-*.gz")), (
+        "the batch prediction was copied to the output folder"
+    )

@@ -84,9 +84,12 @@ def test_invalid_input_fails_the_flow_with_the_aml_message(tmp_path: Path, data_
     bad_recipe = '{"groups": {}, "assignments": {}, "outputs": ["NO_SUCH_GROUP"]}'
     with pytest.raises(Exception, match="NO_SUCH_GROUP"):
         aml_pipeline(
-            name="wine-bad-recipe", train_data=str(data_dir / "wine/winequality-red-comma.csv"),
-            data_schema=str(REPO / "schemas/wine-regression.csv.schema"), model_type="REGRESSION",
-            recipe=bad_recipe, output_dir=str(tmp_path),
+            name="wine-bad-recipe",
+            train_data=str(data_dir / "wine/winequality-red-comma.csv"),
+            data_schema=str(REPO / "schemas/wine-regression.csv.schema"),
+            model_type="REGRESSION",
+            recipe=bad_recipe,
+            output_dir=str(tmp_path),
         )
 
 
@@ -110,8 +113,12 @@ def served_with_moto(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterato
     moto.start()
     host, port = moto.get_host_and_port()
     s3_url = f"http://{host}:{port}"
-    for key, value in {"AWS_ENDPOINT_URL_S3": s3_url, "AWS_ACCESS_KEY_ID": "moto",
-                       "AWS_SECRET_ACCESS_KEY": "moto", "AWS_DEFAULT_REGION": "us-east-1"}.items():
+    for key, value in {
+        "AWS_ENDPOINT_URL_S3": s3_url,
+        "AWS_ACCESS_KEY_ID": "moto",
+        "AWS_SECRET_ACCESS_KEY": "moto",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
         monkeypatch.setenv(key, value)
     monkeypatch.delenv("AWS_PROFILE", raising=False)
     import boto3
@@ -167,8 +174,10 @@ def test_retrain_on_the_real_service_promotes_only_a_better_challenger(tmp_path:
     import amlflow
 
     ml = amlflow.connect()
-    roles = {m: {t["Key"]: t["Value"] for t in ml.describe_tags(ResourceId=m, ResourceType="MLModel")["Tags"]}
-             for m in (first["challenger"], second["challenger"], third["challenger"])}
+    roles = {
+        m: {t["Key"]: t["Value"] for t in ml.describe_tags(ResourceId=m, ResourceType="MLModel")["Tags"]}
+        for m in (first["challenger"], second["challenger"], third["challenger"])
+    }
     assert roles[second["challenger"]]["amlflow:role"] == "champion"
     assert roles[third["challenger"]]["amlflow:role"] == "rejected-challenger"
     assert roles[first["challenger"]]["amlflow:role"] == "retired"

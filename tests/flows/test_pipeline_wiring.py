@@ -21,8 +21,10 @@ from tests.flows.fake_aml import FakeML, client_error
 
 pytestmark = pytest.mark.prefect
 
-SCHEMA = '{"version":"1.0","dataFormat":"CSV","dataFileContainsHeader":true,"targetAttributeName":"y",' \
-         '"attributes":[{"attributeName":"x","attributeType":"NUMERIC"},{"attributeName":"y","attributeType":"BINARY"}]}'
+SCHEMA = (
+    '{"version":"1.0","dataFormat":"CSV","dataFileContainsHeader":true,"targetAttributeName":"y",'
+    '"attributes":[{"attributeName":"x","attributeType":"NUMERIC"},{"attributeName":"y","attributeType":"BINARY"}]}'
+)
 
 
 @pytest.fixture
@@ -34,8 +36,12 @@ def tiny_csv(tmp_path: Path) -> Path:
 
 def run(tiny_csv: Path, tmp_path: Path, **overrides: Any) -> Any:
     kwargs: dict[str, Any] = {
-        "name": "tiny", "train_data": str(tiny_csv), "data_schema": SCHEMA, "model_type": "BINARY",
-        "batch_data": str(tiny_csv), "output_dir": str(tmp_path / "out"),
+        "name": "tiny",
+        "train_data": str(tiny_csv),
+        "data_schema": SCHEMA,
+        "model_type": "BINARY",
+        "batch_data": str(tiny_csv),
+        "output_dir": str(tmp_path / "out"),
     }
     kwargs.update(overrides)
     return aml_pipeline(**kwargs)
@@ -66,31 +72,46 @@ def test_pipeline_runs_evaluation_and_batch_prediction_in_parallel(
     assert Path(result["batch"]["local_files"][0]).exists()
     assert fake_aml.entities["MLModel"][result["ml_model_id"]]["params"]["ScoreThreshold"] == 0.6
     # 3 datasources, 1 model, 1 evaluation, 1 batch prediction
-    assert [len(fake_aml.entities[k]) for k in ("DataSource", "MLModel", "Evaluation", "BatchPrediction")] == [3, 1, 1, 1]
+    assert [
+        len(fake_aml.entities[k]) for k in ("DataSource", "MLModel", "Evaluation", "BatchPrediction")
+    ] == [3, 1, 1, 1]
 
     runs = {r.name.rsplit("-", 1)[0]: r for r in task_runs(state.state_details.flow_run_id)}
     ev, bp = runs["wait_for_evaluation"], runs["wait_for_batch_prediction"]
-    assert ev.start_time < bp.end_time and bp.start_time < ev.end_time, "evaluation and batch prediction overlap"
+    assert ev.start_time < bp.end_time and bp.start_time < ev.end_time, (
+        "evaluation and batch prediction overlap"
+    )
     model = runs["wait_for_ml_model"]
     assert model.end_time <= runs["create_evaluation"].start_time
     assert runs["wait_for_data_source"].end_time is not None
 
     published = artifacts(state.state_details.flow_run_id)
-    assert {"insights-train", "insights-evaluation", "insights-batch", "evaluation-report",
-            "batch-preview", "batch-summary", "batch-result"} <= set(published)
+    assert {
+        "insights-train",
+        "insights-evaluation",
+        "insights-batch",
+        "evaluation-report",
+        "batch-preview",
+        "batch-summary",
+        "batch-result",
+    } <= set(published)
     report = published["evaluation-report"]
     assert "| model | 0.75 |" in report.data and "data:image/png;base64," in report.data
     assert "No baseline" in report.data
     assert "not available from this AML back end" in published["insights-train"].data
 
 
-def test_pipeline_rerun_reattaches_to_the_same_entities(fake_aml: FakeML, tiny_csv: Path, tmp_path: Path) -> None:
+def test_pipeline_rerun_reattaches_to_the_same_entities(
+    fake_aml: FakeML, tiny_csv: Path, tmp_path: Path
+) -> None:
     first = run(tiny_csv, tmp_path)
     uploads = fake_aml.storage.writes
     second = run(tiny_csv, tmp_path)
     assert second["ml_model_id"] == first["ml_model_id"]
     assert second["evaluation_id"] == first["evaluation_id"]
-    assert [len(fake_aml.entities[k]) for k in ("DataSource", "MLModel", "Evaluation", "BatchPrediction")] == [3, 1, 1, 1]
+    assert [
+        len(fake_aml.entities[k]) for k in ("DataSource", "MLModel", "Evaluation", "BatchPrediction")
+    ] == [3, 1, 1, 1]
     assert fake_aml.storage.writes == uploads, "an unchanged input is not uploaded again"
     third = run(tiny_csv, tmp_path, salt="new")
     assert third["ml_model_id"] != first["ml_model_id"]
@@ -107,14 +128,18 @@ class FlakyML:
         self.inner.create_ml_model(**kwargs)
         if self.failures > 0:
             self.failures -= 1
-            raise client_error("InternalServerException", "We encountered an internal error.", "CreateMLModel", 500)
+            raise client_error(
+                "InternalServerException", "We encountered an internal error.", "CreateMLModel", 500
+            )
         return {"MLModelId": kwargs["MLModelId"]}
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.inner, name)
 
 
-def test_transient_failure_retries_without_duplicating(fake_aml: FakeML, tiny_csv: Path, tmp_path: Path) -> None:
+def test_transient_failure_retries_without_duplicating(
+    fake_aml: FakeML, tiny_csv: Path, tmp_path: Path
+) -> None:
     flaky = FlakyML(fake_aml)
     with override(ml=flaky):
         result = run(tiny_csv, tmp_path, batch_data=None)
@@ -132,7 +157,9 @@ def test_invalid_input_fails_the_flow_at_once_with_the_aml_message(
     assert fake_aml.count("CreateMLModel:attempt") == 1, "permanent errors are not retried"
 
 
-def test_failed_entity_fails_the_flow_with_its_message(fake_aml: FakeML, tiny_csv: Path, tmp_path: Path) -> None:
+def test_failed_entity_fails_the_flow_with_its_message(
+    fake_aml: FakeML, tiny_csv: Path, tmp_path: Path
+) -> None:
     with pytest.raises(EntityFailedError, match="ended FAILED: Training failed: the recipe's output 'FAIL'"):
         run(tiny_csv, tmp_path, name="case-FAIL")
     assert fake_aml.count("CreateMLModel:attempt") == 1

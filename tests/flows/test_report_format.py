@@ -38,22 +38,39 @@ def banking(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReq
     ml = amlflow.connect(home=home, storage_root=home / "s3")
     target = home / "s3" / "b" / "banking.csv"
     target.parent.mkdir(parents=True)
-    target.write_bytes(b"".join((data_dir / "banking.csv").read_bytes().splitlines(keepends=True)[: ROWS + 1]))
+    target.write_bytes(
+        b"".join((data_dir / "banking.csv").read_bytes().splitlines(keepends=True)[: ROWS + 1])
+    )
     schema = (data_dir / "banking.csv.schema").read_text()
     for ds_id, rearr in (("ds-tr", (0, 70)), ("ds-ev", (70, 100))):
         ml.create_data_source_from_s3(
-            DataSourceId=ds_id, ComputeStatistics=True,
-            DataSpec={"DataLocationS3": "s3://b/banking.csv", "DataSchema": schema,
-                      "DataRearrangement": json.dumps({"splitting": {"percentBegin": rearr[0],
-                                                                     "percentEnd": rearr[1]}})})
+            DataSourceId=ds_id,
+            ComputeStatistics=True,
+            DataSpec={
+                "DataLocationS3": "s3://b/banking.csv",
+                "DataSchema": schema,
+                "DataRearrangement": json.dumps(
+                    {"splitting": {"percentBegin": rearr[0], "percentEnd": rearr[1]}}
+                ),
+            },
+        )
     _wait(ml, "get_data_source", "DataSourceId", "ds-tr")
-    ml.create_ml_model(MLModelId="ml", MLModelType="BINARY", TrainingDataSourceId="ds-tr",
-                       Recipe=(data_dir / "recipe.json").read_text())
+    ml.create_ml_model(
+        MLModelId="ml",
+        MLModelType="BINARY",
+        TrainingDataSourceId="ds-tr",
+        Recipe=(data_dir / "recipe.json").read_text(),
+    )
     _wait(ml, "get_ml_model", "MLModelId", "ml")
     ml.create_evaluation(EvaluationId="ev", MLModelId="ml", EvaluationDataSourceId="ds-ev")
     ev = _wait(ml, "get_evaluation", "EvaluationId", "ev")
-    return {"ml": ml, "ev": ev, "report": ml.service.get_evaluation_report("ev"),
-            "insights": ml.service.get_data_insights("ds-tr"), "csv": target}
+    return {
+        "ml": ml,
+        "ev": ev,
+        "report": ml.service.get_evaluation_report("ev"),
+        "insights": ml.service.get_data_insights("ds-tr"),
+        "csv": target,
+    }
 
 
 def test_binary_report_parts(banking: dict[str, Any]) -> None:

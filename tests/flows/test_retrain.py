@@ -12,19 +12,30 @@ from tests.flows.fake_aml import FakeML
 
 pytestmark = pytest.mark.prefect
 
-SCHEMA = '{"version":"1.0","dataFormat":"CSV","dataFileContainsHeader":true,"targetAttributeName":"y",' \
-         '"attributes":[{"attributeName":"x","attributeType":"NUMERIC"},{"attributeName":"y","attributeType":"NUMERIC"}]}'
+SCHEMA = (
+    '{"version":"1.0","dataFormat":"CSV","dataFileContainsHeader":true,"targetAttributeName":"y",'
+    '"attributes":[{"attributeName":"x","attributeType":"NUMERIC"},{"attributeName":"y","attributeType":"NUMERIC"}]}'
+)
 
 
 def test_retrain_promotes_first_model_then_keeps_the_champion(fake_aml: FakeML, tmp_path: Path) -> None:
     data = tmp_path / "d.csv"
     data.write_text("x,y\n" + "".join(f"{i},{i * 2}\n" for i in range(30)))
-    kwargs = {"pipeline": "toy", "train_data": str(data), "data_schema": SCHEMA, "model_type": "REGRESSION",
-              "recipe": None, "batch_data": str(data), "output_dir": str(tmp_path / "out")}
+    kwargs = {
+        "pipeline": "toy",
+        "train_data": str(data),
+        "data_schema": SCHEMA,
+        "model_type": "REGRESSION",
+        "recipe": None,
+        "batch_data": str(data),
+        "output_dir": str(tmp_path / "out"),
+    }
     first = retrain_champion(**kwargs)
     assert first["decision"]["promote"] is True
     champion = first["decision"]["champion"]
-    (first_eval_ds,) = {e["params"]["EvaluationDataSourceId"] for e in fake_aml.entities["Evaluation"].values()}
+    (first_eval_ds,) = {
+        e["params"]["EvaluationDataSourceId"] for e in fake_aml.entities["Evaluation"].values()
+    }
     assert fake_aml.tags[champion]["amlflow:role"] == "champion"
     assert fake_aml.tags[champion]["amlflow:pipeline"] == "toy"
 
@@ -35,9 +46,11 @@ def test_retrain_promotes_first_model_then_keeps_the_champion(fake_aml: FakeML, 
     assert challenger != champion
     assert fake_aml.tags[challenger]["amlflow:role"] == "rejected-challenger"
     # both models were evaluated on the same evaluation datasource
-    second_evals = {e["params"]["MLModelId"]: e["params"]["EvaluationDataSourceId"]
-                    for e in fake_aml.entities["Evaluation"].values()
-                    if e["params"]["EvaluationDataSourceId"] != first_eval_ds or e["params"]["MLModelId"] == challenger}
+    second_evals = {
+        e["params"]["MLModelId"]: e["params"]["EvaluationDataSourceId"]
+        for e in fake_aml.entities["Evaluation"].values()
+        if e["params"]["EvaluationDataSourceId"] != first_eval_ds or e["params"]["MLModelId"] == challenger
+    }
     assert second_evals[challenger] == second_evals[champion]
     # the batch predictions always used the champion
     assert {bp["params"]["MLModelId"] for bp in fake_aml.entities["BatchPrediction"].values()} == {champion}
@@ -46,9 +59,9 @@ def test_retrain_promotes_first_model_then_keeps_the_champion(fake_aml: FakeML, 
 @pytest.mark.parametrize(
     ("new", "old", "higher", "alerts", "promote"),
     [
-        (0.70, 0.73, False, [], True),    # lower RMSE wins
-        (0.75, 0.73, False, [], False),   # higher RMSE loses
-        (0.91, 0.90, True, [], True),     # higher F1 wins
+        (0.70, 0.73, False, [], True),  # lower RMSE wins
+        (0.75, 0.73, False, [], False),  # higher RMSE loses
+        (0.91, 0.90, True, [], True),  # higher F1 wins
         (0.95, 0.90, True, ["Evaluation data is less than 10% of training data"], False),  # alert blocks
     ],
 )

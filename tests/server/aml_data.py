@@ -12,13 +12,24 @@ REPO = Path(__file__).resolve().parents[2]
 DATA = REPO / "data"
 
 WINE_COLUMNS = [
-    "fixed acidity", "volatile acidity", "citric acid", "residual sugar", "chlorides",
-    "free sulfur dioxide", "total sulfur dioxide", "density", "pH", "sulphates", "alcohol", "quality",
+    "fixed acidity",
+    "volatile acidity",
+    "citric acid",
+    "residual sugar",
+    "chlorides",
+    "free sulfur dioxide",
+    "total sulfur dioxide",
+    "density",
+    "pH",
+    "sulphates",
+    "alcohol",
+    "quality",
 ]
 
 
-def schema(attributes: list[tuple[str, str]], *, target: str | None, header: bool,
-           row_id: str | None = None) -> str:
+def schema(
+    attributes: list[tuple[str, str]], *, target: str | None, header: bool, row_id: str | None = None
+) -> str:
     """An AML data schema (current spelling) as JSON text."""
     doc: dict[str, object] = {
         "version": "1.0",

@@ -69,7 +69,9 @@ class AmlServer:
 
         def factory(url: str) -> Any:
             self.service = build_service(settings, url)
-            return create_app(self.service, on_shutdown=lambda: shutdown_service(self.service, 30), **app_kwargs)
+            return create_app(
+                self.service, on_shutdown=lambda: shutdown_service(self.service, 30), **app_kwargs
+            )
 
         self._thread = ServerThread(factory)
         self.url = self._thread.start()
@@ -82,8 +84,13 @@ class AmlServer:
         """A boto3 S3 client on the S3 endpoint the service uses (moto), or None in local mode."""
         if self.s3_url is None:
             return None
-        return boto3.client("s3", endpoint_url=self.s3_url, region_name=REGION,
-                            aws_access_key_id="x", aws_secret_access_key="y")
+        return boto3.client(
+            "s3",
+            endpoint_url=self.s3_url,
+            region_name=REGION,
+            aws_access_key_id="x",
+            aws_secret_access_key="y",
+        )
 
     def put(self, uri: str, data: bytes) -> str:
         """Store ``data`` at ``s3://bucket/key`` where the service reads it; returns ``uri``."""
@@ -113,8 +120,11 @@ class AmlServer:
         bucket, _, prefix = prefix_uri.removeprefix("s3://").partition("/")
         if self.s3_url is None:
             root = self.settings.resolved_storage_root() / bucket
-            return sorted(str(p.relative_to(root)) for p in root.rglob("*") if p.is_file()
-                          and str(p.relative_to(root)).startswith(prefix))
+            return sorted(
+                str(p.relative_to(root))
+                for p in root.rglob("*")
+                if p.is_file() and str(p.relative_to(root)).startswith(prefix)
+            )
         pages = self.s3().get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
         return sorted(o["Key"] for page in pages for o in page.get("Contents", []))
 
@@ -174,8 +184,12 @@ def wait_for(ml: Any, kind: str, entity_id: str, *, timeout: float = 300.0) -> d
     import time
 
     getter = getattr(ml, f"get_{kind}")
-    key = {"data_source": "DataSourceId", "ml_model": "MLModelId", "evaluation": "EvaluationId",
-           "batch_prediction": "BatchPredictionId"}[kind]
+    key = {
+        "data_source": "DataSourceId",
+        "ml_model": "MLModelId",
+        "evaluation": "EvaluationId",
+        "batch_prediction": "BatchPredictionId",
+    }[kind]
     deadline = time.monotonic() + timeout
     while True:
         out = getter(**{key: entity_id})

@@ -18,8 +18,18 @@ def test_serve_help_documents_every_flag(capsys: pytest.CaptureFixture[str]) -> 
         main(["serve", "--help"])
     assert info.value.code == 0
     out = capsys.readouterr().out
-    for flag in ("--host", "--port", "--home", "--storage", "--storage-root", "--max-jobs",
-                 "--access-key-id", "--secret-access-key", "--log-level", "--shutdown-timeout"):
+    for flag in (
+        "--host",
+        "--port",
+        "--home",
+        "--storage",
+        "--storage-root",
+        "--max-jobs",
+        "--access-key-id",
+        "--secret-access-key",
+        "--log-level",
+        "--shutdown-timeout",
+    ):
         assert flag in out
     assert "127.0.0.1" in out and "AWS_ENDPOINT_URL_MACHINE_LEARNING" in out and "SIGTERM" in out
 
@@ -45,7 +55,9 @@ def test_operations_lists_all_28(capsys: pytest.CaptureFixture[str]) -> None:
         (["serve", "--max-jobs", "99"], "--max-jobs"),
     ],
 )
-def test_bad_arguments_name_the_flag(capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str) -> None:
+def test_bad_arguments_name_the_flag(
+    capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str
+) -> None:
     with pytest.raises(SystemExit) as info:
         main(argv)
     assert info.value.code == 2
@@ -53,6 +65,11 @@ def test_bad_arguments_name_the_flag(capsys: pytest.CaptureFixture[str], argv: l
 
 
 def test_module_entry_point_runs() -> None:
-    out = subprocess.run([sys.executable, "-m", "amlflow.cli", "version"], capture_output=True, text=True,
-                         check=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-m", "amlflow.cli", "version"],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
     assert out.stdout.strip() == __version__

@@ -37,7 +37,12 @@ def test_operations_doc_lists_every_operation_waiter_and_paginator() -> None:
     text = _generator().render()
     for name in service_model().operation_names:
         assert f"| `{name}` |" in text
-    for waiter in ("DataSourceAvailable", "MLModelAvailable", "EvaluationAvailable", "BatchPredictionAvailable"):
+    for waiter in (
+        "DataSourceAvailable",
+        "MLModelAvailable",
+        "EvaluationAvailable",
+        "BatchPredictionAvailable",
+    ):
         assert f"| `{waiter}` |" in text
     assert text.count("| `Describe") >= 8  # 4 operations + 4 paginators
 

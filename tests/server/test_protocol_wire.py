@@ -97,8 +97,10 @@ def test_timestamps_are_epoch_seconds_and_longs_are_numbers(fake_server: Any) ->
     """On the raw wire: epoch seconds with ms, integers as JSON numbers, exact member names."""
     r = httpx.post(
         fake_server.url + "/",
-        headers={"X-Amz-Target": f"{TARGET_PREFIX}.GetBatchPrediction",
-                 "Content-Type": "application/x-amz-json-1.1"},
+        headers={
+            "X-Amz-Target": f"{TARGET_PREFIX}.GetBatchPrediction",
+            "Content-Type": "application/x-amz-json-1.1",
+        },
         content=b'{"BatchPredictionId": "bp-1"}',
     )
     assert r.status_code == 200
@@ -124,8 +126,9 @@ ERROR_CODES = [
 
 def test_error_list_matches_the_model() -> None:
     """The error shapes tested here are exactly the model's 8 error shapes."""
-    shapes = {s for op in MODEL.operation_names for s in
-              (e.name for e in MODEL.operation_model(op).error_shapes)}
+    shapes = {
+        s for op in MODEL.operation_names for s in (e.name for e in MODEL.operation_model(op).error_shapes)
+    }
     assert shapes == set(ERROR_CODES)
 
 
@@ -156,7 +159,9 @@ def test_a_bug_is_a_500_without_traceback(fake_server: Any, caplog: pytest.LogCa
     assert body["__type"] == "InternalServerException"
     assert r.headers["x-amzn-RequestId"] in body["message"]
     assert "secret" not in r.text and "Traceback" not in r.text and "RuntimeError" not in r.text
-    logged = [rec for rec in caplog.records if getattr(rec, "request_id", None) == r.headers["x-amzn-RequestId"]]
+    logged = [
+        rec for rec in caplog.records if getattr(rec, "request_id", None) == r.headers["x-amzn-RequestId"]
+    ]
     assert logged and logged[0].exc_info is not None
 
 
@@ -230,8 +235,9 @@ def test_body_limit_without_content_length() -> None:
     with ServerThread(lambda url: create_app(FakeDispatcher(url), max_body_bytes=500)) as srv:
         r = httpx.post(srv.url, headers={"X-Amz-Target": f"{TARGET_PREFIX}.GetMLModel"}, content=chunks())
         assert r.status_code == 413
-        ok = httpx.post(srv.url, headers={"X-Amz-Target": f"{TARGET_PREFIX}.GetMLModel"},
-                        content=b'{"MLModelId": "ml-1"}')
+        ok = httpx.post(
+            srv.url, headers={"X-Amz-Target": f"{TARGET_PREFIX}.GetMLModel"}, content=b'{"MLModelId": "ml-1"}'
+        )
         assert ok.status_code == 200
 
 
@@ -311,12 +317,22 @@ def test_aws_cli_speaks_to_the_server(fake_server: Any) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
     env.update(AWS_ACCESS_KEY_ID="x", AWS_SECRET_ACCESS_KEY="y", AWS_DEFAULT_REGION="us-east-1")
     base = [str(exe), "machinelearning", "--endpoint-url", fake_server.url, "--output", "json"]
-    ok = subprocess.run([*base, "get-ml-model", "--ml-model-id", "ml-cli"], env=env, capture_output=True,
-                        text=True, timeout=120)
+    ok = subprocess.run(
+        [*base, "get-ml-model", "--ml-model-id", "ml-cli"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert ok.returncode == 0, ok.stderr
     body = json.loads(ok.stdout)
     assert body["MLModelId"] == "EntityId-value" and body["EndpointInfo"]["EndpointStatus"] == "NONE"
-    bad = subprocess.run([*base, "get-ml-model", "--ml-model-id", "err-ResourceNotFoundException"], env=env,
-                         capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [*base, "get-ml-model", "--ml-model-id", "err-ResourceNotFoundException"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode != 0
     assert "ResourceNotFoundException" in bad.stderr and "fake ResourceNotFoundException" in bad.stderr

@@ -68,37 +68,68 @@ def _argmax_labels(rows: list[list[str]]) -> tuple[list[str], list[str]]:
 def run_kaggle_mnist(server: AmlServer, train_rows: int, test_rows: int, tag: str) -> dict[str, float]:
     """The seed script's call sequence for Kaggle-format MNIST; returns its figures."""
     ml = server.client()
-    train_uri = server.put(f"s3://mnist-{tag}/input/train.csv.gz",
-                           aml_data.gz_head(MNIST / "train.csv.gz", train_rows, header=True))
-    test_uri = server.put(f"s3://mnist-{tag}/input/test.csv.gz",
-                          aml_data.gz_head(MNIST / "test.csv.gz", test_rows, header=True))
+    train_uri = server.put(
+        f"s3://mnist-{tag}/input/train.csv.gz",
+        aml_data.gz_head(MNIST / "train.csv.gz", train_rows, header=True),
+    )
+    test_uri = server.put(
+        f"s3://mnist-{tag}/input/test.csv.gz", aml_data.gz_head(MNIST / "test.csv.gz", test_rows, header=True)
+    )
     train_schema = aml_data.mnist_kaggle_schema(train=True, pixel_type="CATEGORICAL")
     test_schema = aml_data.mnist_kaggle_schema(train=False, pixel_type="NUMERIC")  # AML accepted this
     ml.create_data_source_from_s3(
-        DataSourceId=f"ds-{tag}-train", DataSourceName="MNIST train 70%",
-        DataSpec={"DataLocationS3": train_uri, "DataSchema": train_schema,
-                  "DataRearrangement": json.dumps({"splitting": {"percentBegin": 0, "percentEnd": 70}})},
-        ComputeStatistics=True)
+        DataSourceId=f"ds-{tag}-train",
+        DataSourceName="MNIST train 70%",
+        DataSpec={
+            "DataLocationS3": train_uri,
+            "DataSchema": train_schema,
+            "DataRearrangement": json.dumps({"splitting": {"percentBegin": 0, "percentEnd": 70}}),
+        },
+        ComputeStatistics=True,
+    )
     ml.create_data_source_from_s3(
-        DataSourceId=f"ds-{tag}-eval", DataSourceName="MNIST eval 30%",
-        DataSpec={"DataLocationS3": train_uri, "DataSchema": train_schema,
-                  "DataRearrangement": json.dumps({"splitting": {"percentBegin": 70, "percentEnd": 100}})},
-        ComputeStatistics=True)
+        DataSourceId=f"ds-{tag}-eval",
+        DataSourceName="MNIST eval 30%",
+        DataSpec={
+            "DataLocationS3": train_uri,
+            "DataSchema": train_schema,
+            "DataRearrangement": json.dumps({"splitting": {"percentBegin": 70, "percentEnd": 100}}),
+        },
+        ComputeStatistics=True,
+    )
     ml.create_data_source_from_s3(
-        DataSourceId=f"ds-{tag}-test", DataSourceName="MNIST test",
-        DataSpec={"DataLocationS3": test_uri, "DataSchema": test_schema}, ComputeStatistics=False)
+        DataSourceId=f"ds-{tag}-test",
+        DataSourceName="MNIST test",
+        DataSpec={"DataLocationS3": test_uri, "DataSchema": test_schema},
+        ComputeStatistics=False,
+    )
     ml.create_ml_model(
-        MLModelId=f"ml-{tag}", MLModelName="MNIST model", MLModelType="MULTICLASS",
+        MLModelId=f"ml-{tag}",
+        MLModelName="MNIST model",
+        MLModelType="MULTICLASS",
         TrainingDataSourceId=f"ds-{tag}-train",
         Recipe=json.dumps({"groups": {}, "assignments": {}, "outputs": ["ALL_CATEGORICAL"]}),
-        Parameters={"sgd.maxMLModelSizeInBytes": "104857600", "sgd.maxPasses": "10",
-                    "sgd.shuffleType": "auto", "sgd.l2RegularizationAmount": "1e-5"})
-    ml.create_evaluation(EvaluationId=f"ev-{tag}", EvaluationName="MNIST evaluation", MLModelId=f"ml-{tag}",
-                         EvaluationDataSourceId=f"ds-{tag}-eval")
+        Parameters={
+            "sgd.maxMLModelSizeInBytes": "104857600",
+            "sgd.maxPasses": "10",
+            "sgd.shuffleType": "auto",
+            "sgd.l2RegularizationAmount": "1e-5",
+        },
+    )
+    ml.create_evaluation(
+        EvaluationId=f"ev-{tag}",
+        EvaluationName="MNIST evaluation",
+        MLModelId=f"ml-{tag}",
+        EvaluationDataSourceId=f"ds-{tag}-eval",
+    )
     output_uri = f"s3://mnist-{tag}/output/"
-    ml.create_batch_prediction(BatchPredictionId=f"bp-{tag}", BatchPredictionName="MNIST batch",
-                               MLModelId=f"ml-{tag}", BatchPredictionDataSourceId=f"ds-{tag}-test",
-                               OutputUri=output_uri)
+    ml.create_batch_prediction(
+        BatchPredictionId=f"bp-{tag}",
+        BatchPredictionName="MNIST batch",
+        MLModelId=f"ml-{tag}",
+        BatchPredictionDataSourceId=f"ds-{tag}-test",
+        OutputUri=output_uri,
+    )
     ev = _poll_evaluation(ml, f"ev-{tag}")
     assert ev["Status"] == "COMPLETED", ev.get("Message")
     bp = wait_for(ml, "batch_prediction", f"bp-{tag}", timeout=600)
@@ -118,23 +149,46 @@ def run_headerless_mnist(server: AmlServer, train_rows: int, test_rows: int, tag
     """Headerless MNIST: train/test datasources, batch output scored from its trueLabel column."""
     ml = server.client()
     schema = aml_data.mnist_headerless_schema()
-    train_uri = server.put(f"s3://mnist-{tag}/train_data.csv.gz",
-                           aml_data.gz_head(MNIST / "train_data.csv.gz", train_rows, header=False))
-    test_uri = server.put(f"s3://mnist-{tag}/test_data.csv.gz",
-                          aml_data.gz_head(MNIST / "test_data.csv.gz", test_rows, header=False))
+    train_uri = server.put(
+        f"s3://mnist-{tag}/train_data.csv.gz",
+        aml_data.gz_head(MNIST / "train_data.csv.gz", train_rows, header=False),
+    )
+    test_uri = server.put(
+        f"s3://mnist-{tag}/test_data.csv.gz",
+        aml_data.gz_head(MNIST / "test_data.csv.gz", test_rows, header=False),
+    )
     for ds, uri in ((f"ds-{tag}-train", train_uri), (f"ds-{tag}-test", test_uri)):
-        ml.create_data_source_from_s3(DataSourceId=ds, DataSpec={"DataLocationS3": uri, "DataSchema": schema},
-                                      ComputeStatistics=True)
+        ml.create_data_source_from_s3(
+            DataSourceId=ds, DataSpec={"DataLocationS3": uri, "DataSchema": schema}, ComputeStatistics=True
+        )
     ml.create_ml_model(
-        MLModelId=f"ml-{tag}", MLModelType="MULTICLASS", TrainingDataSourceId=f"ds-{tag}-train",
-        Recipe=json.dumps({"groups": {}, "assignments": {}, "outputs": [
-            "ALL_BINARY", "ALL_CATEGORICAL", "quantile_bin(ALL_NUMERIC,50)", "lowercase(ALL_TEXT)"]}),
-        Parameters={"sgd.maxPasses": "100", "sgd.l2RegularizationAmount": "1e-4"})
+        MLModelId=f"ml-{tag}",
+        MLModelType="MULTICLASS",
+        TrainingDataSourceId=f"ds-{tag}-train",
+        Recipe=json.dumps(
+            {
+                "groups": {},
+                "assignments": {},
+                "outputs": [
+                    "ALL_BINARY",
+                    "ALL_CATEGORICAL",
+                    "quantile_bin(ALL_NUMERIC,50)",
+                    "lowercase(ALL_TEXT)",
+                ],
+            }
+        ),
+        Parameters={"sgd.maxPasses": "100", "sgd.l2RegularizationAmount": "1e-4"},
+    )
     output_uri = f"s3://mnist-{tag}/out/"
-    ml.create_batch_prediction(BatchPredictionId=f"bp-{tag}", MLModelId=f"ml-{tag}",
-                               BatchPredictionDataSourceId=f"ds-{tag}-test", OutputUri=output_uri)
+    ml.create_batch_prediction(
+        BatchPredictionId=f"bp-{tag}",
+        MLModelId=f"ml-{tag}",
+        BatchPredictionDataSourceId=f"ds-{tag}-test",
+        OutputUri=output_uri,
+    )
     ml.get_waiter("batch_prediction_available").wait(
-        FilterVariable="MLModelId", EQ=f"ml-{tag}", WaiterConfig={"Delay": 0.2, "MaxAttempts": 3000})
+        FilterVariable="MLModelId", EQ=f"ml-{tag}", WaiterConfig={"Delay": 0.2, "MaxAttempts": 3000}
+    )
     _, rows = _batch_result(server, output_uri)
     assert "trueLabel" in rows[0]
     truth, preds = _argmax_labels(rows)
@@ -171,26 +225,40 @@ def test_headerless_mnist_full_sample(s3_server: AmlServer) -> None:
 
 def _script_env(server: AmlServer) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
-    env.update(AWS_ENDPOINT_URL_MACHINE_LEARNING=server.url, AWS_DEFAULT_REGION="us-east-1",
-               AWS_ACCESS_KEY_ID="sample", AWS_SECRET_ACCESS_KEY="sample", PYTHONUNBUFFERED="1")
+    env.update(
+        AWS_ENDPOINT_URL_MACHINE_LEARNING=server.url,
+        AWS_DEFAULT_REGION="us-east-1",
+        AWS_ACCESS_KEY_ID="sample",
+        AWS_SECRET_ACCESS_KEY="sample",
+        PYTHONUNBUFFERED="1",
+    )
     if server.s3_url:
         env["AWS_ENDPOINT_URL_S3"] = server.s3_url
     return env
 
 
 def _run_script(cwd: Path, env: dict[str, str], *args: str) -> str:
-    out = subprocess.run([sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900)
+    out = subprocess.run(
+        [sys.executable, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=900
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     return out.stdout
 
 
-def run_banking(server: AmlServer, tmp_path: Path, rows: int | None, batch_rows: int | None) -> dict[str, Any]:
+def run_banking(
+    server: AmlServer, tmp_path: Path, rows: int | None, batch_rows: int | None
+) -> dict[str, Any]:
     """build_model.py, wait, use_model.py 0.77, then a realtime predict; returns the figures."""
-    server.put("s3://aml-sample-data/banking.csv",
-               aml_data.banking_rows("banking.csv", rows) if rows else (BANKING / "banking.csv").read_bytes())
-    server.put("s3://aml-sample-data/banking-batch.csv",
-               aml_data.banking_rows("banking-batch.csv", batch_rows) if batch_rows
-               else (BANKING / "banking-batch.csv").read_bytes())
+    server.put(
+        "s3://aml-sample-data/banking.csv",
+        aml_data.banking_rows("banking.csv", rows) if rows else (BANKING / "banking.csv").read_bytes(),
+    )
+    server.put(
+        "s3://aml-sample-data/banking-batch.csv",
+        aml_data.banking_rows("banking-batch.csv", batch_rows)
+        if batch_rows
+        else (BANKING / "banking-batch.csv").read_bytes(),
+    )
     for name in ("banking.csv.schema", "banking-batch.csv.schema", "recipe.json"):
         shutil.copy(BANKING / name, tmp_path / name)
     for name in ("banking_build_model.py", "banking_use_model.py"):
@@ -209,7 +277,9 @@ def run_banking(server: AmlServer, tmp_path: Path, rows: int | None, batch_rows:
 
     used = _run_script(tmp_path, env, "banking_use_model.py", model_id, "0.77", "s3://banking-out/ml-output/")
     assert f"Set score threshold for {model_id} to 0.77" in used
-    bp_id = next(line.split()[-1] for line in used.splitlines() if line.startswith("Created Batch Prediction "))
+    bp_id = next(
+        line.split()[-1] for line in used.splitlines() if line.startswith("Created Batch Prediction ")
+    )
     assert ml.get_ml_model(MLModelId=model_id)["ScoreThreshold"] == pytest.approx(0.77)
     bp = wait_for(ml, "batch_prediction", bp_id, timeout=900)
     assert bp["Status"] == "COMPLETED", bp.get("Message")
@@ -230,8 +300,11 @@ def run_banking(server: AmlServer, tmp_path: Path, rows: int | None, batch_rows:
     label = pred["predictedLabel"]
     assert label == ("1" if pred["predictedScores"][label] >= 0.77 else "0")
     assert pred["details"] == {"PredictiveModelType": "BINARY", "Algorithm": "SGD"}
-    return {"auc": float(evaluation["PerformanceMetrics"]["Properties"]["BinaryAUC"]),
-            "rows": len(body), "total": bp["TotalRecordCount"]}
+    return {
+        "auc": float(evaluation["PerformanceMetrics"]["Properties"]["BinaryAUC"]),
+        "rows": len(body),
+        "total": bp["TotalRecordCount"],
+    }
 
 
 def test_banking_sample_scripts(aml_server: AmlServer, tmp_path: Path) -> None:
@@ -255,25 +328,52 @@ def _aws(server: AmlServer, *args: str) -> subprocess.CompletedProcess[str]:
     exe = Path(sys.executable).with_name("aws")
     env = _script_env(server)
     env.pop("AWS_ENDPOINT_URL_MACHINE_LEARNING")
-    return subprocess.run([str(exe), "machinelearning", *args, "--endpoint-url", server.url, "--output", "json"],
-                          env=env, capture_output=True, text=True, timeout=120)
+    return subprocess.run(
+        [str(exe), "machinelearning", *args, "--endpoint-url", server.url, "--output", "json"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
 
 
 def test_aws_cli_against_the_server(aml_server: AmlServer) -> None:
     aml_server.put("s3://cli/wine.csv", aml_data.wine_csv(200))
-    created = _aws(aml_server, "create-data-source-from-s3", "--data-source-id", "ds-cli",
-                   "--data-spec", json.dumps({"DataLocationS3": "s3://cli/wine.csv",
-                                              "DataSchema": aml_data.wine_regression_schema()}),
-                   "--compute-statistics")
+    created = _aws(
+        aml_server,
+        "create-data-source-from-s3",
+        "--data-source-id",
+        "ds-cli",
+        "--data-spec",
+        json.dumps({"DataLocationS3": "s3://cli/wine.csv", "DataSchema": aml_data.wine_regression_schema()}),
+        "--compute-statistics",
+    )
     assert created.returncode == 0, created.stderr
     assert json.loads(created.stdout) == {"DataSourceId": "ds-cli"}
     # the CLI's waiter polls every 30 s: let boto3 wait first, then the CLI's waiter must agree at once
     aml_server.client().get_waiter("data_source_available").wait(
-        FilterVariable="DataLocationS3", EQ="s3://cli/wine.csv", WaiterConfig={"Delay": 0.2, "MaxAttempts": 600})
-    waited = _aws(aml_server, "wait", "data-source-available", "--filter-variable", "DataLocationS3",
-                  "--eq", "s3://cli/wine.csv")
+        FilterVariable="DataLocationS3",
+        EQ="s3://cli/wine.csv",
+        WaiterConfig={"Delay": 0.2, "MaxAttempts": 600},
+    )
+    waited = _aws(
+        aml_server,
+        "wait",
+        "data-source-available",
+        "--filter-variable",
+        "DataLocationS3",
+        "--eq",
+        "s3://cli/wine.csv",
+    )
     assert waited.returncode == 0, waited.stderr
-    listed = _aws(aml_server, "describe-data-sources", "--filter-variable", "DataLocationS3", "--eq", "s3://cli/wine.csv")
+    listed = _aws(
+        aml_server,
+        "describe-data-sources",
+        "--filter-variable",
+        "DataLocationS3",
+        "--eq",
+        "s3://cli/wine.csv",
+    )
     assert listed.returncode == 0, listed.stderr
     results = json.loads(listed.stdout)["Results"]
     assert [r["DataSourceId"] for r in results] == ["ds-cli"] and results[0]["Status"] == "COMPLETED"

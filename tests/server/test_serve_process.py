@@ -19,21 +19,43 @@ from tests.server.conftest import make_client, requires_service
 pytestmark = pytest.mark.server
 
 
-def _start(tmp_path: Path, *extra: str, env: dict[str, str] | None = None) -> tuple[subprocess.Popen[str], str]:
+def _start(
+    tmp_path: Path, *extra: str, env: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[str], str]:
     log = (tmp_path / "server.log").open("w")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "amlflow.cli", "serve", "--port", "0", "--home", str(tmp_path / "home"),
-         "--shutdown-timeout", "20", *extra],
-        stdout=subprocess.PIPE, stderr=log, text=True, env={**os.environ, **(env or {})},
+        [
+            sys.executable,
+            "-m",
+            "amlflow.cli",
+            "serve",
+            "--port",
+            "0",
+            "--home",
+            str(tmp_path / "home"),
+            "--shutdown-timeout",
+            "20",
+            *extra,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
-    assert line.startswith("amlflow serving on http://127.0.0.1:"), line + (tmp_path / "server.log").read_text()
+    assert line.startswith("amlflow serving on http://127.0.0.1:"), (
+        line + (tmp_path / "server.log").read_text()
+    )
     return proc, line.split()[-1]
 
 
 def _log_lines(tmp_path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in (tmp_path / "server.log").read_text().splitlines() if line.startswith("{")]
+    return [
+        json.loads(line)
+        for line in (tmp_path / "server.log").read_text().splitlines()
+        if line.startswith("{")
+    ]
 
 
 @requires_service
@@ -74,8 +96,10 @@ def test_sigterm_lets_a_running_job_finish(tmp_path: Path, data_dir: Path) -> No
     try:
         ml = make_client(url)
         ml.create_data_source_from_s3(
-            DataSourceId="ds-term", ComputeStatistics=True,
-            DataSpec={"DataLocationS3": "s3://bucket/wine.csv", "DataSchema": wine_regression_schema()})
+            DataSourceId="ds-term",
+            ComputeStatistics=True,
+            DataSpec={"DataLocationS3": "s3://bucket/wine.csv", "DataSchema": wine_regression_schema()},
+        )
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
@@ -95,7 +119,9 @@ def test_sigterm_lets_a_running_job_finish(tmp_path: Path, data_dir: Path) -> No
 
 @requires_service
 def test_serve_requires_signatures_when_keys_are_set(tmp_path: Path) -> None:
-    proc, url = _start(tmp_path, env={"AMLFLOW_ACCESS_KEY_ID": "AKIDSERVE", "AMLFLOW_SECRET_ACCESS_KEY": "sekrit"})
+    proc, url = _start(
+        tmp_path, env={"AMLFLOW_ACCESS_KEY_ID": "AKIDSERVE", "AMLFLOW_SECRET_ACCESS_KEY": "sekrit"}
+    )
     try:
         good = make_client(url, key="AKIDSERVE", secret="sekrit")
         assert "Results" in good.describe_ml_models()
@@ -115,8 +141,21 @@ def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
     sock = bind_socket("127.0.0.1", 0)
     port = sock.getsockname()[1]
     try:
-        out = subprocess.run([sys.executable, "-m", "amlflow.cli", "serve", "--port", str(port),
-                              "--home", str(tmp_path / "h")], capture_output=True, text=True, timeout=60)
+        out = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "amlflow.cli",
+                "serve",
+                "--port",
+                str(port),
+                "--home",
+                str(tmp_path / "h"),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
     finally:
         sock.close()
     assert out.returncode == 1

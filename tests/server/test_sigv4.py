@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterator
 
-
 import botocore.auth
 import httpx
 import pytest
@@ -32,10 +31,15 @@ def signed_server() -> Iterator[ServerThread]:
         yield srv
 
 
-def _signed(url: str, body: bytes, *, secret: str = SECRET, when: dt.datetime | None = None,
-            region: str = "us-east-1") -> AWSRequest:
-    req = AWSRequest(method="POST", url=url + "/", data=body,
-                     headers={"X-Amz-Target": TARGET, "Content-Type": "application/x-amz-json-1.1"})
+def _signed(
+    url: str, body: bytes, *, secret: str = SECRET, when: dt.datetime | None = None, region: str = "us-east-1"
+) -> AWSRequest:
+    req = AWSRequest(
+        method="POST",
+        url=url + "/",
+        data=body,
+        headers={"X-Amz-Target": TARGET, "Content-Type": "application/x-amz-json-1.1"},
+    )
     signer = SigV4Auth(Credentials(KEY, secret), "machinelearning", region)
     if when is None:
         signer.add_auth(req)
@@ -80,8 +84,10 @@ def test_unknown_access_key(signed_server: ServerThread) -> None:
 def test_missing_signature(signed_server: ServerThread) -> None:
     r = httpx.post(signed_server.url, headers={"X-Amz-Target": TARGET}, content=b'{"MLModelId": "ml-1"}')
     assert r.status_code == 400
-    assert r.json() == {"__type": "MissingAuthenticationTokenException",
-                        "message": "Request is missing Authentication Token"}
+    assert r.json() == {
+        "__type": "MissingAuthenticationTokenException",
+        "message": "Request is missing Authentication Token",
+    }
     assert r.headers["x-amzn-ErrorType"] == "MissingAuthenticationTokenException"
 
 
@@ -129,15 +135,23 @@ def test_other_region_in_scope_still_verifies(signed_server: ServerThread) -> No
 @pytest.mark.parametrize(
     ("authorization", "fragment"),
     [
-        ("AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/machinelearning/aws4_request",
-         "requires 'SignedHeaders' parameter"),
+        (
+            "AWS4-HMAC-SHA256 Credential=AKID/20260101/us-east-1/machinelearning/aws4_request",
+            "requires 'SignedHeaders' parameter",
+        ),
         ("Basic dXNlcjpwYXNz", "Unsupported Authorization algorithm"),
-        ("AWS4-HMAC-SHA256 Credential=AKID/x, SignedHeaders=host, Signature=00", "Credential should be scoped"),
+        (
+            "AWS4-HMAC-SHA256 Credential=AKID/x, SignedHeaders=host, Signature=00",
+            "Credential should be scoped",
+        ),
     ],
 )
 def test_incomplete_signature(signed_server: ServerThread, authorization: str, fragment: str) -> None:
-    r = httpx.post(signed_server.url, headers={"X-Amz-Target": TARGET, "Authorization": authorization,
-                                               "X-Amz-Date": "20260101T000000Z"}, content=b"{}")
+    r = httpx.post(
+        signed_server.url,
+        headers={"X-Amz-Target": TARGET, "Authorization": authorization, "X-Amz-Date": "20260101T000000Z"},
+        content=b"{}",
+    )
     assert r.json()["__type"] == "IncompleteSignatureException"
     assert fragment in r.json()["message"]
 
@@ -146,18 +160,24 @@ def test_verifier_uses_injected_clock() -> None:
     """Unit level: the same signed request is valid at signing time and expired 10 minutes later."""
     when = dt.datetime(2026, 1, 2, 3, 4, 5)
     req = _signed("http://127.0.0.1:8080", b"{}", when=when)
-    signed = SignedRequest(method="POST", path="/", query="", body=b"{}",
-                           headers=[(k, v) for k, v in req.headers.items()] + [("Host", "127.0.0.1:8080")])
+    signed = SignedRequest(
+        method="POST",
+        path="/",
+        query="",
+        body=b"{}",
+        headers=[(k, v) for k, v in req.headers.items()] + [("Host", "127.0.0.1:8080")],
+    )
     epoch = when.replace(tzinfo=dt.UTC).timestamp()
     assert SigV4Verifier({KEY: SECRET}, clock=lambda: epoch).verify(signed) == KEY
     with pytest.raises(ProtocolError) as info:
         SigV4Verifier({KEY: SECRET}, clock=lambda: epoch + 600).verify(signed)
     assert info.value.code == "InvalidSignatureException"
-    assert "20260102T030405Z is now earlier than 20260102T030905Z (20260102T031405Z - 5 min.)" in info.value.message
+    assert (
+        "20260102T030405Z is now earlier than 20260102T030905Z (20260102T031405Z - 5 min.)"
+        in info.value.message
+    )
 
 
 def test_verifier_needs_credentials() -> None:
     with pytest.raises(ValueError, match="credentials"):
         SigV4Verifier({})
-
-

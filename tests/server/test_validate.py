@@ -16,21 +16,43 @@ pytestmark = pytest.mark.server
     ("call", "kwargs", "fragments"),
     [
         ("describe_ml_models", {"Limit": 500}, ["at 'Limit'", "less than or equal to 100"]),
-        ("create_ml_model", {"MLModelId": "ml-x", "MLModelType": "NOPE", "TrainingDataSourceId": "ds"},
-         ["Value 'NOPE' at 'MLModelType'", "enum value set: [REGRESSION, BINARY, MULTICLASS]"]),
-        ("get_ml_model", {"MLModelId": "has spaces " + "x" * 60},
-         ["at 'MLModelId'", "regular expression pattern: [a-zA-Z0-9_.-]+", "less than or equal to 64",
-          "2 validation errors detected"]),
+        (
+            "create_ml_model",
+            {"MLModelId": "ml-x", "MLModelType": "NOPE", "TrainingDataSourceId": "ds"},
+            ["Value 'NOPE' at 'MLModelType'", "enum value set: [REGRESSION, BINARY, MULTICLASS]"],
+        ),
+        (
+            "get_ml_model",
+            {"MLModelId": "has spaces " + "x" * 60},
+            [
+                "at 'MLModelId'",
+                "regular expression pattern: [a-zA-Z0-9_.-]+",
+                "less than or equal to 64",
+                "2 validation errors detected",
+            ],
+        ),
         ("describe_data_sources", {"FilterVariable": "NotAVariable"}, ["at 'FilterVariable'"]),
-        ("create_batch_prediction", {"BatchPredictionId": "bp", "MLModelId": "ml", "BatchPredictionDataSourceId": "ds",
-                                     "OutputUri": "http://bucket/out/"}, ["at 'OutputUri'", "s3://"]),
+        (
+            "create_batch_prediction",
+            {
+                "BatchPredictionId": "bp",
+                "MLModelId": "ml",
+                "BatchPredictionDataSourceId": "ds",
+                "OutputUri": "http://bucket/out/",
+            },
+            ["at 'OutputUri'", "s3://"],
+        ),
         ("update_ml_model", {"MLModelId": "ml", "MLModelName": "   "}, ["at 'MLModelName'"]),
-        ("add_tags", {"ResourceId": "ml", "ResourceType": "MLModel", "Tags": [{"Key": "bad#key"}]},
-         ["at 'Tags.1.member.Key'"]),
+        (
+            "add_tags",
+            {"ResourceId": "ml", "ResourceType": "MLModel", "Tags": [{"Key": "bad#key"}]},
+            ["at 'Tags.1.member.Key'"],
+        ),
     ],
 )
-def test_invalid_input_reaches_no_service(fake_server: Any, fake_ml: Any, call: str, kwargs: dict[str, Any],
-                                          fragments: list[str]) -> None:
+def test_invalid_input_reaches_no_service(
+    fake_server: Any, fake_ml: Any, call: str, kwargs: dict[str, Any], fragments: list[str]
+) -> None:
     with pytest.raises(fake_ml.exceptions.InvalidInputException) as info:
         getattr(fake_ml, call)(**kwargs)
     message = info.value.response["Error"]["Message"]
@@ -40,8 +62,9 @@ def test_invalid_input_reaches_no_service(fake_server: Any, fake_ml: Any, call: 
 
 
 def test_unicode_tags_and_own_predict_endpoint_are_valid(fake_server: Any, fake_ml: Any) -> None:
-    fake_ml.add_tags(ResourceId="ml", ResourceType="MLModel",
-                     Tags=[{"Key": "équipe données", "Value": "ML/ops=1+2@x"}])
+    fake_ml.add_tags(
+        ResourceId="ml", ResourceType="MLModel", Tags=[{"Key": "équipe données", "Value": "ML/ops=1+2@x"}]
+    )
     out = fake_ml.predict(MLModelId="ml", Record={"a": "b"}, PredictEndpoint=fake_server.url)
     assert "Prediction" in out
 
@@ -52,16 +75,26 @@ def test_predict_endpoint_must_be_http() -> None:
         validate_input("Predict", {"MLModelId": "ml", "Record": {}, "PredictEndpoint": "ftp://example"})
     assert "at 'PredictEndpoint'" in info.value.message
     validate_input("Predict", {"MLModelId": "ml", "Record": {}, "PredictEndpoint": "http://127.0.0.1:8080"})
-    validate_input("Predict", {"MLModelId": "ml", "Record": {},
-                               "PredictEndpoint": "https://realtime.machinelearning.us-east-1.amazonaws.com"})
+    validate_input(
+        "Predict",
+        {
+            "MLModelId": "ml",
+            "Record": {},
+            "PredictEndpoint": "https://realtime.machinelearning.us-east-1.amazonaws.com",
+        },
+    )
 
 
 def test_passwords_are_not_echoed() -> None:
     params = {
-        "DataSourceId": "ds", "RoleARN": "arn",
-        "DataSpec": {"DatabaseInformation": {"DatabaseName": "db", "ClusterIdentifier": "c"},
-                     "SelectSqlQuery": "select 1", "DatabaseCredentials": {"Username": "u", "Password": "short"},
-                     "S3StagingLocation": "s3://b/p"},
+        "DataSourceId": "ds",
+        "RoleARN": "arn",
+        "DataSpec": {
+            "DatabaseInformation": {"DatabaseName": "db", "ClusterIdentifier": "c"},
+            "SelectSqlQuery": "select 1",
+            "DatabaseCredentials": {"Username": "u", "Password": "short"},
+            "S3StagingLocation": "s3://b/p",
+        },
     }
     with pytest.raises(ProtocolError) as info:
         validate_input("CreateDataSourceFromRedshift", params)
@@ -76,5 +109,12 @@ def test_types_and_required_members() -> None:
     assert "at 'MLModelId' failed to satisfy constraint: Member must be a string" in msg
     assert "Value null at 'MLModelType'" in msg and "Value null at 'TrainingDataSourceId'" in msg
     assert "at 'Parameters.sgd.maxPasses'" in msg
-    validate_input("CreateMLModel", {"MLModelId": "ml", "MLModelType": "BINARY", "TrainingDataSourceId": "ds",
-                                     "UnknownMember": "ignored, like AWS"})
+    validate_input(
+        "CreateMLModel",
+        {
+            "MLModelId": "ml",
+            "MLModelType": "BINARY",
+            "TrainingDataSourceId": "ds",
+            "UnknownMember": "ignored, like AWS",
+        },
+    )

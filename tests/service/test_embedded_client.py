@@ -34,8 +34,12 @@ def ml(tmp_path: Path) -> Iterator[Any]:
 
 
 def test_calls_errors_and_metadata(ml: Any) -> None:
-    out = ml.create_data_source_from_s3(DataSourceId="ds-1", DataSourceName="one", ComputeStatistics=True,
-                                        DataSpec={"DataLocationS3": "s3://b/x.csv", "DataSchema": SCHEMA})
+    out = ml.create_data_source_from_s3(
+        DataSourceId="ds-1",
+        DataSourceName="one",
+        ComputeStatistics=True,
+        DataSpec={"DataLocationS3": "s3://b/x.csv", "DataSchema": SCHEMA},
+    )
     assert out["DataSourceId"] == "ds-1"
     assert out["ResponseMetadata"]["HTTPStatusCode"] == 200 and out["ResponseMetadata"]["RequestId"]
     with pytest.raises(ml.exceptions.ResourceNotFoundException) as info:
@@ -49,10 +53,15 @@ def test_calls_errors_and_metadata(ml: Any) -> None:
         ml.get_ml_model()  # botocore's own client-side validation
     with pytest.raises(ClientError) as unsupported:
         ml.create_data_source_from_redshift(
-            DataSourceId="ds-rs", RoleARN="arn:aws:iam::1:role/x",
-            DataSpec={"DatabaseInformation": {"DatabaseName": "db", "ClusterIdentifier": "c"},
-                      "SelectSqlQuery": "select 1", "DatabaseCredentials": {"Username": "u", "Password": "password1"},
-                      "S3StagingLocation": "s3://b/p"})
+            DataSourceId="ds-rs",
+            RoleARN="arn:aws:iam::1:role/x",
+            DataSpec={
+                "DatabaseInformation": {"DatabaseName": "db", "ClusterIdentifier": "c"},
+                "SelectSqlQuery": "select 1",
+                "DatabaseCredentials": {"Username": "u", "Password": "password1"},
+                "S3StagingLocation": "s3://b/p",
+            },
+        )
     assert "CreateDataSourceFromS3" in unsupported.value.response["Error"]["Message"]
     assert ml.meta.endpoint_url == "http://realtime.amlflow.invalid"
     assert ml.service is not None and hasattr(ml.service, "get_evaluation_report")
@@ -60,21 +69,33 @@ def test_calls_errors_and_metadata(ml: Any) -> None:
 
 def test_waiters_are_fast_and_see_failures(ml: Any) -> None:
     for i in range(3):
-        ml.create_data_source_from_s3(DataSourceId=f"ds-w{i}", DataSourceName=f"wait {i}", ComputeStatistics=True,
-                                      DataSpec={"DataLocationS3": "s3://b/x.csv", "DataSchema": SCHEMA})
+        ml.create_data_source_from_s3(
+            DataSourceId=f"ds-w{i}",
+            DataSourceName=f"wait {i}",
+            ComputeStatistics=True,
+            DataSpec={"DataLocationS3": "s3://b/x.csv", "DataSchema": SCHEMA},
+        )
     waiter = ml.get_waiter("data_source_available")
     assert waiter.config.delay == 1.0
     t0 = time.monotonic()
     waiter.wait(FilterVariable="Name", Prefix="wait ")
     assert time.monotonic() - t0 < 5
-    assert {r["Status"] for r in ml.describe_data_sources(FilterVariable="Name", Prefix="wait ")["Results"]} == {
-        "COMPLETED"}
-    ml.create_data_source_from_s3(DataSourceId="ds-fail", DataSourceName="will fail",
-                                  DataSpec={"DataLocationS3": "s3://b/x.csv", "DataSchema": SCHEMA})
+    assert {
+        r["Status"] for r in ml.describe_data_sources(FilterVariable="Name", Prefix="wait ")["Results"]
+    } == {"COMPLETED"}
+    ml.create_data_source_from_s3(
+        DataSourceId="ds-fail",
+        DataSourceName="will fail",
+        DataSpec={"DataLocationS3": "s3://b/x.csv", "DataSchema": SCHEMA},
+    )
     with pytest.raises(WaiterError, match="failure"):
         waiter.wait(FilterVariable="Name", EQ="will fail", WaiterConfig={"Delay": 0.1, "MaxAttempts": 100})
-    ml.create_ml_model(MLModelId="ml-1", MLModelType="BINARY", TrainingDataSourceId="ds-w0",
-                       Parameters={"sgd.maxPasses": "2"})
+    ml.create_ml_model(
+        MLModelId="ml-1",
+        MLModelType="BINARY",
+        TrainingDataSourceId="ds-w0",
+        Parameters={"sgd.maxPasses": "2"},
+    )
     ml.get_waiter("ml_model_available").wait(FilterVariable="TrainingDataSourceId", EQ="ds-w0")
     model = ml.get_ml_model(MLModelId="ml-1", Verbose=True)
     assert model["Status"] == "COMPLETED" and model["CreatedAt"].tzinfo is not None
@@ -83,26 +104,36 @@ def test_waiters_are_fast_and_see_failures(ml: Any) -> None:
 
 def test_paginators_walk_every_page(ml: Any) -> None:
     for i in range(5):
-        ml.create_data_source_from_s3(DataSourceId=f"ds-p{i}", DataSourceName=f"page {i}",
-                                      DataSpec={"DataLocationS3": "s3://b/x.csv", "DataSchema": SCHEMA})
-    pages = list(ml.get_paginator("describe_data_sources").paginate(
-        FilterVariable="Name", Prefix="page ", PaginationConfig={"PageSize": 2}))
+        ml.create_data_source_from_s3(
+            DataSourceId=f"ds-p{i}",
+            DataSourceName=f"page {i}",
+            DataSpec={"DataLocationS3": "s3://b/x.csv", "DataSchema": SCHEMA},
+        )
+    pages = list(
+        ml.get_paginator("describe_data_sources").paginate(
+            FilterVariable="Name", Prefix="page ", PaginationConfig={"PageSize": 2}
+        )
+    )
     assert [len(p["Results"]) for p in pages] == [2, 2, 1]
     assert "NextToken" not in pages[-1]
     assert sorted(r["Name"] for p in pages for r in p["Results"]) == [f"page {i}" for i in range(5)]
 
 
 def test_tags_round_trip(ml: Any) -> None:
-    ml.create_data_source_from_s3(DataSourceId="ds-t", DataSpec={"DataLocationS3": "s3://b/x.csv",
-                                                                 "DataSchema": SCHEMA})
+    ml.create_data_source_from_s3(
+        DataSourceId="ds-t", DataSpec={"DataLocationS3": "s3://b/x.csv", "DataSchema": SCHEMA}
+    )
     ml.add_tags(ResourceId="ds-t", ResourceType="DataSource", Tags=[{"Key": "équipe", "Value": "données"}])
     assert ml.describe_tags(ResourceId="ds-t", ResourceType="DataSource")["Tags"] == [
-        {"Key": "équipe", "Value": "données"}]
+        {"Key": "équipe", "Value": "données"}
+    ]
     with pytest.raises(ml.exceptions.InvalidTagException):
         ml.add_tags(ResourceId="ds-t", ResourceType="DataSource", Tags=[{"Key": "aws:x"}])
 
 
-def test_a_bug_is_an_internal_server_exception_without_traceback(ml: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_bug_is_an_internal_server_exception_without_traceback(
+    ml: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
     def broken(**_: Any) -> dict[str, Any]:
         raise RuntimeError("secret internals")
 

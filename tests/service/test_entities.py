@@ -26,11 +26,18 @@ from amlflow.service.errors import (
 from amlflow.service.jobs import JobContext, JobFailed, JobResult
 from amlflow.settings import Settings
 
-SCHEMA = json.dumps({
-    "version": "1.0", "targetAttributeName": "y", "dataFormat": "CSV", "dataFileContainsHeader": True,
-    "attributes": [{"attributeName": "x", "attributeType": "NUMERIC"},
-                   {"attributeName": "y", "attributeType": "BINARY"}],
-})
+SCHEMA = json.dumps(
+    {
+        "version": "1.0",
+        "targetAttributeName": "y",
+        "dataFormat": "CSV",
+        "dataFileContainsHeader": True,
+        "attributes": [
+            {"attributeName": "x", "attributeType": "NUMERIC"},
+            {"attributeName": "y", "attributeType": "BINARY"},
+        ],
+    }
+)
 
 
 def _quick(ctx: JobContext) -> JobResult:
@@ -52,8 +59,11 @@ class FakeModel:
     def predict_record(self, record: dict[str, str], threshold: float) -> dict[str, Any]:
         score = min(1.0, float(record.get("x", "0") or 0))
         label = "1" if score >= threshold else "0"
-        return {"predictedLabel": label, "predictedScores": {label: score},
-                "details": {"PredictiveModelType": "BINARY", "Algorithm": "SGD"}}
+        return {
+            "predictedLabel": label,
+            "predictedScores": {label: score},
+            "details": {"PredictiveModelType": "BINARY", "Algorithm": "SGD"},
+        }
 
 
 @pytest.fixture
@@ -71,10 +81,18 @@ def make(tmp_path: Path) -> Iterator[Callable[..., Service]]:
 
 
 def wait(service: Service, kind: str, entity_id: str, timeout: float = 10.0) -> dict[str, Any]:
-    getter = {"DataSource": service.get_data_source, "MLModel": service.get_ml_model,
-              "Evaluation": service.get_evaluation, "BatchPrediction": service.get_batch_prediction}[kind]
-    key = {"DataSource": "DataSourceId", "MLModel": "MLModelId", "Evaluation": "EvaluationId",
-           "BatchPrediction": "BatchPredictionId"}[kind]
+    getter = {
+        "DataSource": service.get_data_source,
+        "MLModel": service.get_ml_model,
+        "Evaluation": service.get_evaluation,
+        "BatchPrediction": service.get_batch_prediction,
+    }[kind]
+    key = {
+        "DataSource": "DataSourceId",
+        "MLModel": "MLModelId",
+        "Evaluation": "EvaluationId",
+        "BatchPrediction": "BatchPredictionId",
+    }[kind]
     deadline = time.monotonic() + timeout
     while True:
         out = getter(**{key: entity_id})
@@ -84,10 +102,20 @@ def wait(service: Service, kind: str, entity_id: str, timeout: float = 10.0) -> 
         time.sleep(0.01)
 
 
-def ds(service: Service, ds_id: str, *, name: str | None = None, stats: bool = True,
-       location: str = "s3://b/data.csv") -> None:
-    service.create_data_source_from_s3(DataSourceId=ds_id, DataSourceName=name, ComputeStatistics=stats,
-                                       DataSpec={"DataLocationS3": location, "DataSchema": SCHEMA})
+def ds(
+    service: Service,
+    ds_id: str,
+    *,
+    name: str | None = None,
+    stats: bool = True,
+    location: str = "s3://b/data.csv",
+) -> None:
+    service.create_data_source_from_s3(
+        DataSourceId=ds_id,
+        DataSourceName=name,
+        ComputeStatistics=stats,
+        DataSpec={"DataLocationS3": location, "DataSchema": SCHEMA},
+    )
 
 
 def test_lifecycle_timing_fields_and_dependencies(make: Callable[..., Service]) -> None:
@@ -99,12 +127,18 @@ def test_lifecycle_timing_fields_and_dependencies(make: Callable[..., Service]) 
 
     service = make({"DataSource": gated})
     assert service.create_data_source_from_s3(
-        DataSourceId="ds-1", DataSourceName="train", ComputeStatistics=True,
-        DataSpec={"DataLocationS3": "s3://b/data.csv", "DataSchema": SCHEMA,
-                  "DataRearrangement": '{"splitting": {"percentBegin": 0, "percentEnd": 70}}'},
+        DataSourceId="ds-1",
+        DataSourceName="train",
+        ComputeStatistics=True,
+        DataSpec={
+            "DataLocationS3": "s3://b/data.csv",
+            "DataSchema": SCHEMA,
+            "DataRearrangement": '{"splitting": {"percentBegin": 0, "percentEnd": 70}}',
+        },
     ) == {"DataSourceId": "ds-1"}
-    assert service.create_ml_model(MLModelId="ml-1", MLModelType="BINARY", TrainingDataSourceId="ds-1",
-                                   Parameters={"sgd.maxPasses": "5"}) == {"MLModelId": "ml-1"}
+    assert service.create_ml_model(
+        MLModelId="ml-1", MLModelType="BINARY", TrainingDataSourceId="ds-1", Parameters={"sgd.maxPasses": "5"}
+    ) == {"MLModelId": "ml-1"}
     time.sleep(0.2)
     model = service.get_ml_model(MLModelId="ml-1")
     assert model["Status"] == "PENDING"  # waits for its datasource
@@ -162,21 +196,33 @@ def test_bug_in_a_job_fails_the_entity_with_a_message(make: Callable[..., Servic
 def test_create_time_input_errors_name_the_field(make: Callable[..., Service]) -> None:
     service = make()
     with pytest.raises(InvalidInputException, match="DataSpec.DataSchema"):
-        service.create_data_source_from_s3(DataSourceId="ds-x", DataSpec={"DataLocationS3": "s3://b/x.csv",
-                                                                          "DataSchema": "{not json"})
+        service.create_data_source_from_s3(
+            DataSourceId="ds-x", DataSpec={"DataLocationS3": "s3://b/x.csv", "DataSchema": "{not json"}
+        )
     with pytest.raises(InvalidInputException, match="DataSpec.DataRearrangement"):
-        service.create_data_source_from_s3(DataSourceId="ds-x", DataSpec={
-            "DataLocationS3": "s3://b/x.csv", "DataSchema": SCHEMA, "DataRearrangement": '{"splitting": 5}'})
+        service.create_data_source_from_s3(
+            DataSourceId="ds-x",
+            DataSpec={
+                "DataLocationS3": "s3://b/x.csv",
+                "DataSchema": SCHEMA,
+                "DataRearrangement": '{"splitting": 5}',
+            },
+        )
     with pytest.raises(InvalidInputException, match="DataSchemaLocationS3"):
-        service.create_data_source_from_s3(DataSourceId="ds-x", DataSpec={
-            "DataLocationS3": "s3://b/x.csv", "DataSchemaLocationS3": "s3://b/missing.schema"})
+        service.create_data_source_from_s3(
+            DataSourceId="ds-x",
+            DataSpec={"DataLocationS3": "s3://b/x.csv", "DataSchemaLocationS3": "s3://b/missing.schema"},
+        )
     with pytest.raises(InvalidInputException, match="DataSpec.DataLocationS3: .*escape"):
-        service.create_data_source_from_s3(DataSourceId="ds-x", DataSpec={"DataLocationS3": "s3://b/../../etc",
-                                                                          "DataSchema": SCHEMA})
+        service.create_data_source_from_s3(
+            DataSourceId="ds-x", DataSpec={"DataLocationS3": "s3://b/../../etc", "DataSchema": SCHEMA}
+        )
     with pytest.raises(InvalidInputException, match="DataSchema or DataSchemaLocationS3"):
         service.create_data_source_from_s3(DataSourceId="ds-x", DataSpec={"DataLocationS3": "s3://b/x.csv"})
     assert service.state.get("DataSource", "ds-x") is None  # nothing was created
-    with pytest.raises(InvalidInputException, match="TrainingDataSourceId: DataSource ds-none does not exist"):
+    with pytest.raises(
+        InvalidInputException, match="TrainingDataSourceId: DataSource ds-none does not exist"
+    ):
         service.create_ml_model(MLModelId="ml-x", MLModelType="BINARY", TrainingDataSourceId="ds-none")
     ds(service, "ds-nostats", stats=False)
     with pytest.raises(InvalidInputException, match="ComputeStatistics"):
@@ -185,18 +231,33 @@ def test_create_time_input_errors_name_the_field(make: Callable[..., Service]) -
     with pytest.raises(InvalidInputException, match="MLModelType: REGRESSION needs a NUMERIC target"):
         service.create_ml_model(MLModelId="ml-x", MLModelType="REGRESSION", TrainingDataSourceId="ds-ok")
     with pytest.raises(InvalidInputException, match="Parameters"):
-        service.create_ml_model(MLModelId="ml-x", MLModelType="BINARY", TrainingDataSourceId="ds-ok",
-                                Parameters={"sgd.noSuchKnob": "1"})
+        service.create_ml_model(
+            MLModelId="ml-x",
+            MLModelType="BINARY",
+            TrainingDataSourceId="ds-ok",
+            Parameters={"sgd.noSuchKnob": "1"},
+        )
     with pytest.raises(InvalidInputException, match="not both"):
-        service.create_ml_model(MLModelId="ml-x", MLModelType="BINARY", TrainingDataSourceId="ds-ok",
-                                Recipe="{}", RecipeUri="s3://b/r.json")
+        service.create_ml_model(
+            MLModelId="ml-x",
+            MLModelType="BINARY",
+            TrainingDataSourceId="ds-ok",
+            Recipe="{}",
+            RecipeUri="s3://b/r.json",
+        )
     with pytest.raises(InvalidInputException, match="MLModelId: MLModel ml-none does not exist"):
         service.create_evaluation(EvaluationId="ev-x", MLModelId="ml-none", EvaluationDataSourceId="ds-ok")
     with pytest.raises(InvalidInputException, match="OutputUri"):
-        service.create_batch_prediction(BatchPredictionId="bp-x", MLModelId="ml-none",
-                                        BatchPredictionDataSourceId="ds-ok", OutputUri="s3://b/a//b/")
+        service.create_batch_prediction(
+            BatchPredictionId="bp-x",
+            MLModelId="ml-none",
+            BatchPredictionDataSourceId="ds-ok",
+            OutputUri="s3://b/a//b/",
+        )
     for op in ("CreateDataSourceFromRDS", "CreateDataSourceFromRedshift"):
-        method = getattr(service, "create_data_source_from_rds" if "RDS" in op else "create_data_source_from_redshift")
+        method = getattr(
+            service, "create_data_source_from_rds" if "RDS" in op else "create_data_source_from_redshift"
+        )
         with pytest.raises(InvalidInputException, match="use CreateDataSourceFromS3"):
             method(DataSourceId="ds-db")
 
@@ -223,17 +284,29 @@ def test_idempotent_creates(make: Callable[..., Service]) -> None:
     with pytest.raises(IdempotentParameterMismatchException, match="ds-i"):
         ds(service, "ds-i", name="other")
     wait(service, "DataSource", "ds-i")
-    args = {"MLModelId": "ml-i", "MLModelType": "BINARY", "TrainingDataSourceId": "ds-i",
-            "Parameters": {"sgd.maxPasses": "3"}}
+    args = {
+        "MLModelId": "ml-i",
+        "MLModelType": "BINARY",
+        "TrainingDataSourceId": "ds-i",
+        "Parameters": {"sgd.maxPasses": "3"},
+    }
     service.create_ml_model(**args)
     assert service.create_ml_model(**args) == {"MLModelId": "ml-i"}
     with pytest.raises(IdempotentParameterMismatchException):
         service.create_ml_model(**{**args, "Parameters": {"sgd.maxPasses": "4"}})
-    service.create_batch_prediction(BatchPredictionId="bp-i", MLModelId="ml-i", BatchPredictionDataSourceId="ds-i",
-                                    OutputUri="s3://out/x/")
+    service.create_batch_prediction(
+        BatchPredictionId="bp-i",
+        MLModelId="ml-i",
+        BatchPredictionDataSourceId="ds-i",
+        OutputUri="s3://out/x/",
+    )
     with pytest.raises(IdempotentParameterMismatchException):
-        service.create_batch_prediction(BatchPredictionId="bp-i", MLModelId="ml-i",
-                                        BatchPredictionDataSourceId="ds-i", OutputUri="s3://out/y/")
+        service.create_batch_prediction(
+            BatchPredictionId="bp-i",
+            MLModelId="ml-i",
+            BatchPredictionDataSourceId="ds-i",
+            OutputUri="s3://out/y/",
+        )
 
 
 def test_describe_filters_sort_and_paging(make: Callable[..., Service]) -> None:
@@ -258,7 +331,9 @@ def test_describe_filters_sort_and_paging(make: Callable[..., Service]) -> None:
     assert ids(FilterVariable="Name", GE="beta", LE="gamma") == ["ds-2", "ds-4"]
     assert ids(FilterVariable="DataLocationS3", EQ="s3://b/a.csv") == ["ds-0", "ds-1", "ds-3"]
     assert ids(FilterVariable="Status", EQ="COMPLETED") == [f"ds-{i}" for i in range(5)]
-    assert ids(FilterVariable="IAMUser", EQ="arn:aws:iam::123456789012:user/amlflow") == [f"ds-{i}" for i in range(5)]
+    assert ids(FilterVariable="IAMUser", EQ="arn:aws:iam::123456789012:user/amlflow") == [
+        f"ds-{i}" for i in range(5)
+    ]
     third = service.get_data_source(DataSourceId="ds-2")["CreatedAt"]
     assert ids(FilterVariable="CreatedAt", GE=str(third.timestamp())) == ["ds-2", "ds-3", "ds-4"]
     assert ids(FilterVariable="CreatedAt", LT=third.isoformat()) == ["ds-0", "ds-1"]
@@ -287,14 +362,17 @@ def test_model_describe_filters(make: Callable[..., Service]) -> None:
     service = make()
     ds(service, "ds-m")
     for i in range(3):
-        service.create_ml_model(MLModelId=f"ml-{i}", MLModelName=f"m{i}", MLModelType="BINARY",
-                                TrainingDataSourceId="ds-m")
+        service.create_ml_model(
+            MLModelId=f"ml-{i}", MLModelName=f"m{i}", MLModelType="BINARY", TrainingDataSourceId="ds-m"
+        )
     for i in range(3):
         wait(service, "MLModel", f"ml-{i}")
     service._models["ml-1"] = FakeModel()
     service.create_realtime_endpoint(MLModelId="ml-1")
     describe = service.describe_ml_models
-    assert [r["MLModelId"] for r in describe(FilterVariable="RealtimeEndpointStatus", EQ="READY")["Results"]] == ["ml-1"]
+    assert [
+        r["MLModelId"] for r in describe(FilterVariable="RealtimeEndpointStatus", EQ="READY")["Results"]
+    ] == ["ml-1"]
     assert len(describe(FilterVariable="MLModelType", EQ="BINARY")["Results"]) == 3
     assert len(describe(FilterVariable="Algorithm", EQ="sgd")["Results"]) == 3
     assert len(describe(FilterVariable="TrainingDataSourceId", EQ="ds-m")["Results"]) == 3
@@ -302,8 +380,9 @@ def test_model_describe_filters(make: Callable[..., Service]) -> None:
     assert describe()["Results"][0]["Algorithm"] == "sgd"
     assert "Algorithm" not in service.get_ml_model(MLModelId="ml-0")
     service.create_evaluation(EvaluationId="ev-1", MLModelId="ml-0", EvaluationDataSourceId="ds-m")
-    service.create_batch_prediction(BatchPredictionId="bp-1", MLModelId="ml-2", BatchPredictionDataSourceId="ds-m",
-                                    OutputUri="s3://out/")
+    service.create_batch_prediction(
+        BatchPredictionId="bp-1", MLModelId="ml-2", BatchPredictionDataSourceId="ds-m", OutputUri="s3://out/"
+    )
     evs = service.describe_evaluations(FilterVariable="MLModelId", EQ="ml-0")["Results"]
     assert [e["EvaluationId"] for e in evs] == ["ev-1"]
     assert service.describe_evaluations(FilterVariable="DataURI", EQ="s3://b/data.csv")["Results"]
@@ -324,7 +403,11 @@ def test_updates_and_deletes(make: Callable[..., Service]) -> None:
     wait(service, "MLModel", "ml-u")
     service.update_ml_model(MLModelId="ml-u", ScoreThreshold=0.77, MLModelName="named")
     model = service.get_ml_model(MLModelId="ml-u")
-    assert model["ScoreThreshold"] == 0.77 and model["Name"] == "named" and "ScoreThresholdLastUpdatedAt" in model
+    assert (
+        model["ScoreThreshold"] == 0.77
+        and model["Name"] == "named"
+        and "ScoreThresholdLastUpdatedAt" in model
+    )
     with pytest.raises(InvalidInputException, match="ScoreThreshold"):
         service.update_ml_model(MLModelId="ml-u", ScoreThreshold=1.5)
     with pytest.raises(ResourceNotFoundException, match="ml-none"):
@@ -360,23 +443,32 @@ def test_delete_while_waiting_fails_the_dependent(make: Callable[..., Service]) 
 def test_tags(make: Callable[..., Service]) -> None:
     service = make()
     ds(service, "ds-t")
-    service.add_tags(ResourceId="ds-t", ResourceType="DataSource", Tags=[{"Key": "team", "Value": "ml"},
-                                                                         {"Key": "flag"}])
+    service.add_tags(
+        ResourceId="ds-t", ResourceType="DataSource", Tags=[{"Key": "team", "Value": "ml"}, {"Key": "flag"}]
+    )
     service.add_tags(ResourceId="ds-t", ResourceType="DataSource", Tags=[{"Key": "team", "Value": "data"}])
     tags = service.describe_tags(ResourceId="ds-t", ResourceType="DataSource")
-    assert tags == {"ResourceId": "ds-t", "ResourceType": "DataSource",
-                    "Tags": [{"Key": "team", "Value": "data"}, {"Key": "flag"}]}
+    assert tags == {
+        "ResourceId": "ds-t",
+        "ResourceType": "DataSource",
+        "Tags": [{"Key": "team", "Value": "data"}, {"Key": "flag"}],
+    }
     service.delete_tags(ResourceId="ds-t", ResourceType="DataSource", TagKeys=["flag", "not-there"])
     assert service.describe_tags(ResourceId="ds-t", ResourceType="DataSource")["Tags"] == [
-        {"Key": "team", "Value": "data"}]
+        {"Key": "team", "Value": "data"}
+    ]
     with pytest.raises(ResourceNotFoundException):
         service.describe_tags(ResourceId="ds-t", ResourceType="MLModel")  # wrong type for that id
     with pytest.raises(InvalidTagException, match="aws:"):
-        service.add_tags(ResourceId="ds-t", ResourceType="DataSource", Tags=[{"Key": "aws:owner", "Value": "x"}])
+        service.add_tags(
+            ResourceId="ds-t", ResourceType="DataSource", Tags=[{"Key": "aws:owner", "Value": "x"}]
+        )
     with pytest.raises(InvalidTagException, match=r"Tags.1.Key"):
         service.add_tags(ResourceId="ds-t", ResourceType="DataSource", Tags=[{"Key": "bad#key"}])
     with pytest.raises(TagLimitExceededException, match="at most 50"):
-        service.add_tags(ResourceId="ds-t", ResourceType="DataSource", Tags=[{"Key": f"k{i}"} for i in range(50)])
+        service.add_tags(
+            ResourceId="ds-t", ResourceType="DataSource", Tags=[{"Key": f"k{i}"} for i in range(50)]
+        )
     assert len(service.describe_tags(ResourceId="ds-t", ResourceType="DataSource")["Tags"]) == 1  # unchanged
 
 
@@ -405,15 +497,21 @@ def test_realtime_endpoint_predict_and_rate_limit(make: Callable[..., Service]) 
     out = service.predict(MLModelId="ml-r", Record={"x": "0.9"}, PredictEndpoint=info["EndpointUrl"])
     assert out["Prediction"]["predictedLabel"] == "1"
     service.update_ml_model(MLModelId="ml-r", ScoreThreshold=0.95)
-    assert service.predict(MLModelId="ml-r", Record={"x": "0.9"},
-                           PredictEndpoint=info["EndpointUrl"])["Prediction"]["predictedLabel"] == "0"
+    assert (
+        service.predict(MLModelId="ml-r", Record={"x": "0.9"}, PredictEndpoint=info["EndpointUrl"])[
+            "Prediction"
+        ]["predictedLabel"]
+        == "0"
+    )
     with pytest.raises(LimitExceededException):
         for _ in range(10):
             service.predict(MLModelId="ml-r", Record={"x": "0.1"}, PredictEndpoint=info["EndpointUrl"])
     with pytest.raises(ResourceNotFoundException):
         service.predict(MLModelId="ml-none", Record={}, PredictEndpoint=info["EndpointUrl"])
     assert service.delete_realtime_endpoint(MLModelId="ml-r")["RealtimeEndpointInfo"] == {
-        "PeakRequestsPerSecond": 0, "EndpointStatus": "NONE"}
+        "PeakRequestsPerSecond": 0,
+        "EndpointStatus": "NONE",
+    }
     with pytest.raises(PredictorNotMountedException):
         service.predict(MLModelId="ml-r", Record={"x": "0.9"}, PredictEndpoint=info["EndpointUrl"])
 

@@ -19,11 +19,18 @@ from amlflow.service.jobs import JobContext, JobResult
 from amlflow.settings import Settings
 from tests.service.test_entities import wait
 
-SCHEMA = json.dumps({
-    "version": "1.0", "targetAttributeName": "y", "dataFormat": "CSV", "dataFileContainsHeader": True,
-    "attributes": [{"attributeName": "x", "attributeType": "NUMERIC"},
-                   {"attributeName": "y", "attributeType": "BINARY"}],
-})
+SCHEMA = json.dumps(
+    {
+        "version": "1.0",
+        "targetAttributeName": "y",
+        "dataFormat": "CSV",
+        "dataFileContainsHeader": True,
+        "attributes": [
+            {"attributeName": "x", "attributeType": "NUMERIC"},
+            {"attributeName": "y", "attributeType": "BINARY"},
+        ],
+    }
+)
 
 
 @dataclass
@@ -37,8 +44,15 @@ class StandInModel:
     training_info = {"target_distribution": {"1": 0.5}}
 
 
-def fake_write_batch_output(model: Any, table: Any, schema: Any, out: BinaryIO, *, threshold: float,
-                            rows: tuple[int, int] | None = None) -> Counts:
+def fake_write_batch_output(
+    model: Any,
+    table: Any,
+    schema: Any,
+    out: BinaryIO,
+    *,
+    threshold: float,
+    rows: tuple[int, int] | None = None,
+) -> Counts:
     """Header + one line per row of the span (these test files have no rejected rows)."""
     start, stop = rows if rows is not None else (0, table.n_rows)
     out.write(b"trueLabel,score\n")
@@ -49,8 +63,9 @@ def fake_write_batch_output(model: Any, table: Any, schema: Any, out: BinaryIO, 
 
 
 def fake_evaluate(model: Any, table: Any, schema: Any, *, training_info: dict[str, Any]) -> Any:
-    return types.SimpleNamespace(properties={"BinaryAUC": 0.875},
-                                 report={"rows": table.n_rows, "seen": sorted(training_info)})
+    return types.SimpleNamespace(
+        properties={"BinaryAUC": 0.875}, report={"rows": table.n_rows, "seen": sorted(training_info)}
+    )
 
 
 @pytest.fixture
@@ -58,8 +73,9 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service
     import amlflow.engine.batch as batch
 
     monkeypatch.setattr(batch, "write_batch_output", fake_write_batch_output, raising=False)
-    monkeypatch.setitem(sys.modules, "amlflow.engine.evaluation",
-                        types.SimpleNamespace(evaluate=fake_evaluate))
+    monkeypatch.setitem(
+        sys.modules, "amlflow.engine.evaluation", types.SimpleNamespace(evaluate=fake_evaluate)
+    )
     settings = Settings(home=tmp_path / "home")
     svc: Service
 
@@ -77,12 +93,14 @@ def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service
 
 
 def _create_all(service: Service, location: str, output: str = "s3://out/results/") -> None:
-    service.create_data_source_from_s3(DataSourceId="ds", ComputeStatistics=True,
-                                       DataSpec={"DataLocationS3": location, "DataSchema": SCHEMA})
+    service.create_data_source_from_s3(
+        DataSourceId="ds", ComputeStatistics=True, DataSpec={"DataLocationS3": location, "DataSchema": SCHEMA}
+    )
     service.create_ml_model(MLModelId="ml", MLModelType="BINARY", TrainingDataSourceId="ds")
     service.create_evaluation(EvaluationId="ev", MLModelId="ml", EvaluationDataSourceId="ds")
-    service.create_batch_prediction(BatchPredictionId="bp", MLModelId="ml", BatchPredictionDataSourceId="ds",
-                                    OutputUri=output)
+    service.create_batch_prediction(
+        BatchPredictionId="bp", MLModelId="ml", BatchPredictionDataSourceId="ds", OutputUri=output
+    )
 
 
 def test_datasource_evaluation_and_batch_over_two_files(service: Service) -> None:
@@ -96,22 +114,30 @@ def test_datasource_evaluation_and_batch_over_two_files(service: Service) -> Non
     assert ev["Status"] == "COMPLETED", ev.get("Message")
     assert ev["PerformanceMetrics"] == {"Properties": {"BinaryAUC": "0.875"}}
     report = service.get_evaluation_report("ev")
-    assert report["rows"] == 50 and report["seen"] == ["evaluation_datasource_id", "score_threshold", "training_datasource_id"]
+    assert report["rows"] == 50 and report["seen"] == [
+        "evaluation_datasource_id",
+        "score_threshold",
+        "training_datasource_id",
+    ]
     bp = wait(service, "BatchPrediction", "bp")
     assert bp["Status"] == "COMPLETED", bp.get("Message")
     assert bp["TotalRecordCount"] == 50 and bp["InvalidRecordCount"] == 0
     store = service.storage
     manifest = json.loads(store.read_bytes("s3://out/results/batch-prediction/bp.manifest"))
-    assert manifest == {"s3://in/parts/one.csv": "s3://out/results/batch-prediction/result/bp-one.csv.gz",
-                        "s3://in/parts/two": "s3://out/results/batch-prediction/result/bp-two.gz"}
+    assert manifest == {
+        "s3://in/parts/one.csv": "s3://out/results/batch-prediction/result/bp-one.csv.gz",
+        "s3://in/parts/two": "s3://out/results/batch-prediction/result/bp-two.gz",
+    }
     one = gzip.decompress(store.read_bytes(manifest["s3://in/parts/one.csv"])).decode().splitlines()
     two = gzip.decompress(store.read_bytes(manifest["s3://in/parts/two"])).decode().splitlines()
     assert one[0] == two[0] == "trueLabel,score"
     assert len(one) == 31 and len(two) == 21
     assert one[1] == "0,0.5" and two[1] == "1,0.5"  # each file's own rows, in order
     assert [o.key for o in store.list("s3://out/results/")] == [
-        "results/batch-prediction/bp.manifest", "results/batch-prediction/result/bp-one.csv.gz",
-        "results/batch-prediction/result/bp-two.gz"]
+        "results/batch-prediction/bp.manifest",
+        "results/batch-prediction/result/bp-one.csv.gz",
+        "results/batch-prediction/result/bp-two.gz",
+    ]
 
 
 def test_single_file_output_uri_without_slash(service: Service) -> None:
@@ -138,8 +164,11 @@ def test_missing_input_fails_with_a_message_naming_it(service: Service) -> None:
 def test_rejected_rows_are_reported(service: Service) -> None:
     root = service.settings.resolved_storage_root() / "in"
     (root / "bad.csv").write_text("x,y\n1,0\n2,1,EXTRA\n3,1\n")
-    service.create_data_source_from_s3(DataSourceId="ds-bad", ComputeStatistics=False,
-                                       DataSpec={"DataLocationS3": "s3://in/bad.csv", "DataSchema": SCHEMA})
+    service.create_data_source_from_s3(
+        DataSourceId="ds-bad",
+        ComputeStatistics=False,
+        DataSpec={"DataLocationS3": "s3://in/bad.csv", "DataSchema": SCHEMA},
+    )
     out = wait(service, "DataSource", "ds-bad")
     assert out["Status"] == "COMPLETED" and "1 record" in out.get("Message", ""), out
     assert "ComputeTime" not in out  # AML: only with ComputeStatistics

@@ -19,8 +19,22 @@ pytestmark = pytest.mark.server
 
 def _start(home: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "amlflow.cli", "serve", "--port", "0", "--home", str(home), "--log-level", "warning"],
-        stdout=subprocess.PIPE, stderr=log.open("a"), text=True, env=dict(os.environ),
+        [
+            sys.executable,
+            "-m",
+            "amlflow.cli",
+            "serve",
+            "--port",
+            "0",
+            "--home",
+            str(home),
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=log.open("a"),
+        text=True,
+        env=dict(os.environ),
     )
     assert proc.stdout is not None
     line = proc.stdout.readline()
@@ -41,15 +55,26 @@ def test_sigkill_mid_job_then_restart_resumes(tmp_path: Path) -> None:
     proc, url = _start(home, log)
     try:
         ml = make_client(url)
-        ml.create_data_source_from_s3(DataSourceId="ds-done", DataSpec={
-            "DataLocationS3": "s3://big/wine-x200.csv", "DataSchema": aml_data.wine_regression_schema(),
-            "DataRearrangement": '{"splitting": {"percentBegin": 0, "percentEnd": 1}}'})
+        ml.create_data_source_from_s3(
+            DataSourceId="ds-done",
+            DataSpec={
+                "DataLocationS3": "s3://big/wine-x200.csv",
+                "DataSchema": aml_data.wine_regression_schema(),
+                "DataRearrangement": '{"splitting": {"percentBegin": 0, "percentEnd": 1}}',
+            },
+        )
         deadline = time.monotonic() + 120
         while ml.get_data_source(DataSourceId="ds-done")["Status"] != "COMPLETED":
             assert time.monotonic() < deadline
             time.sleep(0.05)
-        ml.create_data_source_from_s3(DataSourceId="ds-killed", ComputeStatistics=True, DataSpec={
-            "DataLocationS3": "s3://big/wine-x200.csv", "DataSchema": aml_data.wine_regression_schema()})
+        ml.create_data_source_from_s3(
+            DataSourceId="ds-killed",
+            ComputeStatistics=True,
+            DataSpec={
+                "DataLocationS3": "s3://big/wine-x200.csv",
+                "DataSchema": aml_data.wine_regression_schema(),
+            },
+        )
         status = ml.get_data_source(DataSourceId="ds-killed")
         while status["Status"] == "PENDING":
             time.sleep(0.01)

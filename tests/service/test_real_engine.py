@@ -45,16 +45,29 @@ def env(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Any, Service
 def wine(env: tuple[Any, Service, Path]) -> dict[str, str]:
     ml, _, _ = env
     schema = aml_data.wine_binary_schema()
-    for ds, split in (("ds-train", {"percentBegin": 0, "percentEnd": 70}),
-                      ("ds-eval", {"percentBegin": 70, "percentEnd": 100})):
+    for ds, split in (
+        ("ds-train", {"percentBegin": 0, "percentEnd": 70}),
+        ("ds-eval", {"percentBegin": 70, "percentEnd": 100}),
+    ):
         ml.create_data_source_from_s3(
-            DataSourceId=ds, DataSourceName=f"wine {ds}", ComputeStatistics=True,
-            DataSpec={"DataLocationS3": "s3://wine/wine-binary.csv", "DataSchema": schema,
-                      "DataRearrangement": json.dumps({"splitting": split})})
-    ml.create_ml_model(MLModelId="ml-wine", MLModelType="BINARY", TrainingDataSourceId="ds-train",
-                       Parameters={"sgd.maxPasses": "10", "sgd.l2RegularizationAmount": "1e-6"})
-    ml.get_waiter("ml_model_available").wait(FilterVariable="TrainingDataSourceId", EQ="ds-train",
-                                             WaiterConfig=FAST)
+            DataSourceId=ds,
+            DataSourceName=f"wine {ds}",
+            ComputeStatistics=True,
+            DataSpec={
+                "DataLocationS3": "s3://wine/wine-binary.csv",
+                "DataSchema": schema,
+                "DataRearrangement": json.dumps({"splitting": split}),
+            },
+        )
+    ml.create_ml_model(
+        MLModelId="ml-wine",
+        MLModelType="BINARY",
+        TrainingDataSourceId="ds-train",
+        Parameters={"sgd.maxPasses": "10", "sgd.l2RegularizationAmount": "1e-6"},
+    )
+    ml.get_waiter("ml_model_available").wait(
+        FilterVariable="TrainingDataSourceId", EQ="ds-train", WaiterConfig=FAST
+    )
     return {"schema": schema}
 
 
@@ -85,14 +98,22 @@ def test_evaluation_report(env: tuple[Any, Service, Path], wine: dict[str, str])
     assert isinstance(report, dict) and report
 
 
-def test_batch_prediction_over_a_prefix_writes_one_result_per_file(env: tuple[Any, Service, Path],
-                                                                   wine: dict[str, str]) -> None:
+def test_batch_prediction_over_a_prefix_writes_one_result_per_file(
+    env: tuple[Any, Service, Path], wine: dict[str, str]
+) -> None:
     ml, _, root = env
-    ml.create_data_source_from_s3(DataSourceId="ds-parts", DataSpec={"DataLocationS3": "s3://wine/parts/",
-                                                                     "DataSchema": wine["schema"]})
-    ml.create_batch_prediction(BatchPredictionId="bp-parts", MLModelId="ml-wine",
-                               BatchPredictionDataSourceId="ds-parts", OutputUri="s3://out/run")
-    ml.get_waiter("batch_prediction_available").wait(FilterVariable="MLModelId", EQ="ml-wine", WaiterConfig=FAST)
+    ml.create_data_source_from_s3(
+        DataSourceId="ds-parts", DataSpec={"DataLocationS3": "s3://wine/parts/", "DataSchema": wine["schema"]}
+    )
+    ml.create_batch_prediction(
+        BatchPredictionId="bp-parts",
+        MLModelId="ml-wine",
+        BatchPredictionDataSourceId="ds-parts",
+        OutputUri="s3://out/run",
+    )
+    ml.get_waiter("batch_prediction_available").wait(
+        FilterVariable="MLModelId", EQ="ml-wine", WaiterConfig=FAST
+    )
     bp = ml.get_batch_prediction(BatchPredictionId="bp-parts")
     assert bp["Status"] == "COMPLETED", bp.get("Message")
     assert bp["TotalRecordCount"] == 1599 and bp["InvalidRecordCount"] == 0
@@ -112,8 +133,13 @@ def test_realtime_predict(env: tuple[Any, Service, Path], wine: dict[str, str]) 
     ml, _, _ = env
     info = ml.create_realtime_endpoint(MLModelId="ml-wine")["RealtimeEndpointInfo"]
     assert info["EndpointStatus"] == "READY" and info["EndpointUrl"] == "http://127.0.0.1:1"
-    record = dict(zip(aml_data.WINE_COLUMNS[:-1], "7.4,0.7,0,1.9,0.076,11,34,0.9978,3.51,0.56,9.4".split(","),
-                      strict=True))
+    record = dict(
+        zip(
+            aml_data.WINE_COLUMNS[:-1],
+            ["7.4", "0.7", "0", "1.9", "0.076", "11", "34", "0.9978", "3.51", "0.56", "9.4"],
+            strict=True,
+        )
+    )
     pred = ml.predict(MLModelId="ml-wine", Record=record, PredictEndpoint=info["EndpointUrl"])["Prediction"]
     assert pred["predictedLabel"] in ("0", "1") and list(pred["predictedScores"]) == [pred["predictedLabel"]]
     assert pred["details"] == {"PredictiveModelType": "BINARY", "Algorithm": "SGD"}
@@ -121,11 +147,14 @@ def test_realtime_predict(env: tuple[Any, Service, Path], wine: dict[str, str]) 
 
 def test_missing_file_fails_the_datasource(env: tuple[Any, Service, Path], wine: dict[str, str]) -> None:
     ml, _, _ = env
-    ml.create_data_source_from_s3(DataSourceId="ds-missing", DataSpec={"DataLocationS3": "s3://wine/nope.csv",
-                                                                       "DataSchema": wine["schema"]})
+    ml.create_data_source_from_s3(
+        DataSourceId="ds-missing",
+        DataSpec={"DataLocationS3": "s3://wine/nope.csv", "DataSchema": wine["schema"]},
+    )
     with pytest.raises(Exception, match="failure"):
-        ml.get_waiter("data_source_available").wait(FilterVariable="DataLocationS3", EQ="s3://wine/nope.csv",
-                                                    WaiterConfig=FAST)
+        ml.get_waiter("data_source_available").wait(
+            FilterVariable="DataLocationS3", EQ="s3://wine/nope.csv", WaiterConfig=FAST
+        )
     failed = ml.get_data_source(DataSourceId="ds-missing")
     assert failed["Status"] == "FAILED" and "s3://wine/nope.csv" in failed["Message"]
 
@@ -133,8 +162,12 @@ def test_missing_file_fails_the_datasource(env: tuple[Any, Service, Path], wine:
 def test_bad_recipe_is_refused_at_create_time(env: tuple[Any, Service, Path], wine: dict[str, str]) -> None:
     ml, _, _ = env
     with pytest.raises(ml.exceptions.InvalidInputException) as info:
-        ml.create_ml_model(MLModelId="ml-bad", MLModelType="BINARY", TrainingDataSourceId="ds-train",
-                           Recipe=json.dumps({"groups": {}, "assignments": {}, "outputs": ["NO_SUCH_GROUP"]}))
+        ml.create_ml_model(
+            MLModelId="ml-bad",
+            MLModelType="BINARY",
+            TrainingDataSourceId="ds-train",
+            Recipe=json.dumps({"groups": {}, "assignments": {}, "outputs": ["NO_SUCH_GROUP"]}),
+        )
     message = info.value.response["Error"]["Message"]
     assert message.startswith("Recipe") and "NO_SUCH_GROUP" in message
 
@@ -144,13 +177,29 @@ def test_schema_and_recipe_from_storage(env: tuple[Any, Service, Path], wine: di
     (root / "wine" / "wine.schema").write_text(wine["schema"])
     recipe = {"groups": {}, "assignments": {}, "outputs": ["ALL_NUMERIC"]}
     (root / "wine" / "recipe.json").write_text(json.dumps(recipe))
-    ml.create_data_source_from_s3(DataSourceId="ds-uri", ComputeStatistics=True, DataSpec={
-        "DataLocationS3": "s3://wine/wine-binary.csv", "DataSchemaLocationS3": "s3://wine/wine.schema"})
-    ml.create_ml_model(MLModelId="ml-uri", MLModelType="BINARY", TrainingDataSourceId="ds-uri",
-                       RecipeUri="s3://wine/recipe.json")
-    ml.get_waiter("ml_model_available").wait(FilterVariable="TrainingDataSourceId", EQ="ds-uri", WaiterConfig=FAST)
+    ml.create_data_source_from_s3(
+        DataSourceId="ds-uri",
+        ComputeStatistics=True,
+        DataSpec={
+            "DataLocationS3": "s3://wine/wine-binary.csv",
+            "DataSchemaLocationS3": "s3://wine/wine.schema",
+        },
+    )
+    ml.create_ml_model(
+        MLModelId="ml-uri",
+        MLModelType="BINARY",
+        TrainingDataSourceId="ds-uri",
+        RecipeUri="s3://wine/recipe.json",
+    )
+    ml.get_waiter("ml_model_available").wait(
+        FilterVariable="TrainingDataSourceId", EQ="ds-uri", WaiterConfig=FAST
+    )
     model = ml.get_ml_model(MLModelId="ml-uri", Verbose=True)
     assert json.loads(model["Recipe"]) == recipe
     with pytest.raises(ml.exceptions.InvalidInputException, match="RecipeUri"):
-        ml.create_ml_model(MLModelId="ml-nouri", MLModelType="BINARY", TrainingDataSourceId="ds-uri",
-                           RecipeUri="s3://wine/missing.json")
+        ml.create_ml_model(
+            MLModelId="ml-nouri",
+            MLModelType="BINARY",
+            TrainingDataSourceId="ds-uri",
+            RecipeUri="s3://wine/missing.json",
+        )

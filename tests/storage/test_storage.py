@@ -26,8 +26,13 @@ def moto_url() -> Iterator[str]:
 
 
 def _s3_client(url: str) -> Any:
-    return boto3.client("s3", endpoint_url=url, region_name="us-east-1",
-                        aws_access_key_id="moto", aws_secret_access_key="moto")
+    return boto3.client(
+        "s3",
+        endpoint_url=url,
+        region_name="us-east-1",
+        aws_access_key_id="moto",
+        aws_secret_access_key="moto",
+    )
 
 
 @pytest.fixture(params=["local", "s3"])
@@ -64,7 +69,11 @@ def test_write_read_list_exists(store: Storage, tmp_path: Path) -> None:
     assert store.list(f"s3://{b}/data/a.csv") == [ObjectInfo(f"s3://{b}/data/a.csv", "data/a.csv", 8)]
     assert [o.key for o in store.list(f"s3://{b}/data/")] == ["data/a.csv", "data/b.csv", "data/sub/c.csv"]
     assert [o.key for o in store.list(f"s3://{b}/data")] == [
-        "data/a.csv", "data/b.csv", "data/sub/c.csv", "data2/z.csv"]
+        "data/a.csv",
+        "data/b.csv",
+        "data/sub/c.csv",
+        "data2/z.csv",
+    ]
     assert [o.size for o in store.list(f"s3://{b}/data/b")] == [18]
     assert store.list(f"s3://{b}/missing/") == []
     assert store.list("s3://no-such-bucket-here/x") == []
@@ -90,9 +99,17 @@ def test_bad_uris_are_refused(store: Storage) -> None:
         store.write_atomic(f"s3://{_bucket(store)}/dir/", b"x")
 
 
-@pytest.mark.parametrize("uri", ["s3://bucket/../outside.txt", "s3://bucket/a/../../outside.txt",
-                                 "s3://../etc/passwd", "s3://bucket//etc/passwd", "s3://bucket/./x",
-                                 "s3://bucket/a\\..\\..\\x"])
+@pytest.mark.parametrize(
+    "uri",
+    [
+        "s3://bucket/../outside.txt",
+        "s3://bucket/a/../../outside.txt",
+        "s3://../etc/passwd",
+        "s3://bucket//etc/passwd",
+        "s3://bucket/./x",
+        "s3://bucket/a\\..\\..\\x",
+    ],
+)
 def test_local_keys_cannot_escape_the_root(tmp_path: Path, uri: str) -> None:
     store = LocalStorage(tmp_path / "root")
     with pytest.raises(ValueError) as info:
@@ -144,7 +161,10 @@ def test_storage_from_settings(tmp_path: Path, moto_url: str, monkeypatch: pytes
     assert isinstance(s3, S3Storage)
     _s3_client(moto_url).create_bucket(Bucket="from-env")
     s3.write_atomic("s3://from-env/k.txt", b"via AWS_ENDPOINT_URL_S3")
-    assert _s3_client(moto_url).get_object(Bucket="from-env", Key="k.txt")["Body"].read() == b"via AWS_ENDPOINT_URL_S3"
+    assert (
+        _s3_client(moto_url).get_object(Bucket="from-env", Key="k.txt")["Body"].read()
+        == b"via AWS_ENDPOINT_URL_S3"
+    )
 
 
 def test_parse_s3_uri() -> None:

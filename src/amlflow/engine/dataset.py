@@ -637,8 +637,9 @@ class _Reader:
         if self.header_pending:
             self.header_pending = False
             return
-        selected = bool(self.rearrangement.selects(np.array([offset]), self.total_bytes, self.key,
-                                                   self.file_start)[0])
+        selected = bool(
+            self.rearrangement.selects(np.array([offset]), self.total_bytes, self.key, self.file_start)[0]
+        )
         self._rejects(np.array([offset]), np.array([line_no + 1]), [1], [text], np.array([selected]))
         if selected:
             self.rejected_positions.append(np.array([self.pos], dtype=np.int64))
@@ -693,8 +694,9 @@ class _Reader:
             data: Any = block[starts[first] :] if first < n_lines else b""
         else:
             nxt = np.append(starts[1:], n_bytes)
-            data = b"".join(block[s:e] for s, e in zip(starts[to_parse].tolist(), nxt[to_parse].tolist(),
-                                                       strict=True))
+            data = b"".join(
+                block[s:e] for s, e in zip(starts[to_parse].tolist(), nxt[to_parse].tolist(), strict=True)
+            )
         bad: dict[int, str] = {}
 
         def on_invalid(row: Any) -> str:
@@ -709,8 +711,9 @@ class _Reader:
                     read_options=pa_csv.ReadOptions(
                         column_names=self.names, use_threads=False, block_size=max(len(data) + 64, 1 << 16)
                     ),
-                    parse_options=pa_csv.ParseOptions(newlines_in_values=False,
-                                                      invalid_row_handler=on_invalid),
+                    parse_options=pa_csv.ParseOptions(
+                        newlines_in_values=False, invalid_row_handler=on_invalid
+                    ),
                     convert_options=self._convert,
                 )
             except pa.ArrowException as exc:  # pragma: no cover - the line checks above should prevent it
@@ -736,7 +739,7 @@ class _Reader:
             reasons = [messages.get(int(i), _REASONS.get(int(status[i]), "")) for i in rejected]
             texts = [
                 bytes(block[starts[records[i]] : min(content_end[records[i]], starts[records[i]] + 200)])
-                for i in rejected[: _SAMPLES]
+                for i in rejected[:_SAMPLES]
             ]
             self._rejects(offsets[rejected], numbers[records[rejected]], reasons, texts, selected[rejected])
         sel_idx = np.flatnonzero(selected)
@@ -753,19 +756,25 @@ class _Reader:
         return n_lines
 
     def _rejects(
-        self, offsets: np.ndarray, lines: np.ndarray, reasons: Sequence[Any], texts: Sequence[bytes],
+        self,
+        offsets: np.ndarray,
+        lines: np.ndarray,
+        reasons: Sequence[Any],
+        texts: Sequence[bytes],
         selected: np.ndarray,
     ) -> None:
         n = len(offsets)
         for j in range(min(n, max(0, _SAMPLES - len(self.samples)))):
             reason = reasons[j]
-            self.samples.append({
-                "file": self.key,
-                "line": int(lines[j]),
-                "offset": int(offsets[j]),
-                "reason": _REASONS.get(reason, str(reason)) if isinstance(reason, int) else reason,
-                "text": texts[j].decode("utf-8", "replace") if j < len(texts) else "",
-            })
+            self.samples.append(
+                {
+                    "file": self.key,
+                    "line": int(lines[j]),
+                    "offset": int(offsets[j]),
+                    "reason": _REASONS.get(reason, str(reason)) if isinstance(reason, int) else reason,
+                    "text": texts[j].decode("utf-8", "replace") if j < len(texts) else "",
+                }
+            )
         if self.first_bad is None and self.samples:
             self.first_bad = self.samples[0]
         self.n_rejected_total += n
@@ -814,7 +823,7 @@ def build_dataset(
             first bad line).
     """
     if rearrangement is None:
-        from amlflow.engine.rearrange import Rearrangement  # noqa: PLC0415
+        from amlflow.engine.rearrange import Rearrangement
 
         rearrangement = Rearrangement()
     if not sources:
@@ -822,9 +831,7 @@ def build_dataset(
     sizes = [int(s.size) for s in sources]
     if not rearrangement.is_everything and rearrangement.strategy == "sequential":
         # the split needs the total before reading; gzip members are measured by decompressing once
-        sizes = [
-            sum(len(c) for c in _iter_bytes(s)) if _peek_gzip(s) else int(s.size) for s in sources
-        ]
+        sizes = [sum(len(c) for c in _iter_bytes(s)) if _peek_gzip(s) else int(s.size) for s in sources]
     total = sum(sizes)
     with TableWriter(out_dir, schema.names) as writer:
         reader = _Reader(schema, rearrangement, writer, total)

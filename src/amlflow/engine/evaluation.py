@@ -126,7 +126,7 @@ def _distribution_alert(model_type: str, train: Mapping[str, Any], ev: Mapping[s
         shift = abs(m1 - m0) / scale
         ratio = (max(s0, s1) / min(s0, s1)) if min(s0, s1) > 0 else (1.0 if s0 == s1 else math.inf)
         bad = shift > MEAN_SHIFT_LIMIT or ratio > STD_RATIO_LIMIT
-        text = (f"Training target mean {m0:.6g} (std {s0:.6g}), evaluation mean {m1:.6g} (std {s1:.6g}).")
+        text = f"Training target mean {m0:.6g} (std {s0:.6g}), evaluation mean {m1:.6g} (std {s1:.6g})."
         verdict = "The target distributions differ. " if bad else "The target distributions match. "
         return bad, verdict + text
     tc, ec = dict(train.get("counts", {})), dict(ev.get("counts", {}))
@@ -189,7 +189,10 @@ def evaluate(
     metric = METRICS[mt]
     train_dist = info.get("target_distribution") or model.training_info.get("target_distribution", {})
     report: dict[str, Any] = {
-        "model_type": mt, "metric": metric, "n_evaluated": n_eval, "n_invalid": n_invalid
+        "model_type": mt,
+        "metric": metric,
+        "n_evaluated": n_eval,
+        "n_invalid": n_invalid,
     }
 
     if mt == "BINARY":
@@ -202,13 +205,19 @@ def evaluate(
         cm = confusion_matrix(yb, predicted, labels=[0, 1]) if n_eval else np.zeros((2, 2), dtype=int)
         edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
         report.update(
-            baseline={"metric": metric, "value": 0.5,
-                      "description": "AUC of a model that gives every record the same score"},
+            baseline={
+                "metric": metric,
+                "value": 0.5,
+                "description": "AUC of a model that gives every record the same score",
+            },
             threshold=threshold,
             confusion_matrix={"labels": ["0", "1"], "matrix": cm.tolist()},
             threshold_table=_threshold_table(yb, scores),
-            score_histogram={"edges": edges.tolist(), "actual_0": _hist(scores[yb == 0], edges),
-                             "actual_1": _hist(scores[yb == 1], edges)},
+            score_histogram={
+                "edges": edges.tolist(),
+                "actual_0": _hist(scores[yb == 0], edges),
+                "actual_1": _hist(scores[yb == 1], edges),
+            },
         )
         eval_dist = _distribution(mt, np.where(yb == 1, "1", "0").astype(object), ["0", "1"])
     elif mt == "MULTICLASS":
@@ -231,15 +240,29 @@ def evaluate(
             majority = min(counts, key=lambda k: (-counts[k], k))
         else:
             majority = labels_eval[0] if labels_eval else ""
-        base = float(f1_score(yt, np.full(len(yt), majority), labels=labels_eval, average="macro",
-                              zero_division=0)) if n_eval else math.nan
+        base = (
+            float(
+                f1_score(yt, np.full(len(yt), majority), labels=labels_eval, average="macro", zero_division=0)
+            )
+            if n_eval
+            else math.nan
+        )
         report.update(
-            baseline={"metric": metric, "value": base,
-                      "description": "macro F1 of always predicting the most frequent training class "
-                                     f"{majority!r}"},
+            baseline={
+                "metric": metric,
+                "value": base,
+                "description": f"macro F1 of always predicting the most frequent training class {majority!r}",
+            },
             confusion_matrix={"labels": cm_labels, "matrix": cm.tolist()},
-            per_class={lab: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]),
-                             "support": int(sup[i])} for i, lab in enumerate(labels_eval)},
+            per_class={
+                lab: {
+                    "precision": float(p[i]),
+                    "recall": float(r[i]),
+                    "f1": float(f[i]),
+                    "support": int(sup[i]),
+                }
+                for i, lab in enumerate(labels_eval)
+            },
         )
         eval_dist = _distribution(mt, y, sorted(set(labels_eval) | set(model.classes)))
     else:
@@ -259,10 +282,16 @@ def evaluate(
         else:
             r_edges = s_edges = np.linspace(0.0, 1.0, HISTOGRAM_BINS + 1)
         report.update(
-            baseline={"metric": metric, "value": base,
-                      "description": f"RMSE of always predicting the training target mean {mean:.6g}"},
-            residual_histogram={"edges": r_edges.tolist(), "counts": _hist(residuals, r_edges),
-                                "description": "residual = actual - predicted"},
+            baseline={
+                "metric": metric,
+                "value": base,
+                "description": f"RMSE of always predicting the training target mean {mean:.6g}",
+            },
+            residual_histogram={
+                "edges": r_edges.tolist(),
+                "counts": _hist(residuals, r_edges),
+                "description": "residual = actual - predicted",
+            },
             score_histogram={"edges": s_edges.tolist(), "counts": _hist(scores, s_edges)},
         )
         eval_dist = _distribution(mt, yr, [])
@@ -277,14 +306,25 @@ def evaluate(
     alerts = []
     tid, eid = info.get("training_datasource_id"), info.get("evaluation_datasource_id")
     same = tid is not None and tid == eid
-    alerts.append((ALERTS[0], same,
-                   f"The evaluation datasource {eid} is the training datasource." if same
-                   else "The evaluation data is not the training datasource."))
+    alerts.append(
+        (
+            ALERTS[0],
+            same,
+            f"The evaluation datasource {eid} is the training datasource."
+            if same
+            else "The evaluation data is not the training datasource.",
+        )
+    )
     n_train = int(info.get("training_rows") or model.training_info.get("n_valid") or 0)
     few = n_train > 0 and n_eval < 0.1 * n_train
-    alerts.append((ALERTS[1], few,
-                   f"{n_eval} evaluation records for {n_train} training records"
-                   + (" (fewer than 10%)." if few else " (at least 10%).")))
+    alerts.append(
+        (
+            ALERTS[1],
+            few,
+            f"{n_eval} evaluation records for {n_train} training records"
+            + (" (fewer than 10%)." if few else " (at least 10%)."),
+        )
+    )
     tschema = _schema_of(info.get("training_schema"), model.schema)
     t_names, e_names = set(tschema.names), set(schema.names)
     missing, extra = sorted(t_names - e_names), sorted(e_names - t_names)
@@ -298,9 +338,15 @@ def evaluate(
     if retyped:
         text += f" ({', '.join(retyped)} read with the training types)"
     alerts.append((ALERTS[2], bool(parts), text + ("." if not text.endswith(")") else ".")))
-    alerts.append((ALERTS[3], n_invalid > 0,
-                   f"{n_invalid} records were not used (missing/invalid target or unreadable)." if n_invalid
-                   else "Every evaluation record was used."))
+    alerts.append(
+        (
+            ALERTS[3],
+            n_invalid > 0,
+            f"{n_invalid} records were not used (missing/invalid target or unreadable)."
+            if n_invalid
+            else "Every evaluation record was used.",
+        )
+    )
     bad, text = _distribution_alert(mt, train_dist, eval_dist)
     alerts.append((ALERTS[4], bad, text))
     report["alerts"] = [{"name": n, "triggered": bool(t), "message": m} for n, t, m in alerts]

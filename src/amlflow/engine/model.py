@@ -159,7 +159,12 @@ class TrainedModel:
         return np.asarray(X @ self.coef) + self.intercept
 
     def iter_predictions(
-        self, table: Any, schema: Schema | None = None, *, start: int = 0, stop: int | None = None,
+        self,
+        table: Any,
+        schema: Schema | None = None,
+        *,
+        start: int = 0,
+        stop: int | None = None,
         batch_rows: int = 50_000,
     ) -> Iterator[tuple[int, int, Predictions]]:
         """Score rows ``[start, stop)`` of ``table`` in batches: yields ``(start, stop, Predictions)``.
@@ -170,8 +175,12 @@ class TrainedModel:
         for a in range(start, stop, batch_rows):
             b = min(a + batch_rows, stop)
             X = self.builder.transform(table, a, b, _dicts=enc)
-            yield a, b, Predictions(
-                self.model_type, self.classes, self._scores(self._decision(X)), np.ones(b - a, dtype=bool)
+            yield (
+                a,
+                b,
+                Predictions(
+                    self.model_type, self.classes, self._scores(self._decision(X)), np.ones(b - a, dtype=bool)
+                ),
             )
 
     def predict_table(
@@ -286,7 +295,12 @@ def _fit_classifier(
         if top > 0:
             w, C = w / top, C * top
     est = LogisticRegression(
-        C=C, l1_ratio=l1_ratio, solver="saga", max_iter=params.max_passes, tol=1e-4, random_state=seed,
+        C=C,
+        l1_ratio=l1_ratio,
+        solver="saga",
+        max_iter=params.max_passes,
+        tol=1e-4,
+        random_state=seed,
         fit_intercept=False,
     )
     with warnings.catch_warnings():
@@ -315,8 +329,14 @@ def _fit_regressor(
         if top > 0:  # the same objective with weights ≤ 1 (large weights would blow up the SGD steps)
             w, alpha = w / top, alpha / top
     est = SGDRegressor(
-        penalty=penalty, alpha=alpha, max_iter=params.max_passes, tol=None, average=True,
-        fit_intercept=False, random_state=seed, shuffle=True,
+        penalty=penalty,
+        alpha=alpha,
+        max_iter=params.max_passes,
+        tol=None,
+        average=True,
+        fit_intercept=False,
+        random_state=seed,
+        shuffle=True,
     )
     est.fit(X, y - center, sample_weight=w)
     coef = np.asarray(est.coef_, dtype=np.float64).reshape(-1, 1)
@@ -406,15 +426,19 @@ def train(
     say = log or (lambda _msg: None)
     t0 = time.perf_counter()
     if model_type not in MODEL_TYPES:
-        raise TrainingError(f"MLModelType: {model_type!r} is not one of {', '.join(MODEL_TYPES)}",
-                            field="MLModelType")
+        raise TrainingError(
+            f"MLModelType: {model_type!r} is not one of {', '.join(MODEL_TYPES)}", field="MLModelType"
+        )
     target = schema.target
     if target is None:
-        raise TrainingError("targetAttributeName: the training datasource's schema has no target attribute",
-                            field="targetAttributeName")
+        raise TrainingError(
+            "targetAttributeName: the training datasource's schema has no target attribute",
+            field="targetAttributeName",
+        )
     if target not in table.names:
-        raise TrainingError(f"targetAttributeName: the training data has no column {target!r}",
-                            field="targetAttributeName")
+        raise TrainingError(
+            f"targetAttributeName: the training data has no column {target!r}", field="targetAttributeName"
+        )
     say(
         f"initial-training: model-type={model_type} l1={params.l1!r} l2={params.l2!r} "
         f"max-passes={params.max_passes} max-model-size={params.max_model_size} "
@@ -498,14 +522,17 @@ def train(
 
     pruned = _prune(coef, params.max_model_size)
     if pruned:
-        say(f"final consolidation: pruned {pruned} of {builder.n_features} features to fit "
-            f"sgd.maxMLModelSizeInBytes={params.max_model_size}")
+        say(
+            f"final consolidation: pruned {pruned} of {builder.n_features} features to fit "
+            f"sgd.maxMLModelSizeInBytes={params.max_model_size}"
+        )
 
     # ---- training summary (used by evaluation alerts)
     if model_type == "REGRESSION":
         yf = y.astype(np.float64)
         dist: dict[str, Any] = {
-            "mean": float(yf.mean()), "std": float(yf.std()),
+            "mean": float(yf.mean()),
+            "std": float(yf.std()),
             "quantiles": [float(q) for q in np.quantile(yf, [0.0, 0.25, 0.5, 0.75, 1.0])],
         }
     else:
@@ -530,6 +557,8 @@ def train(
             "fit_seconds": round(t_fit, 3),
         },
     )
-    say(f"saved final learner: model-size={model.size_in_bytes} parameters={model.n_parameters} "
-        f"total-time={time.perf_counter() - t0:.2f}s")
+    say(
+        f"saved final learner: model-size={model.size_in_bytes} parameters={model.n_parameters} "
+        f"total-time={time.perf_counter() - t0:.2f}s"
+    )
     return model

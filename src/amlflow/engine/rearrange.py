@@ -131,13 +131,15 @@ def _percent(splitting: dict[str, Any], key: str, default: int) -> int:
         try:
             value = int(value.strip())
         except ValueError:
-            raise RearrangementError(f"splitting.{key}: expected an integer 0..100, got {value!r}",
-                                     field=f"splitting.{key}") from None
+            raise RearrangementError(
+                f"splitting.{key}: expected an integer 0..100, got {value!r}", field=f"splitting.{key}"
+            ) from None
     if isinstance(value, float) and value.is_integer():
         value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
-        raise RearrangementError(f"splitting.{key}: expected an integer 0..100, got {value!r}",
-                                 field=f"splitting.{key}")
+        raise RearrangementError(
+            f"splitting.{key}: expected an integer 0..100, got {value!r}", field=f"splitting.{key}"
+        )
     if not 0 <= value <= 100:
         raise RearrangementError(f"splitting.{key}: {value} is outside 0..100", field=f"splitting.{key}")
     return value
@@ -161,16 +163,18 @@ def parse_rearrangement(text: str | bytes | dict[str, Any] | None) -> Rearrangem
         try:
             doc = json.loads(text)
         except (ValueError, UnicodeDecodeError) as exc:
-            raise RearrangementError(f"DataRearrangement: not valid JSON ({exc})",
-                                     field="DataRearrangement") from None
+            raise RearrangementError(
+                f"DataRearrangement: not valid JSON ({exc})", field="DataRearrangement"
+            ) from None
     if not isinstance(doc, dict):
         raise RearrangementError("DataRearrangement: expected a JSON object", field="DataRearrangement")
     if not doc:
         return Rearrangement()
     unknown = sorted(set(doc) - {"splitting"})
     if unknown:
-        raise RearrangementError(f"DataRearrangement: unknown key {unknown[0]!r} (only 'splitting')",
-                                 field=unknown[0])
+        raise RearrangementError(
+            f"DataRearrangement: unknown key {unknown[0]!r} (only 'splitting')", field=unknown[0]
+        )
     splitting = doc["splitting"]
     if not isinstance(splitting, dict):
         raise RearrangementError("splitting: expected an object", field="splitting")
@@ -192,13 +196,15 @@ def parse_rearrangement(text: str | bytes | dict[str, Any] | None) -> Rearrangem
     if isinstance(complement, str) and complement.strip().lower() in ("true", "false"):
         complement = complement.strip().lower() == "true"
     if not isinstance(complement, bool):
-        raise RearrangementError(f"splitting.complement: expected true or false, got {complement!r}",
-                                 field="splitting.complement")
+        raise RearrangementError(
+            f"splitting.complement: expected true or false, got {complement!r}", field="splitting.complement"
+        )
 
     strategy = splitting.get("strategy", "sequential")
     if not isinstance(strategy, str) or strategy.strip().lower() not in ("sequential", "random"):
-        raise RearrangementError(f"splitting.strategy: {strategy!r} is not one of sequential, random",
-                                 field="splitting.strategy")
+        raise RearrangementError(
+            f"splitting.strategy: {strategy!r} is not one of sequential, random", field="splitting.strategy"
+        )
     strategy = strategy.strip().lower()
 
     params = splitting.get("strategyParams", {})
@@ -210,8 +216,10 @@ def parse_rearrangement(text: str | bytes | dict[str, Any] | None) -> Rearrangem
         )
     unknown = sorted(set(params) - {"randomSeed"})
     if unknown:
-        raise RearrangementError(f"splitting.strategyParams.{unknown[0]}: unknown key (only randomSeed)",
-                                 field=f"splitting.strategyParams.{unknown[0]}")
+        raise RearrangementError(
+            f"splitting.strategyParams.{unknown[0]}: unknown key (only randomSeed)",
+            field=f"splitting.strategyParams.{unknown[0]}",
+        )
     seed: Any = params.get("randomSeed", splitting.get("randomSeed", ""))
     where = "splitting.strategyParams.randomSeed" if "randomSeed" in params else "splitting.randomSeed"
     both = "randomSeed" in params and "randomSeed" in splitting

@@ -414,7 +414,7 @@ def parse_recipe(text: str | Mapping[str, Any], schema: Schema) -> Recipe:
 
     groups = doc.get("groups") or {}
     if not isinstance(groups, dict):
-        raise RecipeError("groups: expected an object {name: \"group(...)\"}", field="groups")
+        raise RecipeError('groups: expected an object {name: "group(...)"}', field="groups")
     for name, expr in groups.items():
         where = f"groups.{name}"
         _check_name(name, where)
@@ -429,13 +429,14 @@ def parse_recipe(text: str | Mapping[str, Any], schema: Schema) -> Recipe:
 
     assignments = doc.get("assignments") or {}
     if not isinstance(assignments, dict):
-        raise RecipeError("assignments: expected an object {name: \"expression\"}", field="assignments")
+        raise RecipeError('assignments: expected an object {name: "expression"}', field="assignments")
     for name, expr in assignments.items():
         where = f"assignments.{name}"
         _check_name(name, where)
         if name in resolver.input_set or name in resolver.groups or name in resolver.assignments:
-            raise RecipeError(f"{where}: {name!r} is already the name of a variable, group or assignment",
-                              field=where)
+            raise RecipeError(
+                f"{where}: {name!r} is already the name of a variable, group or assignment", field=where
+            )
         if not isinstance(expr, str):
             raise RecipeError(f"{where}: expected an expression string, got {expr!r}", field=where)
         try:
@@ -883,8 +884,15 @@ class FeatureBuilder:
 
     # -------------------------------------------------------------------------------------- transform
 
-    def transform(self, table: Any, start: int = 0, stop: int | None = None, *, batch_rows: int | None = None,
-                  _dicts: _Dicts | None = None) -> sp.csr_matrix:
+    def transform(
+        self,
+        table: Any,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        batch_rows: int | None = None,
+        _dicts: _Dicts | None = None,
+    ) -> sp.csr_matrix:
         """Features of rows ``[start, stop)`` of ``table`` as a CSR float32 matrix (n × n_features)."""
         stop = table.n_rows if stop is None else stop
         dicts = _dicts or _Dicts(table, self)

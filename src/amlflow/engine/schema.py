@@ -131,12 +131,16 @@ class Schema:
     def with_types(self, other: Schema) -> Schema:
         """A copy whose attributes shared with ``other`` take ``other``'s types (AML reads evaluation and
         batch data with the *training* schema's types)."""
-        attrs = [
-            Attribute(a.name, other.type_of(a.name)) if a.name in other else a for a in self.attributes
-        ]
+        attrs = [Attribute(a.name, other.type_of(a.name)) if a.name in other else a for a in self.attributes]
         return Schema(
-            attrs, self.target, self.row_id, self.row_weight, list(self.excluded), self.has_header,
-            self.version, self.data_format,
+            attrs,
+            self.target,
+            self.row_id,
+            self.row_weight,
+            list(self.excluded),
+            self.has_header,
+            self.version,
+            self.data_format,
         )
 
 
@@ -192,7 +196,7 @@ def parse_schema(text: str | bytes | Mapping[str, Any]) -> Schema:
     if version is None:
         version = "1.0"
     if not isinstance(version, str | int | float) or isinstance(version, bool):
-        raise SchemaError(f"version: expected a string such as \"1.0\", got {version!r}", field="version")
+        raise SchemaError(f'version: expected a string such as "1.0", got {version!r}', field="version")
     data_format = doc.get("dataFormat", "CSV")
     if data_format is None:
         data_format = "CSV"
@@ -220,26 +224,34 @@ def parse_schema(text: str | bytes | Mapping[str, Any]) -> Schema:
         name = entry.get(name_key, entry.get("attributeName" if legacy else "fieldName"))
         typ = entry.get(type_key, entry.get("attributeType" if legacy else "fieldType"))
         if not isinstance(name, str) or not name.strip():
-            raise SchemaError(f"{where}.{name_key}: expected a non-empty string, got {name!r}",
-                              field=f"{where}.{name_key}")
+            raise SchemaError(
+                f"{where}.{name_key}: expected a non-empty string, got {name!r}", field=f"{where}.{name_key}"
+            )
         if len(name) > MAX_NAME_LENGTH:
-            raise SchemaError(f"{where}.{name_key}: {name!r} is longer than {MAX_NAME_LENGTH} characters",
-                              field=f"{where}.{name_key}")
+            raise SchemaError(
+                f"{where}.{name_key}: {name!r} is longer than {MAX_NAME_LENGTH} characters",
+                field=f"{where}.{name_key}",
+            )
         if name in seen:
             raise SchemaError(
                 f"{where}.{name_key}: duplicate attribute name {name!r}", field=f"{where}.{name_key}"
             )
         seen.add(name)
         if not isinstance(typ, str):
-            raise SchemaError(f"{where}.{type_key}: expected one of {', '.join(TYPES)}, got {typ!r}",
-                              field=f"{where}.{type_key}")
+            raise SchemaError(
+                f"{where}.{type_key}: expected one of {', '.join(TYPES)}, got {typ!r}",
+                field=f"{where}.{type_key}",
+            )
         norm = typ.strip().upper()
         if norm in _UNSUPPORTED_TYPES:
-            raise SchemaError(f"{where}.{type_key}: {typ!r} is not supported; use one of {', '.join(TYPES)}",
-                              field=f"{where}.{type_key}")
+            raise SchemaError(
+                f"{where}.{type_key}: {typ!r} is not supported; use one of {', '.join(TYPES)}",
+                field=f"{where}.{type_key}",
+            )
         if norm not in TYPES:
-            raise SchemaError(f"{where}.{type_key}: {typ!r} is not one of {', '.join(TYPES)}",
-                              field=f"{where}.{type_key}")
+            raise SchemaError(
+                f"{where}.{type_key}: {typ!r} is not one of {', '.join(TYPES)}", field=f"{where}.{type_key}"
+            )
         attributes.append(Attribute(name, norm))
 
     target = _optional_name(doc, "targetAttributeName", seen)
@@ -253,8 +265,10 @@ def parse_schema(text: str | bytes | Mapping[str, Any]) -> Schema:
     excluded: list[str] = []
     for i, name in enumerate(raw_ex):
         if not isinstance(name, str) or name not in seen:
-            raise SchemaError(f"{ex_key}[{i}]: {name!r} is not the name of an attribute in the schema",
-                              field=f"{ex_key}[{i}]")
+            raise SchemaError(
+                f"{ex_key}[{i}]: {name!r} is not the name of an attribute in the schema",
+                field=f"{ex_key}[{i}]",
+            )
         if name not in excluded:
             excluded.append(name)
 

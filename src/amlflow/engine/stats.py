@@ -60,8 +60,14 @@ def _numeric_summary(values: np.ndarray, counts: np.ndarray, bins: int = BINS) -
     ok = ~np.isnan(values) & (counts > 0)
     v, w = values[ok], counts[ok].astype(np.float64)
     if not len(v):
-        return {"min": None, "max": None, "mean": None, "median": None, "std": None,
-                "histogram": {"edges": [], "counts": []}}
+        return {
+            "min": None,
+            "max": None,
+            "mean": None,
+            "median": None,
+            "std": None,
+            "histogram": {"edges": [], "counts": []},
+        }
     n = w.sum()
     mean = float((v * w).sum() / n)
     var = float((w * (v - mean) ** 2).sum() / n)
@@ -157,8 +163,9 @@ class _Target:
             g[d == ""] = -1
             self.groups, self.n_groups = g[codes], len(d)
 
-    def correlation(self, type_: str, view: np.ndarray | None, dictionary: np.ndarray,
-                    codes: np.ndarray) -> float | None:
+    def correlation(
+        self, type_: str, view: np.ndarray | None, dictionary: np.ndarray, codes: np.ndarray
+    ) -> float | None:
         """Correlation of an attribute (``view``: its numeric/binary view, None otherwise)."""
         if type_ == "NUMERIC" and view is not None:
             x = view[codes]

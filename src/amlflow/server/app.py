@@ -124,7 +124,7 @@ def create_app(
             response = Response(dump_json(payload), status_code=200, media_type=CONTENT_TYPE)
         except ProtocolError as exc:
             response = _error_response(exc.code, exc.message, exc.http_status)
-        except Exception as exc:  # noqa: BLE001 - the service's errors and bugs alike end here
+        except Exception as exc:
             code, message, status = _service_error(exc)
             if code is None:
                 error_log.exception(
@@ -166,7 +166,7 @@ def create_app(
             payload["version"] = __version__
             if health is not None:
                 payload.update(health())
-        except Exception:  # noqa: BLE001 - health must answer even when a probe fails
+        except Exception:
             error_log.exception("health probe failed")
             payload["status"] = "degraded"
         response = Response(dump_json(payload), media_type="application/json")
@@ -235,8 +235,6 @@ def _service_error(exc: Exception) -> tuple[str | None, str, int]:
 
 
 def _error_response(code: str, message: str, status: int) -> Response:
-    response = Response(
-        dump_json(error_payload(code, message)), status_code=status, media_type=CONTENT_TYPE
-    )
+    response = Response(dump_json(error_payload(code, message)), status_code=status, media_type=CONTENT_TYPE)
     response.headers["x-amzn-ErrorType"] = code
     return response

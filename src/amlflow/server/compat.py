@@ -62,7 +62,9 @@ OPERATIONS: dict[str, Support] = {
         "`EndpointUrl` is this server's own URL (e.g. `http://127.0.0.1:8080`), not an amazonaws.com "
         "address; botocore sends `Predict` there (`switch_host_machinelearning`), so unmodified code works.",
     ),
-    "DeleteBatchPrediction": Support("supported", "Status becomes DELETED; output files are kept, as in AML."),
+    "DeleteBatchPrediction": Support(
+        "supported", "Status becomes DELETED; output files are kept, as in AML."
+    ),
     "DeleteDataSource": Support("supported", "Status becomes DELETED (irreversible), as in AML."),
     "DeleteEvaluation": Support("supported", "Status becomes DELETED (irreversible), as in AML."),
     "DeleteMLModel": Support("supported", "Status becomes DELETED (irreversible), as in AML."),
@@ -113,7 +115,7 @@ GENERAL_DIFFERENCES: list[str] = [
     "(`--access-key-id/--secret-access-key`); otherwise any credentials are accepted, like moto. "
     "Signature errors use AWS's codes: `MissingAuthenticationTokenException`, "
     "`IncompleteSignatureException`, `UnrecognizedClientException`, `InvalidSignatureException` "
-    "(including \"Signature expired\" beyond 5 minutes of skew), all HTTP 400.",
+    '(including "Signature expired" beyond 5 minutes of skew), all HTTP 400.',
     "Transport errors outside the model: `UnknownOperationException` (unknown `X-Amz-Target`), "
     "`SerializationException` (bad JSON), `RequestEntityTooLargeException` (HTTP 413, body over the "
     "limit, 1 MiB by default).",

@@ -124,7 +124,7 @@ class ServerThread:
         assert self._server is not None and self._sock is not None
         try:
             self._server.run(sockets=[self._sock])
-        except BaseException as exc:  # noqa: BLE001 - reported by start()/stop()
+        except BaseException as exc:
             self._error = exc
 
     def stop(self, timeout: float = 10.0) -> None:

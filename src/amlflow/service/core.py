@@ -67,44 +67,131 @@ log = logging.getLogger("amlflow.service")
 EMBEDDED_ENDPOINT_URL = "http://realtime.amlflow.invalid"
 
 KINDS = ("DataSource", "MLModel", "Evaluation", "BatchPrediction")
-ID_FIELD = {"DataSource": "DataSourceId", "MLModel": "MLModelId", "Evaluation": "EvaluationId",
-            "BatchPrediction": "BatchPredictionId"}
-NAME_FIELD = {"DataSource": "DataSourceName", "MLModel": "MLModelName", "Evaluation": "EvaluationName",
-              "BatchPrediction": "BatchPredictionName"}
+ID_FIELD = {
+    "DataSource": "DataSourceId",
+    "MLModel": "MLModelId",
+    "Evaluation": "EvaluationId",
+    "BatchPrediction": "BatchPredictionId",
+}
+NAME_FIELD = {
+    "DataSource": "DataSourceName",
+    "MLModel": "MLModelName",
+    "Evaluation": "EvaluationName",
+    "BatchPrediction": "BatchPredictionName",
+}
 TIMESTAMPS = ("CreatedAt", "LastUpdatedAt", "StartedAt", "FinishedAt", "ScoreThresholdLastUpdatedAt")
-LABEL = {"DataSource": "DataSource", "MLModel": "MLModel", "Evaluation": "Evaluation",
-         "BatchPrediction": "BatchPrediction"}
+LABEL = {
+    "DataSource": "DataSource",
+    "MLModel": "MLModel",
+    "Evaluation": "Evaluation",
+    "BatchPrediction": "BatchPrediction",
+}
 
 #: Describe* item members (GetX adds LogUri, and verbose extras).
 DESCRIBE_FIELDS = {
-    "DataSource": ("DataSourceId", "DataLocationS3", "DataRearrangement", "CreatedByIamUser", "CreatedAt",
-                   "LastUpdatedAt", "DataSizeInBytes", "NumberOfFiles", "Name", "Status", "Message",
-                   "RoleARN", "ComputeStatistics", "ComputeTime", "FinishedAt", "StartedAt"),
-    "MLModel": ("MLModelId", "TrainingDataSourceId", "CreatedByIamUser", "CreatedAt", "LastUpdatedAt", "Name",
-                "Status", "SizeInBytes", "EndpointInfo", "TrainingParameters", "InputDataLocationS3",
-                "Algorithm", "MLModelType", "ScoreThreshold", "ScoreThresholdLastUpdatedAt", "Message",
-                "ComputeTime", "FinishedAt", "StartedAt"),
-    "Evaluation": ("EvaluationId", "MLModelId", "EvaluationDataSourceId", "InputDataLocationS3",
-                   "CreatedByIamUser", "CreatedAt", "LastUpdatedAt", "Name", "Status", "PerformanceMetrics",
-                   "Message", "ComputeTime", "FinishedAt", "StartedAt"),
-    "BatchPrediction": ("BatchPredictionId", "MLModelId", "BatchPredictionDataSourceId", "InputDataLocationS3",
-                        "CreatedByIamUser", "CreatedAt", "LastUpdatedAt", "Name", "Status", "OutputUri",
-                        "Message", "ComputeTime", "FinishedAt", "StartedAt", "TotalRecordCount",
-                        "InvalidRecordCount"),
+    "DataSource": (
+        "DataSourceId",
+        "DataLocationS3",
+        "DataRearrangement",
+        "CreatedByIamUser",
+        "CreatedAt",
+        "LastUpdatedAt",
+        "DataSizeInBytes",
+        "NumberOfFiles",
+        "Name",
+        "Status",
+        "Message",
+        "RoleARN",
+        "ComputeStatistics",
+        "ComputeTime",
+        "FinishedAt",
+        "StartedAt",
+    ),
+    "MLModel": (
+        "MLModelId",
+        "TrainingDataSourceId",
+        "CreatedByIamUser",
+        "CreatedAt",
+        "LastUpdatedAt",
+        "Name",
+        "Status",
+        "SizeInBytes",
+        "EndpointInfo",
+        "TrainingParameters",
+        "InputDataLocationS3",
+        "Algorithm",
+        "MLModelType",
+        "ScoreThreshold",
+        "ScoreThresholdLastUpdatedAt",
+        "Message",
+        "ComputeTime",
+        "FinishedAt",
+        "StartedAt",
+    ),
+    "Evaluation": (
+        "EvaluationId",
+        "MLModelId",
+        "EvaluationDataSourceId",
+        "InputDataLocationS3",
+        "CreatedByIamUser",
+        "CreatedAt",
+        "LastUpdatedAt",
+        "Name",
+        "Status",
+        "PerformanceMetrics",
+        "Message",
+        "ComputeTime",
+        "FinishedAt",
+        "StartedAt",
+    ),
+    "BatchPrediction": (
+        "BatchPredictionId",
+        "MLModelId",
+        "BatchPredictionDataSourceId",
+        "InputDataLocationS3",
+        "CreatedByIamUser",
+        "CreatedAt",
+        "LastUpdatedAt",
+        "Name",
+        "Status",
+        "OutputUri",
+        "Message",
+        "ComputeTime",
+        "FinishedAt",
+        "StartedAt",
+        "TotalRecordCount",
+        "InvalidRecordCount",
+    ),
 }
 
 #: FilterVariable → (attribute, kind of comparison)
 FILTERS = {
     "DataSource": {"DataLocationS3": "DataLocationS3"},
-    "MLModel": {"TrainingDataSourceId": "TrainingDataSourceId", "RealtimeEndpointStatus": "EndpointInfo.EndpointStatus",
-                "MLModelType": "MLModelType", "Algorithm": "Algorithm", "TrainingDataURI": "InputDataLocationS3"},
-    "Evaluation": {"MLModelId": "MLModelId", "DataSourceId": "EvaluationDataSourceId",
-                   "DataURI": "InputDataLocationS3"},
-    "BatchPrediction": {"MLModelId": "MLModelId", "DataSourceId": "BatchPredictionDataSourceId",
-                        "DataURI": "InputDataLocationS3"},
+    "MLModel": {
+        "TrainingDataSourceId": "TrainingDataSourceId",
+        "RealtimeEndpointStatus": "EndpointInfo.EndpointStatus",
+        "MLModelType": "MLModelType",
+        "Algorithm": "Algorithm",
+        "TrainingDataURI": "InputDataLocationS3",
+    },
+    "Evaluation": {
+        "MLModelId": "MLModelId",
+        "DataSourceId": "EvaluationDataSourceId",
+        "DataURI": "InputDataLocationS3",
+    },
+    "BatchPrediction": {
+        "MLModelId": "MLModelId",
+        "DataSourceId": "BatchPredictionDataSourceId",
+        "DataURI": "InputDataLocationS3",
+    },
 }
-COMMON_FILTERS = {"CreatedAt": "CreatedAt", "LastUpdatedAt": "LastUpdatedAt", "Status": "Status", "Name": "Name",
-                  "IAMUser": "CreatedByIamUser"}
+COMMON_FILTERS = {
+    "CreatedAt": "CreatedAt",
+    "LastUpdatedAt": "LastUpdatedAt",
+    "Status": "Status",
+    "Name": "Name",
+    "IAMUser": "CreatedByIamUser",
+}
 
 TARGET_TYPE = {"BINARY": "BINARY", "REGRESSION": "NUMERIC", "MULTICLASS": "CATEGORICAL"}
 MAX_TAGS = 50
@@ -199,8 +286,13 @@ class Service:
             "BatchPrediction": self._batch_job,
         }
         job_functions.update(jobs or {})
-        self.jobs = JobRunner(self.state, max_jobs=self.settings.max_jobs, jobs=job_functions,
-                              deps=self._deps, log_dir=self.home / "logs")
+        self.jobs = JobRunner(
+            self.state,
+            max_jobs=self.settings.max_jobs,
+            jobs=job_functions,
+            deps=self._deps,
+            log_dir=self.home / "logs",
+        )
         self._models: dict[str, Any] = {}
         self._models_lock = threading.Lock()
         self._limiter = _RateLimiter(int(getattr(self.settings, "predict_rate_limit", PEAK_RPS)))
@@ -209,7 +301,9 @@ class Service:
             self.recover()
 
     def __repr__(self) -> str:
-        return f"Service(home={str(self.home)!r}, storage={self.storage!r}, endpoint_url={self.endpoint_url!r})"
+        return (
+            f"Service(home={str(self.home)!r}, storage={self.storage!r}, endpoint_url={self.endpoint_url!r})"
+        )
 
     # ----------------------------------------------------------------------------------- lifecycle
 
@@ -288,8 +382,14 @@ class Service:
             return [("MLModel", a["MLModelId"]), ("DataSource", a["BatchPredictionDataSourceId"])]
         return []
 
-    def _create(self, kind: str, entity_id: str, request: dict[str, Any], attrs: dict[str, Any],
-                internal: dict[str, Any] | None = None) -> dict[str, Any]:
+    def _create(
+        self,
+        kind: str,
+        entity_id: str,
+        request: dict[str, Any],
+        attrs: dict[str, Any],
+        internal: dict[str, Any] | None = None,
+    ) -> dict[str, Any]:
         """Insert a new PENDING entity (or answer an idempotent retry) and schedule its job."""
         request = _strip_none(request)
         id_field = ID_FIELD[kind]
@@ -303,10 +403,21 @@ class Service:
                     )
                 return {id_field: entity_id}
             stamp = now()
-            entity = Entity(kind, entity_id, _strip_none({
-                id_field: entity_id, "Status": "PENDING", "CreatedAt": stamp, "LastUpdatedAt": stamp,
-                "CreatedByIamUser": self.iam_user, **attrs,
-            }), {"request": request, **(internal or {})})
+            entity = Entity(
+                kind,
+                entity_id,
+                _strip_none(
+                    {
+                        id_field: entity_id,
+                        "Status": "PENDING",
+                        "CreatedAt": stamp,
+                        "LastUpdatedAt": stamp,
+                        "CreatedByIamUser": self.iam_user,
+                        **attrs,
+                    }
+                ),
+                {"request": request, **(internal or {})},
+            )
             self.state.insert(entity)
         self.jobs.schedule(kind, entity_id)
         return {id_field: entity_id}
@@ -348,15 +459,24 @@ class Service:
             raise InvalidInputException(f"{member}: {exc}") from None
 
     def _paths(self, kind: str, entity_id: str) -> Path:
-        folder = {"DataSource": "datasources", "MLModel": "models", "Evaluation": "evaluations",
-                  "BatchPrediction": "batch-predictions"}[kind]
+        folder = {
+            "DataSource": "datasources",
+            "MLModel": "models",
+            "Evaluation": "evaluations",
+            "BatchPrediction": "batch-predictions",
+        }[kind]
         return self.home / folder / entity_id
 
     # ---------------------------------------------------------------------------------- datasource
 
-    def create_data_source_from_s3(self, *, DataSourceId: str, DataSpec: dict[str, Any],  # noqa: N803
-                                   DataSourceName: str | None = None,
-                                   ComputeStatistics: bool | None = None) -> dict[str, Any]:
+    def create_data_source_from_s3(
+        self,
+        *,
+        DataSourceId: str,
+        DataSpec: dict[str, Any],
+        DataSourceName: str | None = None,
+        ComputeStatistics: bool | None = None,
+    ) -> dict[str, Any]:
         from amlflow.engine.rearrange import parse_rearrangement
         from amlflow.engine.schema import parse_schema
 
@@ -367,8 +487,12 @@ class Service:
         inline, schema_uri = DataSpec.get("DataSchema"), DataSpec.get("DataSchemaLocationS3")
         if inline and schema_uri:
             raise InvalidInputException("DataSpec: give either DataSchema or DataSchemaLocationS3, not both.")
-        request = {"DataSourceId": DataSourceId, "DataSourceName": DataSourceName, "DataSpec": DataSpec,
-                   "ComputeStatistics": bool(ComputeStatistics)}
+        request = {
+            "DataSourceId": DataSourceId,
+            "DataSourceName": DataSourceName,
+            "DataSpec": DataSpec,
+            "ComputeStatistics": bool(ComputeStatistics),
+        }
         existing = self.state.get("DataSource", DataSourceId)
         if existing is not None:  # idempotent retry: compare before re-reading anything
             return self._create("DataSource", DataSourceId, request, {})
@@ -376,8 +500,10 @@ class Service:
             schema_text, member = inline, "DataSpec.DataSchema"
         elif schema_uri:
             self._check_uri(schema_uri, "DataSpec.DataSchemaLocationS3")
-            schema_text, member = self._read_text(schema_uri, "DataSpec.DataSchemaLocationS3"), \
-                "DataSpec.DataSchemaLocationS3"
+            schema_text, member = (
+                self._read_text(schema_uri, "DataSpec.DataSchemaLocationS3"),
+                "DataSpec.DataSchemaLocationS3",
+            )
         else:
             raise InvalidInputException("DataSpec: one of DataSchema or DataSchemaLocationS3 is required.")
         try:
@@ -389,8 +515,12 @@ class Service:
             parse_rearrangement(rearrangement_text or None)
         except EngineError as exc:
             raise from_engine(exc, "DataSpec.DataRearrangement") from None
-        attrs = {"DataLocationS3": location, "DataRearrangement": rearrangement_text, "Name": DataSourceName,
-                 "ComputeStatistics": bool(ComputeStatistics)}
+        attrs = {
+            "DataLocationS3": location,
+            "DataRearrangement": rearrangement_text,
+            "Name": DataSourceName,
+            "ComputeStatistics": bool(ComputeStatistics),
+        }
         return self._create("DataSource", DataSourceId, request, attrs, {"schema": schema.to_json()})
 
     def _unsupported(self, op: str) -> dict[str, Any]:
@@ -414,7 +544,9 @@ class Service:
         location = entity.attrs["DataLocationS3"]
         objects = [o for o in self.storage.list(location) if not o.key.endswith("/")]
         if not objects:
-            raise JobFailed(f"DataLocationS3: no data found at {location} (no object or prefix of that name).")
+            raise JobFailed(
+                f"DataLocationS3: no data found at {location} (no object or prefix of that name)."
+            )
         ctx.log(f"reading {len(objects)} file(s) from {location}: {sum(o.size for o in objects)} bytes")
         schema = parse_schema(entity.internal["schema"])
         rearrangement = parse_rearrangement(entity.attrs.get("DataRearrangement") or None)
@@ -426,10 +558,14 @@ class Service:
         folder.mkdir(parents=True, exist_ok=True)
         info = build_dataset(sources, schema, rearrangement, table_dir)
         ctx.log(f"encoded {info.n_rows} rows ({info.n_rejected} rejected)")
-        attrs: dict[str, Any] = {"DataSizeInBytes": int(info.data_size_bytes), "NumberOfFiles": int(info.n_files)}
+        attrs: dict[str, Any] = {
+            "DataSizeInBytes": int(info.data_size_bytes),
+            "NumberOfFiles": int(info.n_files),
+        }
         internal: dict[str, Any] = {
             "objects": [[o.uri, o.key, o.size] for o in objects],
-            "n_rows": int(info.n_rows), "n_rejected": int(info.n_rejected),
+            "n_rows": int(info.n_rows),
+            "n_rejected": int(info.n_rejected),
         }
         if info.n_rejected:
             attrs["Message"] = f"{info.n_rejected} record(s) were rejected (see the insights for samples)."
@@ -442,13 +578,18 @@ class Service:
                 insights.setdefault("statistics_computed", True)
             ctx.log("statistics computed")
         else:  # what the job knows anyway: record counts and rejected samples, no attribute statistics
-            insights = {"n_rows": int(info.n_rows), "n_rejected": int(info.n_rejected), "target": schema.target,
-                        "attributes": [], "rejected_samples": list(getattr(info, "rejected_samples", [])),
-                        "statistics_computed": False}
+            insights = {
+                "n_rows": int(info.n_rows),
+                "n_rejected": int(info.n_rejected),
+                "target": schema.target,
+                "attributes": [],
+                "rejected_samples": list(getattr(info, "rejected_samples", [])),
+                "statistics_computed": False,
+            }
         _write_json(folder / "insights.json", insights)
         return JobResult(attrs, internal, compute_time=bool(entity.attrs.get("ComputeStatistics")))
 
-    def get_data_source(self, *, DataSourceId: str, Verbose: bool = False) -> dict[str, Any]:  # noqa: N803
+    def get_data_source(self, *, DataSourceId: str, Verbose: bool = False) -> dict[str, Any]:
         entity = self._get("DataSource", DataSourceId)
         out = self._out(entity, (*DESCRIBE_FIELDS["DataSource"], "LogUri"))
         if Verbose and "schema" in entity.internal:
@@ -472,14 +613,28 @@ class Service:
 
     # ------------------------------------------------------------------------------------- ML model
 
-    def create_ml_model(self, *, MLModelId: str, MLModelType: str, TrainingDataSourceId: str,  # noqa: N803
-                        MLModelName: str | None = None, Parameters: dict[str, str] | None = None,
-                        Recipe: str | None = None, RecipeUri: str | None = None) -> dict[str, Any]:
+    def create_ml_model(
+        self,
+        *,
+        MLModelId: str,
+        MLModelType: str,
+        TrainingDataSourceId: str,
+        MLModelName: str | None = None,
+        Parameters: dict[str, str] | None = None,
+        Recipe: str | None = None,
+        RecipeUri: str | None = None,
+    ) -> dict[str, Any]:
         from amlflow.engine.params import parse_parameters
 
-        request = {"MLModelId": MLModelId, "MLModelName": MLModelName, "MLModelType": MLModelType,
-                   "TrainingDataSourceId": TrainingDataSourceId, "Parameters": Parameters or {},
-                   "Recipe": Recipe, "RecipeUri": RecipeUri}
+        request = {
+            "MLModelId": MLModelId,
+            "MLModelName": MLModelName,
+            "MLModelType": MLModelType,
+            "TrainingDataSourceId": TrainingDataSourceId,
+            "Parameters": Parameters or {},
+            "Recipe": Recipe,
+            "RecipeUri": RecipeUri,
+        }
         if self.state.get("MLModel", MLModelId) is not None:
             return self._create("MLModel", MLModelId, request, {})
         if Recipe and RecipeUri:
@@ -517,9 +672,15 @@ class Service:
                 parse_recipe(recipe_text, schema)
             except EngineError as exc:
                 raise from_engine(exc, "RecipeUri" if RecipeUri else "Recipe") from None
-        attrs = {"Name": MLModelName, "MLModelType": MLModelType, "TrainingDataSourceId": TrainingDataSourceId,
-                 "InputDataLocationS3": ds.attrs.get("DataLocationS3"), "Algorithm": "sgd",
-                 "TrainingParameters": params.echo(), "EndpointInfo": dict(NO_ENDPOINT)}
+        attrs = {
+            "Name": MLModelName,
+            "MLModelType": MLModelType,
+            "TrainingDataSourceId": TrainingDataSourceId,
+            "InputDataLocationS3": ds.attrs.get("DataLocationS3"),
+            "Algorithm": "sgd",
+            "TrainingParameters": params.echo(),
+            "EndpointInfo": dict(NO_ENDPOINT),
+        }
         return self._create("MLModel", MLModelId, request, attrs, {"recipe": recipe_text})
 
     def _schema_of(self, ds: Entity) -> Any:
@@ -547,8 +708,9 @@ class Service:
             ctx.log("no recipe given: using the suggested recipe")
         recipe = parse_recipe(recipe_text, schema)
         params = parse_parameters(entity.internal["request"].get("Parameters") or None)
-        model = train(table, schema, recipe, params, entity.attrs["MLModelType"], seed=self.settings.seed,
-                      log=ctx.log)
+        model = train(
+            table, schema, recipe, params, entity.attrs["MLModelType"], seed=self.settings.seed, log=ctx.log
+        )
         folder = self._paths("MLModel", entity.id) / "model"
         if folder.exists():
             shutil.rmtree(folder)
@@ -573,7 +735,7 @@ class Service:
                 self._models[model_id] = model
         return model
 
-    def get_ml_model(self, *, MLModelId: str, Verbose: bool = False) -> dict[str, Any]:  # noqa: N803
+    def get_ml_model(self, *, MLModelId: str, Verbose: bool = False) -> dict[str, Any]:
         entity = self._get("MLModel", MLModelId)
         fields = tuple(f for f in DESCRIBE_FIELDS["MLModel"] if f != "Algorithm") + ("LogUri",)
         out = self._out(entity, fields)
@@ -588,10 +750,20 @@ class Service:
 
     # ----------------------------------------------------------------------------------- evaluation
 
-    def create_evaluation(self, *, EvaluationId: str, MLModelId: str, EvaluationDataSourceId: str,  # noqa: N803
-                          EvaluationName: str | None = None) -> dict[str, Any]:
-        request = {"EvaluationId": EvaluationId, "EvaluationName": EvaluationName, "MLModelId": MLModelId,
-                   "EvaluationDataSourceId": EvaluationDataSourceId}
+    def create_evaluation(
+        self,
+        *,
+        EvaluationId: str,
+        MLModelId: str,
+        EvaluationDataSourceId: str,
+        EvaluationName: str | None = None,
+    ) -> dict[str, Any]:
+        request = {
+            "EvaluationId": EvaluationId,
+            "EvaluationName": EvaluationName,
+            "MLModelId": MLModelId,
+            "EvaluationDataSourceId": EvaluationDataSourceId,
+        }
         if self.state.get("Evaluation", EvaluationId) is not None:
             return self._create("Evaluation", EvaluationId, request, {})
         model = self._input("MLModel", MLModelId, "MLModelId")
@@ -610,8 +782,12 @@ class Service:
                     f"EvaluationDataSourceId: target {schema.target!r} differs from the model's training "
                     f"target {train_target!r}."
                 )
-        attrs = {"Name": EvaluationName, "MLModelId": MLModelId, "EvaluationDataSourceId": EvaluationDataSourceId,
-                 "InputDataLocationS3": ds.attrs.get("DataLocationS3")}
+        attrs = {
+            "Name": EvaluationName,
+            "MLModelId": MLModelId,
+            "EvaluationDataSourceId": EvaluationDataSourceId,
+            "InputDataLocationS3": ds.attrs.get("DataLocationS3"),
+        }
         return self._create("Evaluation", EvaluationId, request, attrs)
 
     def _scoring_inputs(self, entity: Entity, ds_member: str) -> tuple[Any, Any, Any, Entity]:
@@ -637,9 +813,11 @@ class Service:
         folder.mkdir(parents=True, exist_ok=True)
         _write_json(folder / "report.json", result.report)
         ctx.log(f"metrics: {result.properties}")
-        return JobResult({"PerformanceMetrics": {"Properties": {k: str(v) for k, v in result.properties.items()}}})
+        return JobResult(
+            {"PerformanceMetrics": {"Properties": {k: str(v) for k, v in result.properties.items()}}}
+        )
 
-    def get_evaluation(self, *, EvaluationId: str) -> dict[str, Any]:  # noqa: N803
+    def get_evaluation(self, *, EvaluationId: str) -> dict[str, Any]:
         return self._out(self._get("Evaluation", EvaluationId), (*DESCRIBE_FIELDS["Evaluation"], "LogUri"))
 
     def get_evaluation_report(self, evaluation_id: str) -> dict[str, Any]:
@@ -647,29 +825,46 @@ class Service:
         entity = self._get("Evaluation", evaluation_id)
         path = self._paths("Evaluation", entity.id) / "report.json"
         if not path.is_file():
-            raise ResourceNotFoundException(f"Evaluation {evaluation_id} has no report (status {entity.status}).")
+            raise ResourceNotFoundException(
+                f"Evaluation {evaluation_id} has no report (status {entity.status})."
+            )
         return dict(json.loads(path.read_text("utf-8")))
 
     # ----------------------------------------------------------------------------- batch prediction
 
-    def create_batch_prediction(self, *, BatchPredictionId: str, MLModelId: str,  # noqa: N803
-                                BatchPredictionDataSourceId: str, OutputUri: str,  # noqa: N803
-                                BatchPredictionName: str | None = None) -> dict[str, Any]:
-        request = {"BatchPredictionId": BatchPredictionId, "BatchPredictionName": BatchPredictionName,
-                   "MLModelId": MLModelId, "BatchPredictionDataSourceId": BatchPredictionDataSourceId,
-                   "OutputUri": OutputUri}
+    def create_batch_prediction(
+        self,
+        *,
+        BatchPredictionId: str,
+        MLModelId: str,
+        BatchPredictionDataSourceId: str,
+        OutputUri: str,
+        BatchPredictionName: str | None = None,
+    ) -> dict[str, Any]:
+        request = {
+            "BatchPredictionId": BatchPredictionId,
+            "BatchPredictionName": BatchPredictionName,
+            "MLModelId": MLModelId,
+            "BatchPredictionDataSourceId": BatchPredictionDataSourceId,
+            "OutputUri": OutputUri,
+        }
         if self.state.get("BatchPrediction", BatchPredictionId) is not None:
             return self._create("BatchPrediction", BatchPredictionId, request, {})
         self._check_uri(OutputUri, "OutputUri")
         _, key = parse_s3_uri(OutputUri)
         if "//" in key or "/./" in f"/{key}" or "/../" in f"/{key}/" or ":" in key:
-            raise InvalidInputException(f"OutputUri: {OutputUri!r} must not contain ':', '//', '/./' or '/../' "
-                                        f"in its key.")
+            raise InvalidInputException(
+                f"OutputUri: {OutputUri!r} must not contain ':', '//', '/./' or '/../' in its key."
+            )
         self._input("MLModel", MLModelId, "MLModelId")
         ds = self._input("DataSource", BatchPredictionDataSourceId, "BatchPredictionDataSourceId")
-        attrs = {"Name": BatchPredictionName, "MLModelId": MLModelId,
-                 "BatchPredictionDataSourceId": BatchPredictionDataSourceId,
-                 "InputDataLocationS3": ds.attrs.get("DataLocationS3"), "OutputUri": OutputUri}
+        attrs = {
+            "Name": BatchPredictionName,
+            "MLModelId": MLModelId,
+            "BatchPredictionDataSourceId": BatchPredictionDataSourceId,
+            "InputDataLocationS3": ds.attrs.get("DataLocationS3"),
+            "OutputUri": OutputUri,
+        }
         return self._create("BatchPrediction", BatchPredictionId, request, attrs)
 
     def _batch_job(self, ctx: JobContext) -> JobResult:
@@ -685,7 +880,9 @@ class Service:
         by_key = {str(o[1]): str(o[0]) for o in objects}
         files = [(str(k), int(a), int(b)) for k, a, b in (getattr(table, "files", None) or [])]
         if len(objects) == 1 or len(files) <= 1:
-            spans: list[tuple[str, str, tuple[int, int] | None]] = [(str(objects[0][0]), str(objects[0][1]), None)]
+            spans: list[tuple[str, str, tuple[int, int] | None]] = [
+                (str(objects[0][0]), str(objects[0][1]), None)
+            ]
         else:
             spans = [(by_key.get(key, key), key, (start, stop)) for key, start, stop in files]
         total = invalid = 0
@@ -711,15 +908,18 @@ class Service:
         ctx.log(f"scored {total} records ({invalid} invalid), threshold {threshold}")
         return JobResult({"TotalRecordCount": total, "InvalidRecordCount": invalid})
 
-    def get_batch_prediction(self, *, BatchPredictionId: str) -> dict[str, Any]:  # noqa: N803
-        return self._out(self._get("BatchPrediction", BatchPredictionId),
-                         (*DESCRIBE_FIELDS["BatchPrediction"], "LogUri"))
+    def get_batch_prediction(self, *, BatchPredictionId: str) -> dict[str, Any]:
+        return self._out(
+            self._get("BatchPrediction", BatchPredictionId), (*DESCRIBE_FIELDS["BatchPrediction"], "LogUri")
+        )
 
     # ------------------------------------------------------------------------------------ describe
 
     def _describe(self, kind: str, params: dict[str, Any]) -> dict[str, Any]:
         variable = params.get("FilterVariable")
-        ops = {k: params[k] for k in ("EQ", "GT", "LT", "GE", "LE", "NE", "Prefix") if params.get(k) is not None}
+        ops = {
+            k: params[k] for k in ("EQ", "GT", "LT", "GE", "LE", "NE", "Prefix") if params.get(k) is not None
+        }
         if ops and variable is None:
             raise InvalidInputException(f"FilterVariable: required with {', '.join(sorted(ops))}.")
         path = None
@@ -758,20 +958,29 @@ class Service:
                         ok = str(v).startswith(raw) if not is_time else str(e.attrs.get(path)).startswith(raw)
                     else:
                         c = _time_value(raw) if is_time else raw
-                        ok = {"EQ": v == c, "NE": v != c, "GT": v > c, "LT": v < c, "GE": v >= c,
-                              "LE": v <= c}[op]
+                        ok = {
+                            "EQ": v == c,
+                            "NE": v != c,
+                            "GT": v > c,
+                            "LT": v < c,
+                            "GE": v >= c,
+                            "LE": v <= c,
+                        }[op]
                     if not ok:
                         break
                 if ok:
                     keep.append(e)
             entities = keep
-        entities.sort(key=lambda e: (value_of(e), e.attrs.get("CreatedAt", 0.0), e.id),
-                      reverse=params.get("SortOrder") == "dsc")
-        page = entities[offset:offset + limit]
+        entities.sort(
+            key=lambda e: (value_of(e), e.attrs.get("CreatedAt", 0.0), e.id),
+            reverse=params.get("SortOrder") == "dsc",
+        )
+        page = entities[offset : offset + limit]
         out: dict[str, Any] = {"Results": [self._out(e, DESCRIBE_FIELDS[kind]) for e in page]}
         if offset + limit < len(entities):
             out["NextToken"] = base64.urlsafe_b64encode(
-                json.dumps({"offset": offset + limit}).encode()).decode()
+                json.dumps({"offset": offset + limit}).encode()
+            ).decode()
         return out
 
     def describe_data_sources(self, **params: Any) -> dict[str, Any]:
@@ -788,8 +997,9 @@ class Service:
 
     # ---------------------------------------------------------------------------- update / delete
 
-    def _rename(self, kind: str, entity_id: str, name: str | None, extra: Callable[[Entity], None] | None = None
-                ) -> dict[str, Any]:
+    def _rename(
+        self, kind: str, entity_id: str, name: str | None, extra: Callable[[Entity], None] | None = None
+    ) -> dict[str, Any]:
         current = self._get(kind, entity_id)
         if current.status == "DELETED":
             raise InvalidInputException(f"{ID_FIELD[kind]}: {LABEL[kind]} {entity_id} is DELETED.")
@@ -805,18 +1015,27 @@ class Service:
         self.state.update(kind, entity_id, change)
         return {ID_FIELD[kind]: entity_id}
 
-    def update_data_source(self, *, DataSourceId: str, DataSourceName: str) -> dict[str, Any]:  # noqa: N803
+    def update_data_source(self, *, DataSourceId: str, DataSourceName: str) -> dict[str, Any]:
         return self._rename("DataSource", DataSourceId, DataSourceName)
 
-    def update_evaluation(self, *, EvaluationId: str, EvaluationName: str) -> dict[str, Any]:  # noqa: N803
+    def update_evaluation(self, *, EvaluationId: str, EvaluationName: str) -> dict[str, Any]:
         return self._rename("Evaluation", EvaluationId, EvaluationName)
 
-    def update_batch_prediction(self, *, BatchPredictionId: str,  # noqa: N803
-                                BatchPredictionName: str) -> dict[str, Any]:  # noqa: N803
+    def update_batch_prediction(
+        self,
+        *,
+        BatchPredictionId: str,
+        BatchPredictionName: str,
+    ) -> dict[str, Any]:
         return self._rename("BatchPrediction", BatchPredictionId, BatchPredictionName)
 
-    def update_ml_model(self, *, MLModelId: str, MLModelName: str | None = None,  # noqa: N803
-                        ScoreThreshold: float | None = None) -> dict[str, Any]:  # noqa: N803
+    def update_ml_model(
+        self,
+        *,
+        MLModelId: str,
+        MLModelName: str | None = None,
+        ScoreThreshold: float | None = None,
+    ) -> dict[str, Any]:
         current = self._get("MLModel", MLModelId)
         extra = None
         if ScoreThreshold is not None:
@@ -855,16 +1074,16 @@ class Service:
         self.jobs.kick()
         return {ID_FIELD[kind]: entity_id}
 
-    def delete_data_source(self, *, DataSourceId: str) -> dict[str, Any]:  # noqa: N803
+    def delete_data_source(self, *, DataSourceId: str) -> dict[str, Any]:
         return self._delete("DataSource", DataSourceId)
 
-    def delete_ml_model(self, *, MLModelId: str) -> dict[str, Any]:  # noqa: N803
+    def delete_ml_model(self, *, MLModelId: str) -> dict[str, Any]:
         return self._delete("MLModel", MLModelId)
 
-    def delete_evaluation(self, *, EvaluationId: str) -> dict[str, Any]:  # noqa: N803
+    def delete_evaluation(self, *, EvaluationId: str) -> dict[str, Any]:
         return self._delete("Evaluation", EvaluationId)
 
-    def delete_batch_prediction(self, *, BatchPredictionId: str) -> dict[str, Any]:  # noqa: N803
+    def delete_batch_prediction(self, *, BatchPredictionId: str) -> dict[str, Any]:
         return self._delete("BatchPrediction", BatchPredictionId)
 
     # ---------------------------------------------------------------------------------------- tags
@@ -882,20 +1101,30 @@ class Service:
         if key.lower().startswith("aws:"):
             raise InvalidTagException(f"{where}: tag key {key!r} uses the reserved prefix 'aws:'.")
         if not _validate._matcher(r"^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$")(key):
-            raise InvalidTagException(f"{where}: tag key {key!r} has characters outside letters, digits, "
-                                      f"spaces and _ . : / = + - @.")
+            raise InvalidTagException(
+                f"{where}: tag key {key!r} has characters outside letters, digits, "
+                f"spaces and _ . : / = + - @."
+            )
 
-    def add_tags(self, *, Tags: list[dict[str, str]], ResourceId: str, ResourceType: str  # noqa: N803
-                 ) -> dict[str, Any]:
+    def add_tags(
+        self,
+        *,
+        Tags: list[dict[str, str]],
+        ResourceId: str,
+        ResourceType: str,
+    ) -> dict[str, Any]:
         self._taggable(ResourceId, ResourceType)
         current = dict(self.state.tags(ResourceType, ResourceId))
         for i, tag in enumerate(Tags, 1):
             key, value = tag.get("Key", ""), tag.get("Value")
             self._check_tag_key(key, f"Tags.{i}.Key")
-            if value is not None and (len(value) > 256 or not _validate._matcher(
-                    r"^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$")(value)):
-                raise InvalidTagException(f"Tags.{i}.Value: tag value {value!r} must be at most 256 letters, "
-                                          f"digits, spaces or _ . : / = + - @.")
+            if value is not None and (
+                len(value) > 256 or not _validate._matcher(r"^([\p{L}\p{Z}\p{N}_.:/=+\-@]*)$")(value)
+            ):
+                raise InvalidTagException(
+                    f"Tags.{i}.Value: tag value {value!r} must be at most 256 letters, "
+                    f"digits, spaces or _ . : / = + - @."
+                )
             current[key] = value
         if len(current) > MAX_TAGS:
             raise TagLimitExceededException(
@@ -904,8 +1133,13 @@ class Service:
         self.state.set_tags(ResourceType, ResourceId, list(current.items()))
         return {"ResourceId": ResourceId, "ResourceType": ResourceType}
 
-    def delete_tags(self, *, TagKeys: list[str], ResourceId: str, ResourceType: str  # noqa: N803
-                    ) -> dict[str, Any]:
+    def delete_tags(
+        self,
+        *,
+        TagKeys: list[str],
+        ResourceId: str,
+        ResourceType: str,
+    ) -> dict[str, Any]:
         self._taggable(ResourceId, ResourceType)
         for i, key in enumerate(TagKeys, 1):
             if not key or len(key) > 128:
@@ -915,15 +1149,17 @@ class Service:
         self.state.set_tags(ResourceType, ResourceId, current)
         return {"ResourceId": ResourceId, "ResourceType": ResourceType}
 
-    def describe_tags(self, *, ResourceId: str, ResourceType: str) -> dict[str, Any]:  # noqa: N803
+    def describe_tags(self, *, ResourceId: str, ResourceType: str) -> dict[str, Any]:
         self._taggable(ResourceId, ResourceType)
-        tags = [{"Key": k, "Value": v} if v is not None else {"Key": k}
-                for k, v in self.state.tags(ResourceType, ResourceId)]
+        tags = [
+            {"Key": k, "Value": v} if v is not None else {"Key": k}
+            for k, v in self.state.tags(ResourceType, ResourceId)
+        ]
         return {"ResourceId": ResourceId, "ResourceType": ResourceType, "Tags": tags}
 
     # ---------------------------------------------------------------------------------- realtime
 
-    def create_realtime_endpoint(self, *, MLModelId: str) -> dict[str, Any]:  # noqa: N803
+    def create_realtime_endpoint(self, *, MLModelId: str) -> dict[str, Any]:
         entity = self._get("MLModel", MLModelId)
         if entity.status != "COMPLETED":
             raise InvalidInputException(
@@ -932,17 +1168,25 @@ class Service:
         info = entity.attrs.get("EndpointInfo") or {}
         if info.get("EndpointStatus") != "READY":
             self._model(MLModelId)  # load (and keep) the model in memory
-            info = {"PeakRequestsPerSecond": PEAK_RPS, "CreatedAt": now(), "EndpointUrl": self.endpoint_url,
-                    "EndpointStatus": "READY"}
+            info = {
+                "PeakRequestsPerSecond": PEAK_RPS,
+                "CreatedAt": now(),
+                "EndpointUrl": self.endpoint_url,
+                "EndpointStatus": "READY",
+            }
 
             def change(e: Entity) -> None:
                 e.attrs["EndpointInfo"] = info
 
             self.state.update("MLModel", MLModelId, change)
-        return {"MLModelId": MLModelId, "RealtimeEndpointInfo": self._out(
-            Entity("MLModel", MLModelId, {"EndpointInfo": info}), ("EndpointInfo",))["EndpointInfo"]}
+        return {
+            "MLModelId": MLModelId,
+            "RealtimeEndpointInfo": self._out(
+                Entity("MLModel", MLModelId, {"EndpointInfo": info}), ("EndpointInfo",)
+            )["EndpointInfo"],
+        }
 
-    def delete_realtime_endpoint(self, *, MLModelId: str) -> dict[str, Any]:  # noqa: N803
+    def delete_realtime_endpoint(self, *, MLModelId: str) -> dict[str, Any]:
         self._get("MLModel", MLModelId)
 
         def change(e: Entity) -> None:
@@ -951,8 +1195,13 @@ class Service:
         self.state.update("MLModel", MLModelId, change)
         return {"MLModelId": MLModelId, "RealtimeEndpointInfo": dict(NO_ENDPOINT)}
 
-    def predict(self, *, MLModelId: str, Record: dict[str, str], PredictEndpoint: str  # noqa: N803
-                ) -> dict[str, Any]:
+    def predict(
+        self,
+        *,
+        MLModelId: str,
+        Record: dict[str, str],
+        PredictEndpoint: str,
+    ) -> dict[str, Any]:
         entity = self._get("MLModel", MLModelId)
         if entity.status == "DELETED":
             raise ResourceNotFoundException(f"ML model {MLModelId} is DELETED.")
@@ -963,7 +1212,9 @@ class Service:
             )
         size = sum(len(str(k)) + len(str(v)) for k, v in Record.items())
         if size > MAX_RECORD_BYTES:
-            raise InvalidInputException(f"Record: {size} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes.")
+            raise InvalidInputException(
+                f"Record: {size} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes."
+            )
         if not self._limiter.allow(MLModelId):
             raise LimitExceededException(
                 f"ML model {MLModelId}: more than {self._limiter.rate} Predict requests per second."

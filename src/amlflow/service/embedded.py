@@ -48,8 +48,12 @@ def _waiter_data_path(settings: Settings) -> Path:
 
 def _response(status: int, parsed: dict[str, Any], request_id: str) -> tuple[AWSResponse, dict[str, Any]]:
     headers = {"x-amzn-RequestId": request_id, "content-type": "application/x-amz-json-1.1"}
-    parsed["ResponseMetadata"] = {"RequestId": request_id, "HTTPStatusCode": status, "HTTPHeaders": headers,
-                                  "RetryAttempts": 0}
+    parsed["ResponseMetadata"] = {
+        "RequestId": request_id,
+        "HTTPStatusCode": status,
+        "HTTPHeaders": headers,
+        "RetryAttempts": 0,
+    }
     return AWSResponse(EMBEDDED_ENDPOINT_URL, status, headers, None), parsed
 
 
@@ -72,12 +76,22 @@ def build_client(service: Any, settings: Settings) -> Any:
             request = json.loads(body.decode("utf-8") if isinstance(body, bytes) else body)
             result = service.dispatch(model.name, request)
         except AmlError as exc:
-            return _response(exc.http_status, {"Error": {"Code": exc.code, "Message": exc.message}}, request_id)
-        except Exception:  # noqa: BLE001 - a bug: the caller gets a 500 naming the request id
+            return _response(
+                exc.http_status, {"Error": {"Code": exc.code, "Message": exc.message}}, request_id
+            )
+        except Exception:
             log.exception("internal error", extra={"request_id": request_id, "operation": model.name})
-            return _response(500, {"Error": {"Code": "InternalServerException",
-                                             "Message": f"An internal error occurred; quote request id "
-                                                        f"{request_id} when reporting it."}}, request_id)
+            return _response(
+                500,
+                {
+                    "Error": {
+                        "Code": "InternalServerException",
+                        "Message": f"An internal error occurred; quote request id "
+                        f"{request_id} when reporting it.",
+                    }
+                },
+                request_id,
+            )
         return _response(200, dict(result or {}), request_id)
 
     client.meta.events.register("before-call", before_call)

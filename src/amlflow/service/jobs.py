@@ -196,7 +196,7 @@ class JobRunner:
             except FileNotFoundError as exc:
                 ctx.log(f"FAILED: {exc}")
                 self._finish_failed(entity, f"Input not found: {exc}")
-            except Exception as exc:  # noqa: BLE001 - a bug or an environment failure: FAILED, logged
+            except Exception as exc:
                 log.exception("job %s %s failed", kind, entity_id)
                 ctx.log("FAILED with an internal error:\n" + traceback.format_exc())
                 self._finish_failed(entity, f"Internal error: {type(exc).__name__}: {exc}")
@@ -254,8 +254,11 @@ class JobRunner:
 
     def counts(self) -> dict[str, int]:
         with self._lock:
-            return {"jobs_running": len(self._running), "jobs_queued": len(self._queued) - len(self._running),
-                    "jobs_waiting": len(self._waiting)}
+            return {
+                "jobs_running": len(self._running),
+                "jobs_queued": len(self._queued) - len(self._running),
+                "jobs_waiting": len(self._waiting),
+            }
 
     def shutdown(self, timeout: float | None = 30.0) -> bool:
         """Stop taking work; wait up to ``timeout`` s for running jobs. True if none is still running."""
@@ -269,5 +272,9 @@ class JobRunner:
 
 
 def _label(kind: str) -> str:
-    return {"DataSource": "Datasource", "MLModel": "ML model", "Evaluation": "Evaluation",
-            "BatchPrediction": "Batch prediction"}.get(kind, kind)
+    return {
+        "DataSource": "Datasource",
+        "MLModel": "ML model",
+        "Evaluation": "Evaluation",
+        "BatchPrediction": "Batch prediction",
+    }.get(kind, kind)

@@ -97,8 +97,14 @@ class StateStore:
             cur = conn.execute(
                 "INSERT OR IGNORE INTO entities (kind, id, status, created_at, attrs, internal) "
                 "VALUES (?, ?, ?, ?, ?, ?)",
-                (entity.kind, entity.id, entity.status, float(entity.attrs.get("CreatedAt", 0.0)),
-                 json.dumps(entity.attrs), json.dumps(entity.internal)),
+                (
+                    entity.kind,
+                    entity.id,
+                    entity.status,
+                    float(entity.attrs.get("CreatedAt", 0.0)),
+                    json.dumps(entity.attrs),
+                    json.dumps(entity.internal),
+                ),
             )
             return cur.rowcount == 1
 
@@ -167,7 +173,8 @@ class StateStore:
     def tags(self, kind: str, entity_id: str) -> list[tuple[str, str | None]]:
         with self._lock:
             rows = self._conn.execute(
-                "SELECT key, value FROM tags WHERE kind = ? AND id = ? ORDER BY position, key", (kind, entity_id)
+                "SELECT key, value FROM tags WHERE kind = ? AND id = ? ORDER BY position, key",
+                (kind, entity_id),
             ).fetchall()
         return [(r[0], r[1]) for r in rows]
 

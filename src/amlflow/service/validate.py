@@ -41,6 +41,8 @@ def service_model() -> ServiceModel:
 def operation_names() -> frozenset[str]:
     """The 28 operation names (PascalCase)."""
     return frozenset(service_model().operation_names)
+
+
 _PREDICT_ENDPOINT_RE = re.compile(r"https?://[^\s/]+/?")
 
 
@@ -82,8 +84,10 @@ def _check(shape: Shape, value: Any, path: str, errors: list[str], operation: st
             return
         for name in shape.required_members:
             if value.get(name) is None:
-                errors.append(f"Value null at '{_join(path, name)}' failed to satisfy constraint: "
-                              f"Member must not be null")
+                errors.append(
+                    f"Value null at '{_join(path, name)}' failed to satisfy constraint: "
+                    f"Member must not be null"
+                )
         for name, item in value.items():
             member = shape.members.get(name)
             if member is None or item is None:
@@ -147,8 +151,13 @@ def _check_predict_endpoint(shape: Shape, value: Any, errors: list[str]) -> None
         return
     _check_length(shape, value, len(value), "PredictEndpoint", errors, "have length")
     if not _PREDICT_ENDPOINT_RE.fullmatch(value):
-        _fail(errors, shape, value, "PredictEndpoint",
-              "Member must be an http(s) endpoint URL (this server accepts its own EndpointUrl)")
+        _fail(
+            errors,
+            shape,
+            value,
+            "PredictEndpoint",
+            "Member must be an http(s) endpoint URL (this server accepts its own EndpointUrl)",
+        )
 
 
 def _check_length(shape: Shape, value: Any, length: int, path: str, errors: list[str], what: str) -> None:

@@ -61,7 +61,7 @@ def parse_s3_uri(uri: str) -> tuple[str, str]:
     """
     if not isinstance(uri, str) or not uri.startswith("s3://"):
         raise ValueError(f"{uri!r}: expected an s3://bucket/key URI")
-    bucket, _, key = uri[len("s3://"):].partition("/")
+    bucket, _, key = uri[len("s3://") :].partition("/")
     if not bucket:
         raise ValueError(f"{uri!r}: expected an s3://bucket/key URI (no bucket)")
     return bucket, key

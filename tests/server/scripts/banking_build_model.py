@@ -102,5 +102,7 @@ def create_evaluation(ml, model_id, test_ds_id, name):
 if __name__ == "__main__":
     name = sys.argv[1] if len(sys.argv) > 2 else "Marketing sample"
     model_id = build_model(TRAINING_DATA_S3_URL, "banking.csv.schema", "recipe.json", name=name)
-    print("\nFor the next step in the demo, run:\n    python use_model.py %s 0.77 s3://your-bucket/ml-output/"
-          % model_id)
+    print(
+        "\nFor the next step in the demo, run:\n    python use_model.py %s 0.77 s3://your-bucket/ml-output/"
+        % model_id
+    )
