@@ -1,0 +1,519 @@
+"""Recipe outputs as features (docs/aml-reference.md §5): :class:`FeatureBuilder`.
+
+A :class:`FeatureBuilder` is fitted on the training table and maps rows of any encoded table (or one
+realtime record) to a sparse feature matrix:
+
+=================================== =============================================================
+output expression type              features
+=================================== =============================================================
+NUMERIC (a variable, ``normalize``) one real feature, standardised with training mean/std
+                                    (missing/invalid → absent, i.e. the training mean)
+CATEGORICAL, BINARY, ``quantile_bin``  one indicator per category seen in training except the most
+                                    frequent one (the *mode*), plus one "≠ mode" flag set for every
+                                    other value (missing and unseen too); equivalent under L2 to a
+                                    full one-hot but sparse (MNIST: ~300 non-zeros per row, not 784)
+TEXT, ``ngram``, ``osb``, ``cartesian`` one indicator per token seen in training (presence)
+=================================== =============================================================
+
+All work is done per distinct value (on an encoded table's dictionaries,
+:mod:`amlflow.engine.recipe.transforms`) and then gathered with numpy by integer codes; there are no
+per-row Python loops except in ``cartesian`` (per distinct pair).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import scipy.sparse as sp
+
+from amlflow.engine.recipe.parser import Expr, Recipe, parse_recipe
+from amlflow.engine.recipe.transforms import (
+    apply_transform,
+    obj_array,
+    quantile_edges,
+    tokens_of,
+    var_values,
+    weighted_mean_std,
+)
+from amlflow.engine.schema import Schema
+
+__all__ = ["MAX_STANDARDISED", "FeatureBuilder"]
+
+MAX_STANDARDISED = 1e4  # |standardised NUMERIC feature| cap
+
+# ---------------------------------------------------------------------------------------------- leaves
+
+
+@dataclass
+class _Leaf:
+    """One output expression with its place in the feature vector."""
+
+    expr: Expr
+    mode: str  # "numeric" (one real feature), "onehot" (one-of), "bag" (token presence)
+    offset: int = 0
+    vocab: list[str] = field(default_factory=list)
+    implicit: str | None = None  # onehot: the most frequent training category (no feature)
+    mean: float = 0.0
+    std: float = 1.0
+
+    def __post_init__(self) -> None:
+        self._index = {v: i for i, v in enumerate(self.vocab)}
+
+    @property
+    def size(self) -> int:
+        if self.mode == "numeric":
+            return 1
+        return len(self.vocab) + (1 if self.mode == "onehot" and self.implicit is not None else 0)
+
+    @property
+    def slots(self) -> int:
+        """Features a single-valued leaf can set in one row (onehot: the "≠ mode" flag + the value)."""
+        return 2 if self.mode == "onehot" and self.implicit is not None else 1
+
+    def set_vocab(self, vocab: list[str]) -> None:
+        self.vocab = vocab
+        self._index = {v: i for i, v in enumerate(vocab)}
+
+    def feature_names(self) -> list[str]:
+        if self.mode == "numeric":
+            return [self.expr.name]
+        has_flag = self.mode == "onehot" and self.implicit is not None
+        flag = [f"{self.expr.name}!={self.implicit}"] if has_flag else []
+        return flag + [f"{self.expr.name}={v}" for v in self.vocab]
+
+    def to_json(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"expr": self.expr.name, "mode": self.mode, "offset": self.offset}
+        if self.mode == "numeric":
+            d.update(mean=self.mean, std=self.std)
+        else:
+            d.update(vocab=self.vocab, implicit=self.implicit)
+        return d
+
+    # single-valued leaves: per dictionary entry, one (column or -1, value) pair per slot
+    def single_maps(self, values: np.ndarray) -> list[tuple[np.ndarray, np.ndarray]]:
+        if self.mode == "numeric":
+            with np.errstate(over="ignore", invalid="ignore"):
+                v = (values.astype(np.float64) - self.mean) / self.std
+            # extreme outliers (or statistics that overflowed) must not blow up the solver
+            v = np.clip(v, -MAX_STANDARDISED, MAX_STANDARDISED, out=v, where=~np.isnan(v))
+            cols = np.where(np.isnan(v), -1, self.offset).astype(np.int32)
+            return [(cols, np.nan_to_num(v).astype(np.float32))]
+        get = self._index.get
+        idx = np.fromiter(
+            (-1 if v is None else get(v, -1) for v in values), dtype=np.int64, count=len(values)
+        )
+        ones = np.ones(len(values), dtype=np.float32)
+        if self.implicit is None:
+            return [(np.where(idx >= 0, idx + self.offset, -1).astype(np.int32), ones)]
+        # The mode has no feature of its own; every other value (missing and unseen included) sets the
+        # "≠ mode" flag. Under L2 this is the same model as a full one-hot, with far fewer non-zeros.
+        is_mode = np.fromiter((v == self.implicit for v in values), dtype=bool, count=len(values))
+        flag = np.where(is_mode, -1, self.offset).astype(np.int32)
+        return [(flag, ones), (np.where(idx >= 0, idx + self.offset + 1, -1).astype(np.int32), ones)]
+
+    # bag leaves: per entry CSR (entries × size)
+    def bag_matrix(self, token_lists: np.ndarray) -> sp.csr_matrix:
+        get = self._index.get
+        indptr = np.zeros(len(token_lists) + 1, dtype=np.int64)
+        indices: list[int] = []
+        for i, toks in enumerate(token_lists):
+            cols = {c for t in toks if (c := get(t)) is not None}
+            indices.extend(sorted(cols))
+            indptr[i + 1] = len(indices)
+        ind = np.asarray(indices, dtype=np.int32)
+        return sp.csr_matrix(
+            (np.ones(len(ind), dtype=np.float32), ind, indptr), shape=(len(token_lists), self.size)
+        )
+
+
+def _leaf_mode(e: Expr) -> str:
+    if e.kind == "NUMERIC":
+        return "numeric"
+    if e.kind in ("CATEGORICAL", "BINARY"):
+        return "onehot"
+    return "bag"
+
+
+# --------------------------------------------------------------------------------------- the builder
+
+
+class _Dicts:
+    """Per-table cache of dictionaries and of expression values on them (types from the model schema)."""
+
+    def __init__(self, table: Any, builder: FeatureBuilder) -> None:
+        self.table = table
+        self.builder = builder
+        self.names = set(table.names)
+        self._dict: dict[str, np.ndarray] = {}
+        self._values: dict[Expr, np.ndarray] = {}
+        self.maps: dict[int, Any] = {}
+        self.counts: dict[int, np.ndarray] = {}
+
+    def dictionary(self, attr: str) -> np.ndarray:
+        d = self._dict.get(attr)
+        if d is None:
+            d = self.table.dictionary(attr) if attr in self.names else obj_array([""])
+            self._dict[attr] = d
+        return d
+
+    def codes(self, attr: str, start: int, stop: int) -> np.ndarray:
+        if attr in self.names:
+            return np.asarray(self.table.codes(attr, start, stop))
+        return np.zeros(stop - start, dtype=np.uint8)
+
+    def values(self, e: Expr) -> np.ndarray:
+        """Values of a single-attribute expression per entry of its attribute's dictionary."""
+        v = self._values.get(e)
+        if v is None:
+            if e.fn == "var":
+                assert e.attr is not None
+                v = var_values(e.kind, self.dictionary(e.attr))
+            else:
+                v = apply_transform(e, self.values(e.args[0]), self.builder.state)
+            self._values[e] = v
+        return v
+
+
+def _pair_tokens(a: list[str], b: list[str]) -> list[str]:
+    return [f"{x}_{y}" for x in a for y in b]
+
+
+class FeatureBuilder:
+    """Maps rows of an encoded table to a CSR float32 feature matrix (see the module docstring).
+
+    Fitted once on the training table (:meth:`fit`), saved as plain JSON (:meth:`to_json`), applied to any
+    table read with the training schema's types (:meth:`transform`) or to one realtime record
+    (:meth:`encode_record`).
+    """
+
+    def __init__(self, recipe: Recipe, schema: Schema) -> None:
+        self.recipe = recipe
+        self.schema = schema
+        self.state: dict[str, dict[str, Any]] = {}
+        leaves = [_Leaf(e, _leaf_mode(e)) for e in recipe.outputs]
+        # single-valued leaves first (their columns come out sorted row by row), then bags
+        self.leaves = [lf for lf in leaves if lf.mode != "bag"] + [lf for lf in leaves if lf.mode == "bag"]
+        self.n_features = 0
+        self._record_cache: list[dict[str, tuple[np.ndarray, np.ndarray]]] = [{} for _ in self.leaves]
+        # realtime: encoded values cached per output expression (≤ ~1M entries in all)
+        self._record_cache_size = max(256, 1_000_000 // max(1, len(self.leaves)))
+
+    # ------------------------------------------------------------------------------------------ fit
+
+    @classmethod
+    def fit(
+        cls,
+        recipe: Recipe,
+        schema: Schema,
+        table: Any,
+        rows: np.ndarray | None = None,
+        *,
+        batch_rows: int = 1 << 16,
+    ) -> FeatureBuilder:
+        """Learn bin edges, normalisation statistics and vocabularies from ``table`` (only the rows where
+        the boolean mask ``rows`` is true, when given)."""
+        self = cls(recipe, schema)
+        dicts = _Dicts(table, self)
+        attrs = sorted({a for lf in self.leaves for a in lf.expr.attributes()})
+        counts = {a: np.zeros(len(dicts.dictionary(a)), dtype=np.float64) for a in attrs}
+        for start, stop in table.iter_row_batches(batch_rows):
+            sel = None if rows is None else rows[start:stop]
+            for a in attrs:
+                c = dicts.codes(a, start, stop)
+                if sel is not None:
+                    c = c[sel]
+                counts[a] += np.bincount(c, minlength=len(counts[a]))
+        # fit stateful sub-expressions bottom-up (quantile_bin edges, normalize statistics)
+        for lf in self.leaves:
+            for e in lf.expr.walk():
+                if e.fn in ("quantile_bin", "normalize") and e.name not in self.state:
+                    x = dicts.values(e.args[0]).astype(np.float64)
+                    w = counts[e.attributes()[0]]
+                    if e.fn == "normalize":
+                        mean, std = weighted_mean_std(x, w)
+                        self.state[e.name] = {"mean": mean, "std": std}
+                    else:
+                        assert e.n is not None
+                        self.state[e.name] = {"edges": quantile_edges(x, w, e.n)}
+        offset = 0
+        for lf in self.leaves:
+            e = lf.expr
+            if e.fn == "cartesian":
+                lf.set_vocab(self._fit_cartesian(e, table, dicts, rows, batch_rows))
+            else:
+                (a,) = e.attributes()
+                values, w = dicts.values(e), counts[a]
+                if lf.mode == "numeric":
+                    lf.mean, lf.std = weighted_mean_std(values.astype(np.float64), w)
+                elif lf.mode == "onehot":
+                    totals: dict[str, float] = {}
+                    for v, c in zip(values, w, strict=True):
+                        if v is not None and c > 0:
+                            totals[v] = totals.get(v, 0.0) + c
+                    if totals:
+                        lf.implicit = min(totals, key=lambda k: (-totals[k], k))
+                    lf.set_vocab(sorted(k for k in totals if k != lf.implicit))
+                else:
+                    seen: set[str] = set()
+                    for toks, c in zip(tokens_of(e.kind, values), w, strict=True):
+                        if c > 0:
+                            seen.update(toks)
+                    lf.set_vocab(sorted(seen))
+            lf.offset = offset
+            offset += lf.size
+        self.n_features = offset
+        return self
+
+    def _fit_cartesian(
+        self, e: Expr, table: Any, dicts: _Dicts, rows: np.ndarray | None, batch_rows: int
+    ) -> list[str]:
+        seen: set[str] = set()
+        done: set[tuple[int, ...]] = set()
+        for start, stop in table.iter_row_batches(batch_rows):
+            combos, _ = self._combos(e, dicts, start, stop, None if rows is None else rows[start:stop])
+            for combo in map(tuple, combos):
+                if combo not in done:
+                    done.add(combo)
+                    seen.update(self._cartesian_tokens(e, dicts, combo))
+        return sorted(seen)
+
+    def _combos(
+        self, e: Expr, dicts: _Dicts, start: int, stop: int, sel: np.ndarray | None
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Unique rows of the codes of ``e``'s attributes, and the inverse mapping."""
+        cols = [dicts.codes(a, start, stop).astype(np.int64) for a in e.attributes()]
+        stacked = np.stack(cols, axis=1) if cols else np.zeros((stop - start, 0), dtype=np.int64)
+        if sel is not None:
+            stacked = stacked[sel]
+        if len(stacked) == 0:
+            return stacked, np.zeros(0, dtype=np.int64)
+        uniq, inv = np.unique(stacked, axis=0, return_inverse=True)
+        return uniq, inv.reshape(-1)
+
+    def _cartesian_tokens(self, e: Expr, dicts: _Dicts, combo: Sequence[int]) -> list[str]:
+        attrs = e.attributes()
+        code_of = dict(zip(attrs, combo, strict=True))
+
+        def tokens(x: Expr) -> list[str]:
+            if x.fn == "cartesian":
+                return _pair_tokens(tokens(x.args[0]), tokens(x.args[1]))
+            (a,) = x.attributes()
+            return list(tokens_of(x.kind, dicts.values(x)[code_of[a] : code_of[a] + 1])[0])
+
+        return tokens(e)
+
+    # -------------------------------------------------------------------------------------- transform
+
+    def transform(
+        self,
+        table: Any,
+        start: int = 0,
+        stop: int | None = None,
+        *,
+        batch_rows: int | None = None,
+        _dicts: _Dicts | None = None,
+    ) -> sp.csr_matrix:
+        """Features of rows ``[start, stop)`` of ``table`` as a CSR float32 matrix (n × n_features)."""
+        stop = table.n_rows if stop is None else stop
+        dicts = _dicts or _Dicts(table, self)
+        if batch_rows is None:
+            batch_rows = max(1024, 4_000_000 // max(1, len(self.leaves)))
+        if stop - start <= batch_rows:
+            return self._transform_batch(dicts, start, stop)
+        parts = [
+            self._transform_batch(dicts, a, min(a + batch_rows, stop)) for a in range(start, stop, batch_rows)
+        ]
+        return _vstack_csr(parts, self.n_features)
+
+    def encoder(self, table: Any) -> _Dicts:
+        """A per-table cache to pass to :meth:`transform` when reading one table in many batches."""
+        return _Dicts(table, self)
+
+    def _maps(self, dicts: _Dicts, lf: _Leaf) -> Any:
+        got = dicts.maps.get(id(lf))
+        if got is None:
+            values = dicts.values(lf.expr)
+            if lf.mode != "bag":
+                got = lf.single_maps(values)
+            else:
+                got = lf.bag_matrix(tokens_of(lf.expr.kind, values))
+            dicts.maps[id(lf)] = got
+        return got
+
+    def row_nnz(self, table: Any, start: int, stop: int, *, _dicts: _Dicts | None = None) -> np.ndarray:
+        """Non-zeros of each row ``[start, stop)`` would have in :meth:`transform` (cheap: no values), so a
+        caller can allocate one matrix for a whole table instead of stacking batches."""
+        dicts = _dicts or _Dicts(table, self)
+        out = np.zeros(stop - start, dtype=np.int64)
+        for lf in self.leaves:
+            if lf.mode == "bag" and lf.expr.fn == "cartesian":
+                combos, inv = self._combos(lf.expr, dicts, start, stop, None)
+                m = lf.bag_matrix(obj_array([self._cartesian_tokens(lf.expr, dicts, c) for c in combos]))
+                out += np.diff(m.indptr)[inv] if len(inv) else 0
+                continue
+            per_entry = dicts.counts.get(id(lf))
+            if per_entry is None:
+                if lf.mode == "bag":
+                    per_entry = np.diff(self._maps(dicts, lf).indptr).astype(np.int32)
+                else:
+                    per_entry = sum((c >= 0).astype(np.int32) for c, _ in self._maps(dicts, lf))
+                dicts.counts[id(lf)] = per_entry
+            (a,) = lf.expr.attributes()
+            out += per_entry[dicts.codes(a, start, stop)]
+        return out
+
+    def _transform_batch(self, dicts: _Dicts, start: int, stop: int) -> sp.csr_matrix:
+        n = stop - start
+        singles = [lf for lf in self.leaves if lf.mode != "bag"]
+        blocks: list[sp.csr_matrix] = []
+        n_single = sum(lf.size for lf in singles)
+        if singles:
+            width = sum(lf.slots for lf in singles)
+            cols = np.empty((n, width), dtype=np.int32)
+            numeric = any(lf.mode == "numeric" for lf in singles)
+            vals = np.ones((n, width), dtype=np.float32) if numeric else None
+            j = 0
+            for lf in singles:
+                (a,) = lf.expr.attributes()
+                codes = dicts.codes(a, start, stop)
+                for col_map, val_map in self._maps(dicts, lf):
+                    np.take(col_map, codes, out=cols[:, j])
+                    if vals is not None and lf.mode == "numeric":  # indicators are all 1.0
+                        vals[:, j] = val_map[codes]
+                    j += 1
+            mask = cols >= 0
+            indptr = np.zeros(n + 1, dtype=np.int64)
+            np.cumsum(mask.sum(axis=1), out=indptr[1:])
+            indices = cols[mask]
+            data = vals[mask] if vals is not None else np.ones(len(indices), dtype=np.float32)
+            blocks.append(sp.csr_matrix((data, indices, indptr), shape=(n, n_single)))
+        for lf in self.leaves:
+            if lf.mode != "bag":
+                continue
+            if lf.expr.fn == "cartesian":
+                combos, inv = self._combos(lf.expr, dicts, start, stop, None)
+                m = lf.bag_matrix(obj_array([self._cartesian_tokens(lf.expr, dicts, c) for c in combos]))
+                blocks.append(m[inv] if n else sp.csr_matrix((0, lf.size), dtype=np.float32))
+            else:
+                (a,) = lf.expr.attributes()
+                m = self._maps(dicts, lf)
+                blocks.append(m[dicts.codes(a, start, stop).astype(np.int64)])
+        if not blocks:
+            return sp.csr_matrix((n, self.n_features), dtype=np.float32)
+        out = blocks[0] if len(blocks) == 1 else sp.hstack(blocks, format="csr", dtype=np.float32)
+        return sp.csr_matrix(out, dtype=np.float32)
+
+    # ------------------------------------------------------------------------------------------ record
+
+    def encode_record(self, record: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """(column indices, values) of one realtime record (attribute name → string; absent = missing)."""
+        cols: list[np.ndarray] = []
+        vals: list[np.ndarray] = []
+        for k, lf in enumerate(self.leaves):
+            attrs = lf.expr.attributes()
+            raws = tuple(str(record.get(a, "") or "").strip() for a in attrs)
+            key = raws[0] if len(raws) == 1 else "\x00".join(raws)
+            cache = self._record_cache[k]
+            got = cache.get(key)
+            if got is None:
+                got = self._encode_one(lf, raws)
+                if len(cache) < self._record_cache_size:
+                    cache[key] = got
+            cols.append(got[0])
+            vals.append(got[1])
+        if not cols:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float32)
+        return np.concatenate(cols), np.concatenate(vals)
+
+    def _encode_one(self, lf: _Leaf, raws: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        names = lf.expr.attributes()
+        table = _OneRow(dict(zip(names, raws, strict=True)))
+        m = self._transform_leaf_row(lf, _Dicts(table, self))
+        return m
+
+    def _transform_leaf_row(self, lf: _Leaf, dicts: _Dicts) -> tuple[np.ndarray, np.ndarray]:
+        if lf.mode != "bag":
+            pairs = [(c[0], v[0]) for c, v in self._maps(dicts, lf) if c[0] >= 0]
+            cols = np.array([c for c, _ in pairs], dtype=np.int64)
+            return cols, np.array([v for _, v in pairs], dtype=np.float32)
+        if lf.expr.fn == "cartesian":
+            toks = self._cartesian_tokens(lf.expr, dicts, [0] * len(lf.expr.attributes()))
+            m = lf.bag_matrix(obj_array([toks]))
+        else:
+            m = self._maps(dicts, lf)
+        return (m.indices.astype(np.int64) + lf.offset), m.data.astype(np.float32)
+
+    # ---------------------------------------------------------------------------------------- persist
+
+    def feature_names(self) -> list[str]:
+        """A readable name per feature column (``job=admin.``, ``quantile_bin(age,10)=bin_3``, ``age``)."""
+        out: list[str] = []
+        for lf in self.leaves:
+            out.extend(lf.feature_names())
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        """Plain-JSON state (the recipe text, fitted sub-expression state and every leaf)."""
+        return {
+            "recipe": self.recipe.text,
+            "state": self.state,
+            "n_features": self.n_features,
+            "leaves": [lf.to_json() for lf in self.leaves],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any], schema: Schema) -> FeatureBuilder:
+        """Rebuild a fitted builder saved by :meth:`to_json` (the recipe is re-parsed with ``schema``)."""
+        self = cls(parse_recipe(data["recipe"], schema), schema)
+        self.state = {k: dict(v) for k, v in data["state"].items()}
+        saved = {d["expr"]: d for d in data["leaves"]}
+        for lf in self.leaves:
+            d = saved[lf.expr.name]
+            lf.offset = int(d["offset"])
+            if lf.mode == "numeric":
+                lf.mean, lf.std = float(d["mean"]), float(d["std"])
+            else:
+                lf.set_vocab([str(v) for v in d["vocab"]])
+                lf.implicit = d.get("implicit")
+        self.leaves.sort(key=lambda lf: lf.offset)
+        self.n_features = int(data["n_features"])
+        return self
+
+
+class _OneRow:
+    """A one-row stand-in for an encoded table (realtime records)."""
+
+    def __init__(self, values: Mapping[str, str]) -> None:
+        self._values = values
+        self.names = list(values)
+        self.n_rows = 1
+
+    def dictionary(self, name: str) -> np.ndarray:
+        return obj_array([self._values[name]])
+
+    def codes(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        return np.zeros(1, dtype=np.uint8)[start:stop]
+
+
+def _vstack_csr(parts: list[sp.csr_matrix], n_cols: int) -> sp.csr_matrix:
+    """Concatenate CSR row blocks into one matrix, freeing each block as it is copied."""
+    n_rows = sum(p.shape[0] for p in parts)
+    nnz = sum(p.nnz for p in parts)
+    data = np.empty(nnz, dtype=np.float32)
+    indices = np.empty(nnz, dtype=np.int32)
+    indptr = np.empty(n_rows + 1, dtype=np.int64 if nnz >= 2**31 else np.int32)
+    indptr[0] = 0
+    r = z = 0
+    while parts:
+        p = parts.pop(0)
+        k, m = p.shape[0], p.nnz
+        data[z : z + m] = p.data
+        indices[z : z + m] = p.indices
+        indptr[r + 1 : r + k + 1] = p.indptr[1:] + z
+        r += k
+        z += m
+        del p
+    return sp.csr_matrix((data, indices, indptr), shape=(n_rows, n_cols))
