@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 
-.PHONY: help install demo test test-all serve bench gen
+.PHONY: help install demo test test-all lint format serve bench gen
 
 help:            ## list the targets
 	@grep -E '^[a-z-]+:.*##' $(MAKEFILE_LIST) | sed 's/:.*## /\t/'
@@ -11,16 +11,25 @@ help:            ## list the targets
 $(VENV)/.installed: pyproject.toml constraints/ci.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -c constraints/ci.txt -e '.[test]'
+	$(PY) -m pip install -q -c constraints/ci.txt -e '.[dev]'
 	touch $@
 
-install: $(VENV)/.installed   ## create .venv and install amlflow with its test tools
+install: $(VENV)/.installed   ## create .venv and install amlflow with its test and lint tools
 
 demo: install    ## run the MNIST pipeline on the embedded defaults (real digits, no network)
 	$(PY) -m flows.mnist_pipeline
 
 test: install    ## run the test suite CI runs: the default layers plus the slow ones that fit (marker ci)
 	$(PY) -m pytest -m 'not slow or ci'
+
+lint: install    ## ruff check, ruff format --check, mypy (strict on the engine); CI runs it before the tests
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
+format: install  ## apply ruff's formatting and safe fixes
+	$(VENV)/bin/ruff format .
+	$(VENV)/bin/ruff check --fix .
 
 test-all: install ## run every test layer, slow ones included
 	$(PY) -m pytest -m ''
