@@ -11,11 +11,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import ROUND_HALF_EVEN, Decimal
-from typing import Any, BinaryIO
+from typing import BinaryIO
 
 import numpy as np
 
+from amlflow.engine.model import TrainedModel
 from amlflow.engine.schema import Schema, binary_view
+from amlflow.engine.table import Table
 
 __all__ = ["BatchCounts", "aml_number", "write_batch_output"]
 
@@ -80,8 +82,8 @@ def _row_positions(rejected: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 
 def write_batch_output(
-    model: Any,
-    table: Any,
+    model: TrainedModel,
+    table: Table,
     schema: Schema,
     out: BinaryIO,
     *,

@@ -1,37 +1,22 @@
-"""The encoded table: how a datasource's rows are stored once parsed, and the CSV reader that builds it.
+"""The CSV reader: :func:`build_dataset` parses a datasource's files once into an encoded table.
 
-Every attribute is stored the same way whatever its type (docs/architecture.md, "the encoded table"):
-a *dictionary* of the distinct raw strings (stripped of surrounding white space; ``""`` = missing) and
-one unsigned integer *code* per row indexing it (``uint8``/``uint16``/``uint32``, the narrowest that
-fits). Types are views computed on the dictionary (:mod:`amlflow.engine.schema`).
+The table format (dictionaries, codes, the on-disk layout) and its writer live in
+:mod:`amlflow.engine.table`; :class:`EncodedTable`, :class:`TableWriter` and :func:`code_dtype` are
+re-exported here (with ``FORMAT``, ``VERSION``, ``SPILL_BYTES``) for callers that import them from
+this module.
 
-On disk (one directory, written into a temporary sibling and renamed into place, so readers never see
-half a table)::
-
-    meta.json          {"format": "amlflow-encoded-table", "version": 2, "n_rows",
-                        "columns": [{"name", "dtype", "offset", "n_values"}, ...],
-                        "files": [[key, first_position, stop_position], ...],
-                        "rejected_positions": [...], "info": {...}}
-    codes.bin          every column's codes, one after the other (each 64-byte aligned at its
-                        ``offset``, ``n_rows`` values of its ``dtype``); memory-mapped when opened
-    dictionaries.json  one JSON list of strings per column
-
-``rejected_positions`` are the positions, in the selected output sequence, where a rejected row stood.
-
-Example:
-    >>> import pandas as pd
-    >>> t = EncodedTable.from_frame(pd.DataFrame({"a": ["x", " y", None, "x"]}))
-    >>> t.n_rows, list(t.dictionary("a")), t.codes("a").tolist()
-    (4, ['x', 'y', ''], [0, 1, 2, 0])
+Files are read in the given order as a stream of ~8 MB blocks cut at a line end. Line starts come from a
+numpy scan of the block (so every row's byte offset is known: the split needs it); lines AML rejects
+before parsing (> 100 KB, an unterminated quote, a bare CR) are taken out; pyarrow parses the rest of
+the block (every column as binary; a row with the wrong number of fields goes to invalid_row_handler,
+whose ``number`` is the row's index among the non-empty lines handed to it); each column is then
+dictionary-encoded by pyarrow and appended to the table. Values may not contain line ends even when
+quoted (docs/aml-reference.md §3.4), so a line is a row.
 """
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
-import uuid
 import zlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -39,16 +24,20 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from amlflow.engine.errors import DataError
+from amlflow.engine.table import FORMAT, SPILL_BYTES, VERSION, EncodedTable, TableWriter, code_dtype
 
 __all__ = [
+    "CHUNK_BYTES",
+    "FORMAT",
     "MAX_REJECTED_ROWS",
     "MAX_ROW_BYTES",
+    "SPILL_BYTES",
+    "VERSION",
     "DatasetInfo",
     "EncodedTable",
     "Source",
@@ -57,408 +46,8 @@ __all__ = [
     "code_dtype",
 ]
 
-FORMAT = "amlflow-encoded-table"
-VERSION = 2
 MAX_ROW_BYTES = 100 * 1024
 MAX_REJECTED_ROWS = 10_000
-SPILL_BYTES = 64 << 20
-_ALIGN = 64
-
-
-def code_dtype(n_values: int) -> np.dtype[Any]:
-    """The narrowest unsigned dtype able to index a dictionary of ``n_values`` entries."""
-    if n_values <= 1 << 8:
-        return np.dtype(np.uint8)
-    if n_values <= 1 << 16:
-        return np.dtype(np.uint16)
-    return np.dtype(np.uint32)
-
-
-# --------------------------------------------------------------------------------------------- writer
-
-
-class _ColumnWriter:
-    """Merges per-batch dictionaries into one; keeps the codes in memory until the table spills them."""
-
-    def __init__(self, spill_path: Path) -> None:
-        self.spill_path = spill_path
-        self.index: dict[str, int] = {}
-        self.values: list[str] = []
-        self.n = 0
-        self.buffered: list[np.ndarray] = []
-        self.buffered_bytes = 0
-        self.spilled: list[tuple[np.dtype[Any], int]] = []  # segments in the spill file, in order
-        self.raw_seen: pa.Array | None = None  # raw values met so far (append_raw) ...
-        self.raw_map = np.zeros(0, dtype=np.int64)  # ... and their codes
-
-    @property
-    def dtype(self) -> np.dtype[Any]:
-        return code_dtype(len(self.values))
-
-    def _remap(self, local_values: Sequence[str]) -> np.ndarray:
-        index, values = self.index, self.values
-        out = np.empty(len(local_values), dtype=np.int64)
-        for j, raw in enumerate(local_values):
-            s = raw.strip() if raw else ""
-            code = index.get(s)
-            if code is None:
-                code = index[s] = len(values)
-                values.append(s)
-            out[j] = code
-        return out
-
-    def append_raw(self, local_dict: pa.Array, local_codes: np.ndarray) -> int:
-        """Like :meth:`append` for a batch dictionary of raw (binary, unstripped) values: values seen
-        before are looked up by pyarrow in one call; only new ones go through Python."""
-        if self.raw_seen is None or not len(self.raw_seen):
-            pos = np.full(len(local_dict), -1, dtype=np.int64)
-        else:
-            found = pc.index_in(local_dict, value_set=self.raw_seen)
-            pos = found.fill_null(-1).to_numpy(zero_copy_only=False).astype(np.int64)
-        new = np.flatnonzero(pos < 0)
-        if len(new):
-            fresh = local_dict.take(pa.array(new))
-            texts = [v.decode("utf-8", "replace") for v in fresh.to_pylist()]
-            base = len(self.raw_map)
-            self.raw_map = np.concatenate([self.raw_map, self._remap(texts)])
-            self.raw_seen = fresh if self.raw_seen is None else pa.concat_arrays([self.raw_seen, fresh])
-            pos[new] = np.arange(base, base + len(new))
-        return self._append_codes(self.raw_map[pos], local_codes)
-
-    def append(self, local_values: Sequence[str], local_codes: np.ndarray) -> int:
-        """Append rows given as codes into ``local_values`` (a batch's own dictionary); returns the bytes
-        now buffered."""
-        return self._append_codes(self._remap(local_values), local_codes)
-
-    def _append_codes(self, remap: np.ndarray, local_codes: np.ndarray) -> int:
-        if len(local_codes):
-            codes = remap.astype(self.dtype)[local_codes]
-            self.buffered.append(codes)
-            self.buffered_bytes += codes.nbytes
-        self.n += len(local_codes)
-        return self.buffered_bytes
-
-    def spill(self) -> None:
-        """Move the buffered codes to this column's spill file."""
-        if not self.buffered:
-            return
-        with open(self.spill_path, "ab") as fh:
-            for arr in self.buffered:
-                fh.write(arr.tobytes())
-                self.spilled.append((arr.dtype, len(arr)))
-        self.buffered, self.buffered_bytes = [], 0
-
-    def write_codes(self, out: BinaryIO) -> None:
-        """Write every code, in the final dtype, to ``out``."""
-        dtype = self.dtype
-        if self.spilled:
-            with open(self.spill_path, "rb") as fh:
-                for seg_dtype, count in self.spilled:
-                    out.write(np.fromfile(fh, dtype=seg_dtype, count=count).astype(dtype).tobytes())
-        for arr in self.buffered:
-            out.write(arr.astype(dtype, copy=False).tobytes())
-
-
-class TableWriter:
-    """Writes an encoded table incrementally, atomically: nothing appears at ``out_dir`` until
-    :meth:`finish`; :meth:`abort` (or an exception inside ``with``) leaves nothing behind.
-
-    Codes stay in memory up to ``spill_bytes`` in all, then go to one temporary file per column; the
-    table itself is three files (few file creations: they are slow on some file systems).
-
-    Example:
-        >>> import tempfile
-        >>> d = Path(tempfile.mkdtemp()) / "t"
-        >>> with TableWriter(d, ["a"]) as w:
-        ...     w.append_column(0, ["x", "y"], np.array([0, 1, 1]))
-        ...     t = w.finish()
-        >>> EncodedTable.open(d).codes("a").tolist()
-        [0, 1, 1]
-    """
-
-    def __init__(self, out_dir: Path | str, names: Sequence[str], *, spill_bytes: int = SPILL_BYTES) -> None:
-        self.out_dir = Path(out_dir)
-        self.names = list(names)
-        if len(set(self.names)) != len(self.names):
-            raise ValueError("column names must be unique")
-        self.spill_bytes = spill_bytes
-        self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = self.out_dir.parent / f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
-        self.tmp.mkdir()
-        self.columns = [_ColumnWriter(self.tmp / f"{i}.spill") for i in range(len(self.names))]
-        self._buffered = 0
-        self._done = False
-
-    def __enter__(self) -> TableWriter:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if not self._done:
-            self.abort()
-
-    @property
-    def n_rows(self) -> int:
-        """Rows written so far (the first column's count)."""
-        return self.columns[0].n if self.columns else 0
-
-    def append_column(self, i: int, local_values: Sequence[str], local_codes: np.ndarray) -> None:
-        """Append rows to column ``i``: ``local_codes`` index ``local_values`` (stripped on merge)."""
-        col = self.columns[i]
-        before = col.buffered_bytes
-        self._buffered += col.append(local_values, np.asarray(local_codes)) - before
-        self._maybe_spill()
-
-    def append_raw(self, i: int, local_dict: pa.Array, local_codes: np.ndarray) -> None:
-        """Append rows to column ``i``: ``local_codes`` index ``local_dict``, a pyarrow binary/string
-        array of raw values (decoded as UTF-8 with replacement, stripped on merge)."""
-        col = self.columns[i]
-        before = col.buffered_bytes
-        self._buffered += col.append_raw(local_dict, np.asarray(local_codes)) - before
-        self._maybe_spill()
-
-    def _maybe_spill(self) -> None:
-        if self._buffered > self.spill_bytes:
-            for c in self.columns:
-                c.spill()
-            self._buffered = 0
-
-    def append_strings(self, i: int, values: Sequence[str | None]) -> None:
-        """Append rows to column ``i`` given as plain strings (None = missing)."""
-        codes, uniques = pd.factorize(pd.Series(values, dtype=object).fillna(""), use_na_sentinel=False)
-        self.append_column(i, [str(u) for u in uniques], codes)
-
-    def finish(
-        self,
-        *,
-        rejected_positions: Sequence[int] | np.ndarray = (),
-        files: Sequence[tuple[str, int, int]] | None = None,
-        info: dict[str, Any] | None = None,
-    ) -> EncodedTable:
-        """Write the codes, dictionaries and ``meta.json``, and rename the table into place."""
-        counts = {c.n for c in self.columns}
-        if len(counts) > 1:
-            raise ValueError(f"columns have different row counts: {sorted(counts)}")
-        n_rows = self.n_rows
-        rejected = [int(x) for x in np.asarray(rejected_positions, dtype=np.int64).tolist()]
-        offsets = []
-        with open(self.tmp / "codes.bin", "wb") as fh:
-            for col in self.columns:
-                pad = -fh.tell() % _ALIGN
-                fh.write(b"\0" * pad)
-                offsets.append(fh.tell())
-                col.write_codes(fh)
-        with open(self.tmp / "dictionaries.json", "w", encoding="utf-8") as fh:
-            json.dump([col.values for col in self.columns], fh, ensure_ascii=False, separators=(",", ":"))
-        for col in self.columns:
-            if col.spilled:
-                col.spill_path.unlink()
-        total = n_rows + len(rejected)
-        meta = {
-            "format": FORMAT,
-            "version": VERSION,
-            "n_rows": n_rows,
-            "columns": [
-                {"name": name, "dtype": col.dtype.name, "offset": off, "n_values": len(col.values)}
-                for name, col, off in zip(self.names, self.columns, offsets, strict=True)
-            ],
-            "files": [list(f) for f in files] if files is not None else [["", 0, total]],
-            "rejected_positions": rejected,
-            "info": info or {},
-        }
-        with open(self.tmp / "meta.json", "w", encoding="utf-8") as fh:
-            json.dump(meta, fh, ensure_ascii=False, indent=1)
-        if self.out_dir.exists():
-            shutil.rmtree(self.out_dir)
-        os.replace(self.tmp, self.out_dir)
-        self._done = True
-        return EncodedTable.open(self.out_dir)
-
-    def abort(self) -> None:
-        """Discard everything written."""
-        shutil.rmtree(self.tmp, ignore_errors=True)
-        self._done = True
-
-
-# ---------------------------------------------------------------------------------------------- table
-
-
-class EncodedTable:
-    """Rows of a datasource, dictionary-encoded per column (see the module docstring).
-
-    Build one with :meth:`open` (a directory written by :func:`build_dataset` or :class:`TableWriter`)
-    or :meth:`from_frame` (a DataFrame of strings, for tests and small inputs).
-    """
-
-    def __init__(
-        self,
-        names: Sequence[str],
-        dictionaries: dict[str, np.ndarray] | None,
-        codes: dict[str, np.ndarray] | None,
-        n_rows: int,
-        *,
-        rejected_positions: np.ndarray | None = None,
-        files: Sequence[tuple[str, int, int]] | None = None,
-        info: dict[str, Any] | None = None,
-        directory: Path | None = None,
-        layout: dict[str, tuple[str, int]] | None = None,
-    ) -> None:
-        self._names = list(names)
-        self._dicts: dict[str, np.ndarray] = dict(dictionaries or {})
-        self._codes: dict[str, np.ndarray] = dict(codes or {})
-        self._n_rows = int(n_rows)
-        self._rejected = (
-            np.asarray(rejected_positions, dtype=np.int64)
-            if rejected_positions is not None
-            else np.zeros(0, dtype=np.int64)
-        )
-        total = self._n_rows + len(self._rejected)
-        self._files = [(str(k), int(a), int(b)) for k, a, b in files] if files else [("", 0, total)]
-        self.info: dict[str, Any] = dict(info or {})
-        self.directory = directory
-        self._layout = layout or {}
-        self._mmap: np.ndarray | None = None
-        self._index = {n: i for i, n in enumerate(self._names)}
-
-    # -- construction
-
-    @classmethod
-    def open(cls, directory: Path | str) -> EncodedTable:
-        """Open a table written by :func:`build_dataset` / :class:`TableWriter` (codes memory-mapped)."""
-        directory = Path(directory)
-        try:
-            with open(directory / "meta.json", encoding="utf-8") as fh:
-                meta = json.load(fh)
-        except FileNotFoundError:
-            raise DataError(f"no encoded table at {directory}", field="directory") from None
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise DataError(f"{directory}: not an {FORMAT} v{VERSION}", field="directory")
-        names = [c["name"] for c in meta["columns"]]
-        rejected = np.asarray(meta.get("rejected_positions", []), dtype=np.int64)
-        return cls(
-            names,
-            None,
-            None,
-            meta["n_rows"],
-            rejected_positions=rejected,
-            files=[tuple(f) for f in meta["files"]],
-            info=meta.get("info"),
-            directory=directory,
-            layout={c["name"]: (c["dtype"], int(c["offset"])) for c in meta["columns"]},
-        )
-
-    @classmethod
-    def from_frame(cls, df: pd.DataFrame, out_dir: Path | str | None = None) -> EncodedTable:
-        """Encode a DataFrame of strings (NaN/None → ``""``, values stripped); in memory, or written to
-        ``out_dir`` in the on-disk format when given."""
-        names = [str(c) for c in df.columns]
-        if out_dir is not None:
-            with TableWriter(out_dir, names) as w:
-                for i, col in enumerate(df.columns):
-                    w.append_strings(i, _as_strings(df[col]))
-                return w.finish()
-        dicts: dict[str, np.ndarray] = {}
-        codes: dict[str, np.ndarray] = {}
-        for name, col in zip(names, df.columns, strict=True):
-            stripped = pd.Series(_as_strings(df[col]), dtype=object).str.strip()
-            c, uniques = pd.factorize(stripped, use_na_sentinel=False)
-            d = np.empty(len(uniques), dtype=object)
-            d[:] = [str(u) for u in uniques]
-            dicts[name] = d
-            codes[name] = c.astype(code_dtype(len(d)))
-        return cls(names, dicts, codes, len(df))
-
-    # -- access
-
-    @property
-    def names(self) -> list[str]:
-        """Column names in schema order."""
-        return list(self._names)
-
-    @property
-    def n_rows(self) -> int:
-        """Number of rows in the table (rejected rows excluded)."""
-        return self._n_rows
-
-    @property
-    def rejected_positions(self) -> np.ndarray:
-        """int64 positions, in the selected output sequence, where a rejected row stood."""
-        return self._rejected
-
-    @property
-    def files(self) -> list[tuple[str, int, int]]:
-        """``(key, first_position, stop_position)`` per input file, positions in the output sequence
-        (table rows and rejected rows both count)."""
-        return list(self._files)
-
-    @property
-    def n_positions(self) -> int:
-        """Length of the output sequence: rows plus rejected rows."""
-        return self._n_rows + len(self._rejected)
-
-    def _check(self, name: str) -> int:
-        try:
-            return self._index[name]
-        except KeyError:
-            raise DataError(f"no column named {name!r}; columns are {self._names}", field=name) from None
-
-    def dictionary(self, name: str) -> np.ndarray:
-        """Object array of the column's distinct stripped strings (``""`` = missing, at any index)."""
-        d = self._dicts.get(name)
-        if d is None:
-            self._check(name)
-            assert self.directory is not None
-            with open(self.directory / "dictionaries.json", encoding="utf-8") as fh:
-                all_values = json.load(fh)
-            for n, values in zip(self._names, all_values, strict=True):
-                arr = np.empty(len(values), dtype=object)
-                arr[:] = values
-                self._dicts.setdefault(n, arr)
-            d = self._dicts[name]
-        return d
-
-    def codes(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """The column's codes for rows ``[start, stop)`` (memory-mapped for opened tables)."""
-        c = self._codes.get(name)
-        if c is None:
-            self._check(name)
-            assert self.directory is not None
-            dtype_name, offset = self._layout[name]
-            dtype = np.dtype(dtype_name)
-            if self._n_rows == 0:
-                c = np.zeros(0, dtype=dtype)
-            else:
-                if self._mmap is None:
-                    self._mmap = np.memmap(self.directory / "codes.bin", dtype=np.uint8, mode="r")
-                c = self._mmap[offset : offset + self._n_rows * dtype.itemsize].view(dtype)
-            self._codes[name] = c
-        return c[start:stop]
-
-    def strings(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """The column's decoded values (object array of str) for rows ``[start, stop)``."""
-        return self.dictionary(name)[self.codes(name, start, stop)]
-
-    def to_frame(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
-        """Decode rows ``[start, stop)`` into a DataFrame of strings (small tables/tests)."""
-        return pd.DataFrame({n: self.strings(n, start, stop) for n in self._names}, columns=self._names)
-
-    def iter_row_batches(self, batch_rows: int) -> Iterator[tuple[int, int]]:
-        """``(start, stop)`` row ranges of at most ``batch_rows`` rows covering the table."""
-        if batch_rows <= 0:
-            raise ValueError("batch_rows must be positive")
-        for start in range(0, self._n_rows, batch_rows):
-            yield start, min(start + batch_rows, self._n_rows)
-
-    def __repr__(self) -> str:
-        where = f" at {self.directory}" if self.directory else ""
-        return f"<EncodedTable {self._n_rows} rows × {len(self._names)} columns{where}>"
-
-
-def _as_strings(col: pd.Series) -> list[str]:
-    missing = pd.isna(col).to_numpy()
-    return ["" if m else str(v) for v, m in zip(col.tolist(), missing.tolist(), strict=True)]
-
-
-# -------------------------------------------------------------------------------------------- reading
 
 
 @dataclass(frozen=True)
@@ -496,16 +85,6 @@ class DatasetInfo:
             "files": [list(f) for f in self.files],
         }
 
-
-# The CSV reader.
-#
-# Files are read in the given order as a stream of ~8 MB blocks cut at a line end. Line starts come from a
-# numpy scan of the block (so every row's byte offset is known: the split needs it); lines AML rejects
-# before parsing (> 100 KB, an unterminated quote, a bare CR) are taken out; pyarrow parses the rest of
-# the block (every column as binary; a row with the wrong number of fields goes to invalid_row_handler,
-# whose ``number`` is the row's index among the non-empty lines handed to it); each column is then
-# dictionary-encoded by pyarrow and appended to the table. Values may not contain line ends even when
-# quoted (aml-reference §3.4), so a line is a row.
 
 _GZIP_MAGIC = b"\x1f\x8b"
 CHUNK_BYTES = 8 << 20

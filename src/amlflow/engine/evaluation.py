@@ -25,6 +25,7 @@ import numpy as np
 from amlflow.engine.errors import DataError
 from amlflow.engine.model import TrainedModel, target_view
 from amlflow.engine.schema import Schema, parse_schema
+from amlflow.engine.table import Table
 
 __all__ = ["ALERTS", "METRICS", "EvaluationResult", "evaluate"]
 
@@ -152,7 +153,7 @@ def _schema_of(value: Any, default: Schema) -> Schema:
 
 
 def evaluate(
-    model: TrainedModel, table: Any, schema: Schema, *, training_info: Mapping[str, Any] | None = None
+    model: TrainedModel, table: Table, schema: Schema, *, training_info: Mapping[str, Any] | None = None
 ) -> EvaluationResult:
     """Evaluate ``model`` on ``table`` (read with the model's types; ``schema`` is the evaluation
     datasource's own schema, used for the schema alert).

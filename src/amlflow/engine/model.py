@@ -39,6 +39,7 @@ from amlflow.engine.errors import TrainingError
 from amlflow.engine.params import TrainingParameters
 from amlflow.engine.recipe import FeatureBuilder, Recipe
 from amlflow.engine.schema import Schema, binary_view, numeric_view, parse_schema
+from amlflow.engine.table import Table
 
 __all__ = [
     "BYTES_PER_PARAMETER",
@@ -73,7 +74,7 @@ def target_view(model_type: str, dictionary: np.ndarray) -> np.ndarray:
     return out
 
 
-def _codes(table: Any, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+def _codes(table: Table, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
     return np.asarray(table.codes(name, start, stop), dtype=np.int64)
 
 
@@ -160,7 +161,7 @@ class TrainedModel:
 
     def iter_predictions(
         self,
-        table: Any,
+        table: Table,
         schema: Schema | None = None,
         *,
         start: int = 0,
@@ -184,7 +185,7 @@ class TrainedModel:
             )
 
     def predict_table(
-        self, table: Any, schema: Schema | None = None, *, start: int = 0, stop: int | None = None
+        self, table: Table, schema: Schema | None = None, *, start: int = 0, stop: int | None = None
     ) -> Predictions:
         """Scores of rows ``[start, stop)`` of ``table`` (see :class:`Predictions`)."""
         parts = [p for _, _, p in self.iter_predictions(table, schema, start=start, stop=stop)]
@@ -344,7 +345,7 @@ def _fit_regressor(
 
 
 def _training_matrix(
-    builder: FeatureBuilder, table: Any, valid: np.ndarray, enc: Any, batch: int
+    builder: FeatureBuilder, table: Table, valid: np.ndarray, enc: Any, batch: int
 ) -> sp.csr_matrix:
     """The features of the ``valid`` rows plus a constant-1 column, as one CSR matrix allocated once at its
     exact size (counting pass first), so peak memory is the matrix plus one batch."""
@@ -409,7 +410,7 @@ def _prune(coef: np.ndarray, max_bytes: int) -> int:
 
 
 def train(
-    table: Any,
+    table: Table,
     schema: Schema,
     recipe: Recipe,
     params: TrainingParameters,

@@ -29,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from amlflow.engine.schema import Schema, binary_view, is_invalid, numeric_view
+from amlflow.engine.table import Table
 
 __all__ = ["compute_statistics"]
 
@@ -144,7 +145,7 @@ def _cramers_v(a: np.ndarray, na: int, b: np.ndarray, nb: int) -> float | None:
 class _Target:
     """The target's per-row values in the forms the correlations need."""
 
-    def __init__(self, table: Any, name: str, type_: str) -> None:
+    def __init__(self, table: Table, name: str, type_: str) -> None:
         self.type = type_
         d = table.dictionary(name)
         codes = np.asarray(table.codes(name))
@@ -204,7 +205,7 @@ def _text_stats(dictionary: np.ndarray, counts: np.ndarray) -> dict[str, Any]:
     }
 
 
-def _attribute(table: Any, name: str, type_: str, target: _Target | None) -> dict[str, Any]:
+def _attribute(table: Table, name: str, type_: str, target: _Target | None) -> dict[str, Any]:
     d = table.dictionary(name)
     codes = np.asarray(table.codes(name))
     counts = np.bincount(codes, minlength=len(d))
@@ -233,7 +234,7 @@ def _attribute(table: Any, name: str, type_: str, target: _Target | None) -> dic
     return out
 
 
-def compute_statistics(table: Any, schema: Schema) -> dict[str, Any]:
+def compute_statistics(table: Table, schema: Schema) -> dict[str, Any]:
     """The data insights of ``table`` read with ``schema``'s types (JSON-serialisable dict).
 
     Args:

@@ -39,6 +39,7 @@ from amlflow.engine.recipe.transforms import (
     weighted_mean_std,
 )
 from amlflow.engine.schema import Schema
+from amlflow.engine.table import Columns, Table
 
 __all__ = ["MAX_STANDARDISED", "FeatureBuilder"]
 
@@ -143,7 +144,7 @@ def _leaf_mode(e: Expr) -> str:
 class _Dicts:
     """Per-table cache of dictionaries and of expression values on them (types from the model schema)."""
 
-    def __init__(self, table: Any, builder: FeatureBuilder) -> None:
+    def __init__(self, table: Columns, builder: FeatureBuilder) -> None:
         self.table = table
         self.builder = builder
         self.names = set(table.names)
@@ -208,7 +209,7 @@ class FeatureBuilder:
         cls,
         recipe: Recipe,
         schema: Schema,
-        table: Any,
+        table: Table,
         rows: np.ndarray | None = None,
         *,
         batch_rows: int = 1 << 16,
@@ -268,7 +269,7 @@ class FeatureBuilder:
         return self
 
     def _fit_cartesian(
-        self, e: Expr, table: Any, dicts: _Dicts, rows: np.ndarray | None, batch_rows: int
+        self, e: Expr, table: Table, dicts: _Dicts, rows: np.ndarray | None, batch_rows: int
     ) -> list[str]:
         seen: set[str] = set()
         done: set[tuple[int, ...]] = set()
@@ -309,7 +310,7 @@ class FeatureBuilder:
 
     def transform(
         self,
-        table: Any,
+        table: Table,
         start: int = 0,
         stop: int | None = None,
         *,
@@ -328,7 +329,7 @@ class FeatureBuilder:
         ]
         return _vstack_csr(parts, self.n_features)
 
-    def encoder(self, table: Any) -> _Dicts:
+    def encoder(self, table: Table) -> _Dicts:
         """A per-table cache to pass to :meth:`transform` when reading one table in many batches."""
         return _Dicts(table, self)
 
@@ -343,7 +344,7 @@ class FeatureBuilder:
             dicts.maps[id(lf)] = got
         return got
 
-    def row_nnz(self, table: Any, start: int, stop: int, *, _dicts: _Dicts | None = None) -> np.ndarray:
+    def row_nnz(self, table: Table, start: int, stop: int, *, _dicts: _Dicts | None = None) -> np.ndarray:
         """Non-zeros of each row ``[start, stop)`` would have in :meth:`transform` (cheap: no values), so a
         caller can allocate one matrix for a whole table instead of stacking batches."""
         dicts = _dicts or _Dicts(table, self)

@@ -5,19 +5,19 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any
 
 import numpy as np
 
 from amlflow.engine.recipe.transforms import quantile_edges
 from amlflow.engine.schema import Schema, binary_view, numeric_view
+from amlflow.engine.table import Table
 
 __all__ = ["SUGGESTED_BINS", "suggest_recipe"]
 
 SUGGESTED_BINS = (10, 20, 50, 100, 200, 500)
 
 
-def suggest_recipe(table: Any, schema: Schema, *, max_rows: int = 200_000) -> str:
+def suggest_recipe(table: Table, schema: Schema, *, max_rows: int = 200_000) -> str:
     """AML-style suggested recipe (docs/aml-reference.md §5.4) for ``table`` read with ``schema``.
 
     Every NUMERIC input is binned with ``quantile_bin``; its bin count is the one of 10, 20, 50, 100, 200,
@@ -56,7 +56,7 @@ def _quote(name: str) -> str:
     return "'" + name.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
-def _suggest_target(table: Any, schema: Schema, n: int) -> tuple[str, np.ndarray] | None:
+def _suggest_target(table: Table, schema: Schema, n: int) -> tuple[str, np.ndarray] | None:
     t = schema.target
     if t is None or t not in table.names or n == 0:
         return None
