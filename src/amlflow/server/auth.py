@@ -145,17 +145,18 @@ class SigV4Verifier:
         now = _dt.datetime.fromtimestamp(self._clock(), tz=_dt.UTC)
         skew = _dt.timedelta(seconds=self._max_skew)
         minutes = self._max_skew // 60
+        stamp = now.strftime(SIGV4_TIMESTAMP)
         if signed_at < now - skew:
             raise ProtocolError(
                 "InvalidSignatureException",
                 f"Signature expired: {amz_date} is now earlier than "
-                f"{(now - skew).strftime(SIGV4_TIMESTAMP)} ({now.strftime(SIGV4_TIMESTAMP)} - {minutes} min.)",
+                f"{(now - skew).strftime(SIGV4_TIMESTAMP)} ({stamp} - {minutes} min.)",
             )
         if signed_at > now + skew:
             raise ProtocolError(
                 "InvalidSignatureException",
                 f"Signature not yet current: {amz_date} is still later than "
-                f"{(now + skew).strftime(SIGV4_TIMESTAMP)} ({now.strftime(SIGV4_TIMESTAMP)} + {minutes} min.)",
+                f"{(now + skew).strftime(SIGV4_TIMESTAMP)} ({stamp} + {minutes} min.)",
             )
 
 

@@ -9,6 +9,9 @@ What this module does, and nothing else (no HTTP, no service calls):
   ``integer`` as JSON integers, ``float`` as JSON numbers, maps and lists walked recursively;
 * :func:`error_payload` — ``{"__type": code, "message": msg}``, the body botocore's JSON parser reads.
 
+The model itself (:func:`service_model`, :func:`operation_names`) is loaded once, in
+:mod:`amlflow.service.validate`, and re-exported here.
+
 Errors raised here are :class:`ProtocolError` (``code``, ``message``, ``http_status``), worded like AWS.
 """
 
@@ -22,8 +25,9 @@ import math
 from collections.abc import Mapping
 from typing import Any
 
-import botocore.session
-from botocore.model import OperationModel, ServiceModel, Shape
+from botocore.model import OperationModel, Shape
+
+from amlflow.service.validate import operation_names, service_model
 
 __all__ = [
     "CONTENT_TYPE",
@@ -40,7 +44,6 @@ __all__ = [
 
 logger = logging.getLogger("amlflow.server")
 
-SERVICE_NAME = "machinelearning"
 TARGET_PREFIX = "AmazonML_20141212"
 CONTENT_TYPE = "application/x-amz-json-1.1"
 
@@ -59,18 +62,6 @@ class ProtocolError(Exception):
         self.code = code
         self.message = message
         self.http_status = http_status
-
-
-@functools.lru_cache(maxsize=1)
-def service_model() -> ServiceModel:
-    """botocore's ``machinelearning`` 2014-12-12 service model (loaded once)."""
-    return botocore.session.get_session().get_service_model(SERVICE_NAME)
-
-
-@functools.lru_cache(maxsize=1)
-def operation_names() -> frozenset[str]:
-    """The 28 operation names of the model (PascalCase, as in ``X-Amz-Target``)."""
-    return frozenset(service_model().operation_names)
 
 
 @functools.lru_cache(maxsize=64)
@@ -222,7 +213,7 @@ def _epoch_seconds(value: Any, path: str) -> float:
             seconds = parsed.timestamp()
     else:
         raise TypeError(f"{path}: cannot serialise {type(value).__name__} as a timestamp")
-    return round(seconds, 3)
+    return round(float(seconds), 3)
 
 
 _unknown_seen: set[tuple[str, str]] = set()

@@ -79,7 +79,7 @@ def shutdown_service(service: Any, timeout: float) -> None:
         params = inspect.signature(method).parameters
         done = threading.Event()
 
-        def call(method: Any = method, params: Any = params) -> None:
+        def call(method: Any = method, params: Any = params, done: threading.Event = done) -> None:
             try:
                 if "timeout" in params:
                     method(timeout=timeout)

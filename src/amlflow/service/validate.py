@@ -1,4 +1,6 @@
-"""Request validation (used by ``Service.dispatch`` and the server) against botocore's input shapes — everything AWS checked server-side.
+"""Request validation against botocore's input shapes: everything AWS checked server-side.
+
+Used by ``Service.dispatch`` and by the server (:mod:`amlflow.server.validate`).
 
 botocore's client checks only required members, JSON types and minimums; AWS (and this server) also
 enforce maximum lengths, patterns (Java ``matches`` semantics: the whole value), enums and numeric ranges.
@@ -29,12 +31,13 @@ from amlflow.service.errors import InvalidInputException
 __all__ = ["operation_names", "service_model", "validate_input"]
 
 MAX_REPORTED = 5
+SERVICE_NAME = "machinelearning"
 
 
 @functools.lru_cache(maxsize=1)
 def service_model() -> ServiceModel:
-    """botocore's ``machinelearning`` 2014-12-12 service model (loaded once)."""
-    return botocore.session.get_session().get_service_model("machinelearning")
+    """botocore's ``machinelearning`` 2014-12-12 service model (loaded once, shared with the server)."""
+    return botocore.session.get_session().get_service_model(SERVICE_NAME)
 
 
 @functools.lru_cache(maxsize=1)
