@@ -3,7 +3,13 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
+import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import botocore.auth
 import httpx
@@ -32,14 +38,18 @@ def signed_server() -> Iterator[ServerThread]:
 
 
 def _signed(
-    url: str, body: bytes, *, secret: str = SECRET, when: dt.datetime | None = None, region: str = "us-east-1"
+    url: str,
+    body: bytes,
+    *,
+    secret: str = SECRET,
+    when: dt.datetime | None = None,
+    region: str = "us-east-1",
+    content_sha256: str | None = None,
 ) -> AWSRequest:
-    req = AWSRequest(
-        method="POST",
-        url=url + "/",
-        data=body,
-        headers={"X-Amz-Target": TARGET, "Content-Type": "application/x-amz-json-1.1"},
-    )
+    headers = {"X-Amz-Target": TARGET, "Content-Type": "application/x-amz-json-1.1"}
+    if content_sha256 is not None:
+        headers["X-Amz-Content-SHA256"] = content_sha256
+    req = AWSRequest(method="POST", url=url + "/", data=body, headers=headers)
     signer = SigV4Auth(Credentials(KEY, secret), "machinelearning", region)
     if when is None:
         signer.add_auth(req)
@@ -54,7 +64,7 @@ def _signed(
 
 
 def _send(req: AWSRequest, body: bytes | None = None) -> httpx.Response:
-    headers = {k: v for k, v in req.headers.items()}
+    headers = dict(req.headers.items())
     return httpx.post(req.url, headers=headers, content=req.body if body is None else body)
 
 
@@ -117,6 +127,40 @@ def test_tampered_body_fails(signed_server: ServerThread) -> None:
     req = _signed(signed_server.url, b'{"MLModelId": "ml-1"}')
     r = _send(req, body=b'{"MLModelId": "ml-2"}')
     assert r.json()["__type"] == "InvalidSignatureException"
+
+
+def test_body_swapped_after_signing_with_content_sha256_fails(signed_server: ServerThread) -> None:
+    """A signed X-Amz-Content-SHA256 is checked against the body received, not taken on trust."""
+    body = b'{"MLModelId": "ml-1"}'
+    req = _signed(signed_server.url, body, content_sha256=hashlib.sha256(body).hexdigest())
+    assert _send(req).status_code == 200  # the honest request verifies
+    r = _send(req, body=b'{"MLModelId": "ml-2"}')
+    assert r.status_code == 400
+    assert r.json()["__type"] == "InvalidSignatureException"
+    assert "x-amz-content-sha256" in r.json()["message"]
+
+
+@pytest.mark.parametrize("marker", ["UNSIGNED-PAYLOAD", "STREAMING-AWS4-HMAC-SHA256-PAYLOAD"])
+def test_unsigned_payload_is_refused(signed_server: ServerThread, marker: str) -> None:
+    r = _send(_signed(signed_server.url, b'{"MLModelId": "ml-1"}', content_sha256=marker))
+    assert r.status_code == 400
+    assert r.json()["__type"] == "InvalidSignatureException"
+    assert marker in r.json()["message"]
+
+
+def test_aws_cli_signs_and_verifies(signed_server: ServerThread) -> None:
+    """The AWS CLI against a server with auth on: accepted with the key, refused with another secret."""
+    exe = Path(sys.executable).with_name("aws")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AWS_")}
+    env.update(AWS_ACCESS_KEY_ID=KEY, AWS_SECRET_ACCESS_KEY=SECRET, AWS_DEFAULT_REGION="us-east-1")
+    cmd = [str(exe), "machinelearning", "--endpoint-url", signed_server.url, "--output", "json"]
+    cmd += ["get-ml-model", "--ml-model-id", "ml-cli"]
+    ok = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert ok.returncode == 0, ok.stderr
+    assert json.loads(ok.stdout)["MLModelId"] == "EntityId-value"
+    env["AWS_SECRET_ACCESS_KEY"] = "not-the-secret"
+    bad = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120)
+    assert bad.returncode != 0 and "InvalidSignatureException" in bad.stderr
 
 
 def test_tampered_target_fails(signed_server: ServerThread) -> None:

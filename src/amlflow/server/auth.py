@@ -11,14 +11,22 @@ Errors, as AWS JSON services send them (all HTTP 400; botocore reads the ``__typ
 ``MissingAuthenticationTokenException``     no ``Authorization`` header at all
 ``IncompleteSignatureException``            a malformed ``Authorization`` header, or no date
 ``UnrecognizedClientException``             an access key id that is not configured
-``InvalidSignatureException``               a wrong signature; or a date more than 5 minutes
-                                            off ("Signature expired" / "not yet current")
+``InvalidSignatureException``               a wrong signature; a date more than 5 minutes off
+                                            ("Signature expired" / "not yet current"); an
+                                            ``X-Amz-Content-SHA256`` that is not the body's hash,
+                                            or is ``UNSIGNED-PAYLOAD`` / a streaming marker
 ==========================================  ===================================================
+
+The signature always covers the body actually received: the verifier hashes the body itself.
+botocore's signer takes a present ``X-Amz-Content-SHA256`` header on trust as the payload hash (S3
+clients send it), so without that check a body swapped after signing would still verify. This is not
+S3: an unsigned or streamed payload is refused.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import hmac
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -118,6 +126,7 @@ class SigV4Verifier:
             raise ProtocolError(
                 "IncompleteSignatureException", "'Host' must be a signed header in SignedHeaders."
             )
+        _check_payload_hash(headers.get("x-amz-content-sha256"), request.body)
 
         aws_request = AWSRequest(
             method=request.method.upper(),
@@ -158,6 +167,28 @@ class SigV4Verifier:
                 f"Signature not yet current: {amz_date} is still later than "
                 f"{(now + skew).strftime(SIGV4_TIMESTAMP)} ({stamp} + {minutes} min.)",
             )
+
+
+def _check_payload_hash(declared: list[str] | None, body: bytes) -> None:
+    """Refuse an ``X-Amz-Content-SHA256`` that does not bind the body received."""
+    if declared is None:
+        return  # botocore's signer hashes the body itself: the signature covers it
+    value = declared[0].strip()
+    if value == "UNSIGNED-PAYLOAD" or value.startswith("STREAMING-"):
+        raise ProtocolError(
+            "InvalidSignatureException",
+            f"X-Amz-Content-SHA256 '{value[:64]}' is not accepted: this service requires the payload to "
+            f"be signed (the SHA-256 of the request body).",
+        )
+    actual = hashlib.sha256(body).hexdigest()
+    if len(declared) != 1 or not hmac.compare_digest(
+        actual.encode("ascii"), value.lower().encode("ascii", "replace")
+    ):
+        raise ProtocolError(
+            "InvalidSignatureException",
+            "The provided 'x-amz-content-sha256' header does not match what was computed: the request "
+            "body is not the one that was signed.",
+        )
 
 
 def _parse_authorization(value: str) -> tuple[str, str, str, str, list[str], str]:
