@@ -47,10 +47,10 @@ def aml_number(x: float) -> str:
         return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
     # ``%.6e`` rounds the exact binary value; Java rounds the shortest decimal. They differ only when the
     # shortest decimal is itself a tie at the 7th significant digit (then take the exact decimal path).
-    t = "%.7e" % x
+    t = f"{x:.7e}"
     if t[9 if x < 0 else 8] == "5" and float(t) == x:
         return _aml_number_decimal(x)
-    m, e = ("%.6e" % x).split("e")
+    m, e = f"{x:.6e}".split("e")
     if "." in m:
         m = m.rstrip("0").rstrip(".")
     return f"{m}E{int(e)}"
@@ -105,7 +105,10 @@ def write_batch_output(
     p0, p1 = rows if rows is not None else (0, n_positions)
     if not 0 <= p0 <= p1 <= n_positions:
         raise ValueError(f"rows: ({p0}, {p1}) is outside 0..{n_positions}")
-    rej_before = lambda p: int(np.searchsorted(rejected, p, side="left"))  # noqa: E731
+
+    def rej_before(p: int) -> int:
+        return int(np.searchsorted(rejected, p, side="left"))
+
     row_start, row_stop = p0 - rej_before(p0), p1 - rej_before(p1)
     span_rejected = rej_before(p1) - rej_before(p0)
 
@@ -125,27 +128,25 @@ def write_batch_output(
         header.append("score")
     out.write((",".join(header) + "\n").encode("utf-8"))
 
-    tag_text = true_text = None
+    # the leading columns: (attribute, its CSV text per dictionary entry)
+    leading: list[tuple[str, np.ndarray]] = []
     if tag is not None:
-        tag_text = np.array([_csv_field(str(v)) for v in table.dictionary(tag)], dtype=object)
+        leading.append((tag, np.array([_csv_field(str(v)) for v in table.dictionary(tag)], dtype=object)))
     if target is not None:
         d = table.dictionary(target)
         if mt == "BINARY":
-            b = binary_view(d)
-            true_text = np.where(np.isnan(b), "", np.where(b == 1.0, "1", "0")).astype(object)
+            bv = binary_view(d)
+            true_text = np.where(np.isnan(bv), "", np.where(bv == 1.0, "1", "0")).astype(object)
         else:
             true_text = np.array([_csv_field(str(v).strip()) for v in d], dtype=object)
+        leading.append((target, true_text))
 
     written_empty = 0
     last_pos = p0  # next position to write
     batches = model.iter_predictions(table, schema, start=row_start, stop=row_stop, batch_rows=batch_rows)
     for a, b, pred in batches:
         positions = _row_positions(rejected, np.arange(a, b, dtype=np.int64))
-        prefix: list[list[str]] = []
-        if tag_text is not None:
-            prefix.append(list(tag_text[np.asarray(table.codes(tag, a, b), dtype=np.int64)]))
-        if true_text is not None:
-            prefix.append(list(true_text[np.asarray(table.codes(target, a, b), dtype=np.int64)]))
+        prefix = [list(text[np.asarray(table.codes(name, a, b), dtype=np.int64)]) for name, text in leading]
         if mt == "BINARY":
             s = pred.scores
             body = [f"{'1' if x >= threshold else '0'},{aml_number(x)}" for x in s.tolist()]

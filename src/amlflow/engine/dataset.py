@@ -29,6 +29,8 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from amlflow.engine.errors import DataError
+from amlflow.engine.rearrange import Rearrangement
+from amlflow.engine.schema import Schema
 from amlflow.engine.table import FORMAT, SPILL_BYTES, VERSION, EncodedTable, TableWriter, code_dtype
 
 __all__ = [
@@ -153,7 +155,9 @@ def _gunzip(key: str, first: bytes, fh: BinaryIO) -> Iterator[bytes]:
 class _Reader:
     """Reads sources into a TableWriter, keeping the rows a Rearrangement selects."""
 
-    def __init__(self, schema: Any, rearrangement: Any, writer: TableWriter, total_bytes: int) -> None:
+    def __init__(
+        self, schema: Schema, rearrangement: Rearrangement, writer: TableWriter, total_bytes: int
+    ) -> None:
         self.schema = schema
         self.rearrangement = rearrangement
         self.writer = writer
@@ -270,7 +274,7 @@ class _Reader:
         # parse the lines not already rejected with pyarrow
         to_parse = records[rec_reason == 0]
         if len(to_parse) == len(records):
-            data: Any = block[starts[first] :] if first < n_lines else b""
+            data: memoryview | bytes = block[starts[first] :] if first < n_lines else b""
         else:
             nxt = np.append(starts[1:], n_bytes)
             data = b"".join(
@@ -386,7 +390,7 @@ def _peek_gzip(source: Source) -> bool:
 
 
 def build_dataset(
-    sources: Sequence[Source], schema: Any, rearrangement: Any, out_dir: Path | str
+    sources: Sequence[Source], schema: Schema, rearrangement: Rearrangement | None, out_dir: Path | str
 ) -> DatasetInfo:
     """Parse CSV ``sources`` (in the given order) with ``schema``, keep the rows ``rearrangement``
     selects, and write them as an encoded table at ``out_dir`` (atomically).
@@ -402,8 +406,6 @@ def build_dataset(
             first bad line).
     """
     if rearrangement is None:
-        from amlflow.engine.rearrange import Rearrangement
-
         rearrangement = Rearrangement()
     if not sources:
         raise DataError("no input data files", field="DataLocationS3")

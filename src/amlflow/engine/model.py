@@ -10,9 +10,9 @@ REGRESSION     least squares, averaged ``SGDRegressor``                     a nu
 
 ``sgd.maxPasses`` is the number of epochs (``max_iter``; SAGA may stop earlier when converged);
 ``sgd.l2RegularizationAmount``/``sgd.l1RegularizationAmount`` λ is AML's per-record penalty, i.e.
-``C = 1 / (λ · n)`` for the classifiers, ``alpha = λ`` for SGDRegressor; λ = 0 means no penalty. ``sgd.shuffleType`` has no
-effect (SAG/SAGA pick records at random, seeded). Rows whose target is missing or invalid are skipped and
-counted. ``rowWeight`` becomes ``sample_weight``.
+``C = 1 / (λ · n)`` for the classifiers, ``alpha = λ`` for SGDRegressor; λ = 0 means no penalty.
+``sgd.shuffleType`` has no effect (SAG/SAGA pick records at random, seeded). Rows whose target is
+missing or invalid are skipped and counted. ``rowWeight`` becomes ``sample_weight``.
 
 Model size is accounted like AML's log (96 bytes per parameter, §6.4): when ``96 · K · features`` exceeds
 ``sgd.maxMLModelSizeInBytes`` the features with the smallest largest-|weight| are pruned.
@@ -38,6 +38,7 @@ import scipy.sparse as sp
 from amlflow.engine.errors import TrainingError
 from amlflow.engine.params import TrainingParameters
 from amlflow.engine.recipe import FeatureBuilder, Recipe
+from amlflow.engine.recipe.features import TableCache
 from amlflow.engine.schema import Schema, binary_view, numeric_view, parse_schema
 from amlflow.engine.table import Table
 
@@ -101,7 +102,8 @@ class Predictions:
         if self.model_type == "BINARY":
             return np.where(self.scores >= threshold, "1", "0").astype(object)
         if self.model_type == "MULTICLASS":
-            return np.asarray(self.classes, dtype=object)[np.argmax(self.scores, axis=1)]
+            labels: np.ndarray = np.asarray(self.classes, dtype=object)[np.argmax(self.scores, axis=1)]
+            return labels
         return None
 
 
@@ -140,7 +142,7 @@ class TrainedModel:
     def n_parameters(self) -> int:
         """Parameters counted for the size: K per kept feature plus K intercepts."""
         kept = int(np.count_nonzero(np.any(self.coef != 0, axis=1)))
-        return self.coef.shape[1] * (kept + 1)
+        return int(self.coef.shape[1]) * (kept + 1)
 
     @property
     def size_in_bytes(self) -> int:
@@ -154,10 +156,12 @@ class TrainedModel:
             return _sigmoid(z[:, 0])
         if self.model_type == "MULTICLASS":
             return _softmax(z)
-        return z[:, 0]
+        regression: np.ndarray = z[:, 0]
+        return regression
 
     def _decision(self, X: sp.csr_matrix) -> np.ndarray:
-        return np.asarray(X @ self.coef) + self.intercept
+        z: np.ndarray = np.asarray(X @ self.coef) + self.intercept
+        return z
 
     def iter_predictions(
         self,
@@ -345,7 +349,7 @@ def _fit_regressor(
 
 
 def _training_matrix(
-    builder: FeatureBuilder, table: Table, valid: np.ndarray, enc: Any, batch: int
+    builder: FeatureBuilder, table: Table, valid: np.ndarray, enc: TableCache, batch: int
 ) -> sp.csr_matrix:
     """The features of the ``valid`` rows plus a constant-1 column, as one CSR matrix allocated once at its
     exact size (counting pass first), so peak memory is the matrix plus one batch."""

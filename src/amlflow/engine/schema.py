@@ -342,4 +342,5 @@ def is_invalid(dictionary: np.ndarray, type_: str) -> np.ndarray:
         return np.zeros(len(dictionary), dtype=bool)
     else:
         raise SchemaError(f"attributeType: {type_!r} is not one of {', '.join(TYPES)}", field="attributeType")
-    return np.isnan(view) & ~is_missing(dictionary)
+    invalid: np.ndarray = np.isnan(view) & ~is_missing(dictionary)
+    return invalid

@@ -488,7 +488,8 @@ class EncodedTable:
 
     def strings(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """The column's decoded values (object array of str) for rows ``[start, stop)``."""
-        return self.dictionary(name)[self.codes(name, start, stop)]
+        values: np.ndarray = self.dictionary(name)[self.codes(name, start, stop)]
+        return values
 
     def to_frame(self, start: int = 0, stop: int | None = None) -> pd.DataFrame:
         """Decode rows ``[start, stop)`` into a DataFrame of strings (small tables/tests)."""

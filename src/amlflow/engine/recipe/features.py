@@ -41,7 +41,7 @@ from amlflow.engine.recipe.transforms import (
 from amlflow.engine.schema import Schema
 from amlflow.engine.table import Columns, Table
 
-__all__ = ["MAX_STANDARDISED", "FeatureBuilder"]
+__all__ = ["MAX_STANDARDISED", "FeatureBuilder", "TableCache"]
 
 MAX_STANDARDISED = 1e4  # |standardised NUMERIC feature| cap
 
@@ -141,8 +141,10 @@ def _leaf_mode(e: Expr) -> str:
 # --------------------------------------------------------------------------------------- the builder
 
 
-class _Dicts:
-    """Per-table cache of dictionaries and of expression values on them (types from the model schema)."""
+class TableCache:
+    """Per-table cache of dictionaries, of expression values on them (types from the model schema) and of
+    each output's per-entry feature maps: :meth:`FeatureBuilder.encoder` makes one for a table read in
+    many batches."""
 
     def __init__(self, table: Columns, builder: FeatureBuilder) -> None:
         self.table = table
@@ -150,7 +152,8 @@ class _Dicts:
         self.names = set(table.names)
         self._dict: dict[str, np.ndarray] = {}
         self._values: dict[Expr, np.ndarray] = {}
-        self.maps: dict[int, Any] = {}
+        self.single: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}  # per leaf: (columns, values) maps
+        self.bags: dict[int, sp.csr_matrix] = {}  # per bag leaf: entries × features
         self.counts: dict[int, np.ndarray] = {}
 
     def dictionary(self, attr: str) -> np.ndarray:
@@ -217,7 +220,7 @@ class FeatureBuilder:
         """Learn bin edges, normalisation statistics and vocabularies from ``table`` (only the rows where
         the boolean mask ``rows`` is true, when given)."""
         self = cls(recipe, schema)
-        dicts = _Dicts(table, self)
+        dicts = TableCache(table, self)
         attrs = sorted({a for lf in self.leaves for a in lf.expr.attributes()})
         counts = {a: np.zeros(len(dicts.dictionary(a)), dtype=np.float64) for a in attrs}
         for start, stop in table.iter_row_batches(batch_rows):
@@ -251,16 +254,16 @@ class FeatureBuilder:
                     lf.mean, lf.std = weighted_mean_std(values.astype(np.float64), w)
                 elif lf.mode == "onehot":
                     totals: dict[str, float] = {}
-                    for v, c in zip(values, w, strict=True):
-                        if v is not None and c > 0:
-                            totals[v] = totals.get(v, 0.0) + c
+                    for v, cnt in zip(values.tolist(), w.tolist(), strict=True):
+                        if v is not None and cnt > 0:
+                            totals[v] = totals.get(v, 0.0) + cnt
                     if totals:
                         lf.implicit = min(totals, key=lambda k: (-totals[k], k))
                     lf.set_vocab(sorted(k for k in totals if k != lf.implicit))
                 else:
                     seen: set[str] = set()
-                    for toks, c in zip(tokens_of(e.kind, values), w, strict=True):
-                        if c > 0:
+                    for toks, cnt in zip(tokens_of(e.kind, values), w.tolist(), strict=True):
+                        if cnt > 0:
                             seen.update(toks)
                     lf.set_vocab(sorted(seen))
             lf.offset = offset
@@ -269,7 +272,7 @@ class FeatureBuilder:
         return self
 
     def _fit_cartesian(
-        self, e: Expr, table: Table, dicts: _Dicts, rows: np.ndarray | None, batch_rows: int
+        self, e: Expr, table: Table, dicts: TableCache, rows: np.ndarray | None, batch_rows: int
     ) -> list[str]:
         seen: set[str] = set()
         done: set[tuple[int, ...]] = set()
@@ -282,7 +285,7 @@ class FeatureBuilder:
         return sorted(seen)
 
     def _combos(
-        self, e: Expr, dicts: _Dicts, start: int, stop: int, sel: np.ndarray | None
+        self, e: Expr, dicts: TableCache, start: int, stop: int, sel: np.ndarray | None
     ) -> tuple[np.ndarray, np.ndarray]:
         """Unique rows of the codes of ``e``'s attributes, and the inverse mapping."""
         cols = [dicts.codes(a, start, stop).astype(np.int64) for a in e.attributes()]
@@ -294,7 +297,7 @@ class FeatureBuilder:
         uniq, inv = np.unique(stacked, axis=0, return_inverse=True)
         return uniq, inv.reshape(-1)
 
-    def _cartesian_tokens(self, e: Expr, dicts: _Dicts, combo: Sequence[int]) -> list[str]:
+    def _cartesian_tokens(self, e: Expr, dicts: TableCache, combo: Sequence[int]) -> list[str]:
         attrs = e.attributes()
         code_of = dict(zip(attrs, combo, strict=True))
 
@@ -315,11 +318,11 @@ class FeatureBuilder:
         stop: int | None = None,
         *,
         batch_rows: int | None = None,
-        _dicts: _Dicts | None = None,
+        _dicts: TableCache | None = None,
     ) -> sp.csr_matrix:
         """Features of rows ``[start, stop)`` of ``table`` as a CSR float32 matrix (n × n_features)."""
         stop = table.n_rows if stop is None else stop
-        dicts = _dicts or _Dicts(table, self)
+        dicts = _dicts or TableCache(table, self)
         if batch_rows is None:
             batch_rows = max(1024, 4_000_000 // max(1, len(self.leaves)))
         if stop - start <= batch_rows:
@@ -329,25 +332,28 @@ class FeatureBuilder:
         ]
         return _vstack_csr(parts, self.n_features)
 
-    def encoder(self, table: Table) -> _Dicts:
+    def encoder(self, table: Table) -> TableCache:
         """A per-table cache to pass to :meth:`transform` when reading one table in many batches."""
-        return _Dicts(table, self)
+        return TableCache(table, self)
 
-    def _maps(self, dicts: _Dicts, lf: _Leaf) -> Any:
-        got = dicts.maps.get(id(lf))
+    def _single_maps(self, dicts: TableCache, lf: _Leaf) -> list[tuple[np.ndarray, np.ndarray]]:
+        """A single-valued leaf's (column or -1, value) maps per dictionary entry (cached)."""
+        got = dicts.single.get(id(lf))
         if got is None:
-            values = dicts.values(lf.expr)
-            if lf.mode != "bag":
-                got = lf.single_maps(values)
-            else:
-                got = lf.bag_matrix(tokens_of(lf.expr.kind, values))
-            dicts.maps[id(lf)] = got
+            got = dicts.single[id(lf)] = lf.single_maps(dicts.values(lf.expr))
         return got
 
-    def row_nnz(self, table: Table, start: int, stop: int, *, _dicts: _Dicts | None = None) -> np.ndarray:
+    def _bag_matrix(self, dicts: TableCache, lf: _Leaf) -> sp.csr_matrix:
+        """A (non-cartesian) bag leaf's entries × features presence matrix (cached)."""
+        got = dicts.bags.get(id(lf))
+        if got is None:
+            got = dicts.bags[id(lf)] = lf.bag_matrix(tokens_of(lf.expr.kind, dicts.values(lf.expr)))
+        return got
+
+    def row_nnz(self, table: Table, start: int, stop: int, *, _dicts: TableCache | None = None) -> np.ndarray:
         """Non-zeros of each row ``[start, stop)`` would have in :meth:`transform` (cheap: no values), so a
         caller can allocate one matrix for a whole table instead of stacking batches."""
-        dicts = _dicts or _Dicts(table, self)
+        dicts = _dicts or TableCache(table, self)
         out = np.zeros(stop - start, dtype=np.int64)
         for lf in self.leaves:
             if lf.mode == "bag" and lf.expr.fn == "cartesian":
@@ -358,15 +364,18 @@ class FeatureBuilder:
             per_entry = dicts.counts.get(id(lf))
             if per_entry is None:
                 if lf.mode == "bag":
-                    per_entry = np.diff(self._maps(dicts, lf).indptr).astype(np.int32)
+                    per_entry = np.diff(self._bag_matrix(dicts, lf).indptr).astype(np.int32)
                 else:
-                    per_entry = sum((c >= 0).astype(np.int32) for c, _ in self._maps(dicts, lf))
+                    maps = self._single_maps(dicts, lf)
+                    per_entry = np.zeros(len(maps[0][0]), dtype=np.int32)
+                    for c, _ in maps:
+                        per_entry += c >= 0
                 dicts.counts[id(lf)] = per_entry
             (a,) = lf.expr.attributes()
             out += per_entry[dicts.codes(a, start, stop)]
         return out
 
-    def _transform_batch(self, dicts: _Dicts, start: int, stop: int) -> sp.csr_matrix:
+    def _transform_batch(self, dicts: TableCache, start: int, stop: int) -> sp.csr_matrix:
         n = stop - start
         singles = [lf for lf in self.leaves if lf.mode != "bag"]
         blocks: list[sp.csr_matrix] = []
@@ -380,7 +389,7 @@ class FeatureBuilder:
             for lf in singles:
                 (a,) = lf.expr.attributes()
                 codes = dicts.codes(a, start, stop)
-                for col_map, val_map in self._maps(dicts, lf):
+                for col_map, val_map in self._single_maps(dicts, lf):
                     np.take(col_map, codes, out=cols[:, j])
                     if vals is not None and lf.mode == "numeric":  # indicators are all 1.0
                         vals[:, j] = val_map[codes]
@@ -400,7 +409,7 @@ class FeatureBuilder:
                 blocks.append(m[inv] if n else sp.csr_matrix((0, lf.size), dtype=np.float32))
             else:
                 (a,) = lf.expr.attributes()
-                m = self._maps(dicts, lf)
+                m = self._bag_matrix(dicts, lf)
                 blocks.append(m[dicts.codes(a, start, stop).astype(np.int64)])
         if not blocks:
             return sp.csr_matrix((n, self.n_features), dtype=np.float32)
@@ -432,19 +441,19 @@ class FeatureBuilder:
     def _encode_one(self, lf: _Leaf, raws: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
         names = lf.expr.attributes()
         table = _OneRow(dict(zip(names, raws, strict=True)))
-        m = self._transform_leaf_row(lf, _Dicts(table, self))
+        m = self._transform_leaf_row(lf, TableCache(table, self))
         return m
 
-    def _transform_leaf_row(self, lf: _Leaf, dicts: _Dicts) -> tuple[np.ndarray, np.ndarray]:
+    def _transform_leaf_row(self, lf: _Leaf, dicts: TableCache) -> tuple[np.ndarray, np.ndarray]:
         if lf.mode != "bag":
-            pairs = [(c[0], v[0]) for c, v in self._maps(dicts, lf) if c[0] >= 0]
+            pairs = [(c[0], v[0]) for c, v in self._single_maps(dicts, lf) if c[0] >= 0]
             cols = np.array([c for c, _ in pairs], dtype=np.int64)
             return cols, np.array([v for _, v in pairs], dtype=np.float32)
         if lf.expr.fn == "cartesian":
             toks = self._cartesian_tokens(lf.expr, dicts, [0] * len(lf.expr.attributes()))
             m = lf.bag_matrix(obj_array([toks]))
         else:
-            m = self._maps(dicts, lf)
+            m = self._bag_matrix(dicts, lf)
         return (m.indices.astype(np.int64) + lf.offset), m.data.astype(np.float32)
 
     # ---------------------------------------------------------------------------------------- persist

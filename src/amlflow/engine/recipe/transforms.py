@@ -137,7 +137,8 @@ def apply_transform(e: Expr, child: np.ndarray, state: Mapping[str, Any]) -> np.
         return obj_array([[] if v is None else osb(v, e.n) for v in child])
     if fn == "normalize":
         st = state[e.name]
-        return (child - st["mean"]) / st["std"]
+        normalised: np.ndarray = (child - st["mean"]) / st["std"]
+        return normalised
     if fn == "quantile_bin":
         edges = np.asarray(state[e.name]["edges"], dtype=np.float64)
         idx = np.searchsorted(edges, child, side="right")
