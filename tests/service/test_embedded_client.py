@@ -15,7 +15,7 @@ from amlflow.service.core import Service
 from amlflow.service.embedded import build_client
 from amlflow.service.jobs import JobContext, JobFailed, JobResult
 from amlflow.settings import Settings
-from tests.service.test_entities import SCHEMA, STANDIN
+from tests.service.support import SCHEMA, STANDIN
 
 
 def _ds_job(ctx: JobContext) -> JobResult:

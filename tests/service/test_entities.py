@@ -25,45 +25,7 @@ from amlflow.service.errors import (
 )
 from amlflow.service.jobs import JobContext, JobFailed, JobResult
 from amlflow.settings import Settings
-
-SCHEMA = json.dumps(
-    {
-        "version": "1.0",
-        "targetAttributeName": "y",
-        "dataFormat": "CSV",
-        "dataFileContainsHeader": True,
-        "attributes": [
-            {"attributeName": "x", "attributeType": "NUMERIC"},
-            {"attributeName": "y", "attributeType": "BINARY"},
-        ],
-    }
-)
-
-
-def _quick(ctx: JobContext) -> JobResult:
-    return JobResult({"DataSizeInBytes": 10, "NumberOfFiles": 1} if ctx.entity.kind == "DataSource" else {})
-
-
-def _model_job(ctx: JobContext) -> JobResult:
-    return JobResult({"SizeInBytes": 123, "ScoreThreshold": 0.5})
-
-
-STANDIN = {"DataSource": _quick, "MLModel": _model_job, "Evaluation": _quick, "BatchPrediction": _quick}
-
-
-class FakeModel:
-    """What Predict needs from a trained model."""
-
-    schema = None
-
-    def predict_record(self, record: dict[str, str], threshold: float) -> dict[str, Any]:
-        score = min(1.0, float(record.get("x", "0") or 0))
-        label = "1" if score >= threshold else "0"
-        return {
-            "predictedLabel": label,
-            "predictedScores": {label: score},
-            "details": {"PredictiveModelType": "BINARY", "Algorithm": "SGD"},
-        }
+from tests.service.support import SCHEMA, STANDIN, FakeModel, model_job, wait
 
 
 @pytest.fixture
@@ -78,28 +40,6 @@ def make(tmp_path: Path) -> Iterator[Callable[..., Service]]:
     yield factory
     for service in made:
         service.shutdown(timeout=5)
-
-
-def wait(service: Service, kind: str, entity_id: str, timeout: float = 10.0) -> dict[str, Any]:
-    getter = {
-        "DataSource": service.get_data_source,
-        "MLModel": service.get_ml_model,
-        "Evaluation": service.get_evaluation,
-        "BatchPrediction": service.get_batch_prediction,
-    }[kind]
-    key = {
-        "DataSource": "DataSourceId",
-        "MLModel": "MLModelId",
-        "Evaluation": "EvaluationId",
-        "BatchPrediction": "BatchPredictionId",
-    }[kind]
-    deadline = time.monotonic() + timeout
-    while True:
-        out = getter(**{key: entity_id})
-        if out["Status"] in ("COMPLETED", "FAILED", "DELETED"):
-            return out
-        assert time.monotonic() < deadline, out
-        time.sleep(0.01)
 
 
 def ds(
@@ -477,7 +417,7 @@ def test_realtime_endpoint_predict_and_rate_limit(make: Callable[..., Service]) 
 
     def gated_model(ctx: JobContext) -> JobResult:
         gate.wait(10)
-        return _model_job(ctx)
+        return model_job(ctx)
 
     service = make({"MLModel": gated_model}, predict_rate_limit=5)
     service.set_endpoint_url("http://127.0.0.1:9999")

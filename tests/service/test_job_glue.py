@@ -1,89 +1,90 @@
-"""The service's real job functions around stand-in models: datasource job on the real data engine,
-evaluation report files, batch output per input file (gzip, names, manifest), missing inputs."""
+"""The service's real job functions around stand-in engine ML work (``Service(engine=EngineJobs(...))``):
+datasource job on the real data engine, model save/load, evaluation report files, batch output per input
+file (gzip, names, manifest), missing inputs."""
 
 from __future__ import annotations
 
 import gzip
 import json
-import sys
-import types
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, BinaryIO
 
 import pytest
 
+from amlflow.engine.batch import BatchCounts
+from amlflow.engine.evaluation import EvaluationResult
+from amlflow.engine.params import TrainingParameters
+from amlflow.engine.recipe import Recipe
+from amlflow.engine.schema import Schema, parse_schema
+from amlflow.engine.table import Table
 from amlflow.service.core import Service
-from amlflow.service.jobs import JobContext, JobResult
+from amlflow.service.engine_jobs import EngineJobs
 from amlflow.settings import Settings
-from tests.service.test_entities import wait
-
-SCHEMA = json.dumps(
-    {
-        "version": "1.0",
-        "targetAttributeName": "y",
-        "dataFormat": "CSV",
-        "dataFileContainsHeader": True,
-        "attributes": [
-            {"attributeName": "x", "attributeType": "NUMERIC"},
-            {"attributeName": "y", "attributeType": "BINARY"},
-        ],
-    }
-)
-
-
-@dataclass
-class Counts:
-    total: int
-    invalid: int
+from tests.service.support import SCHEMA, wait
 
 
 class StandInModel:
-    schema = None
-    training_info = {"target_distribution": {"1": 0.5}}
+    """Trains nothing; saves a marker file so the service's load path is the one used."""
+
+    def __init__(self, schema: Schema) -> None:
+        self.schema = schema
+        self.size_in_bytes = 1
+
+    def save(self, directory: Path | str) -> None:
+        Path(directory).mkdir(parents=True, exist_ok=True)
+        (Path(directory) / "schema.json").write_text(self.schema.to_json())
+
+    def predict_record(self, record: Mapping[str, str], threshold: float = 0.5) -> dict[str, Any]:
+        return {"predictedLabel": "1", "predictedScores": {"1": threshold}, "details": {}}
+
+
+def fake_train(
+    table: Table, schema: Schema, recipe: Recipe, params: TrainingParameters, model_type: str, **_: Any
+) -> StandInModel:
+    return StandInModel(schema)
+
+
+def fake_load_model(directory: Path) -> StandInModel:
+    return StandInModel(parse_schema((directory / "schema.json").read_text()))
 
 
 def fake_write_batch_output(
     model: Any,
-    table: Any,
-    schema: Any,
+    table: Table,
+    schema: Schema,
     out: BinaryIO,
     *,
-    threshold: float,
+    threshold: float = 0.5,
     rows: tuple[int, int] | None = None,
-) -> Counts:
+) -> BatchCounts:
     """Header + one line per row of the span (these test files have no rejected rows)."""
     start, stop = rows if rows is not None else (0, table.n_rows)
     out.write(b"trueLabel,score\n")
-    ys = table.strings("y", start, stop)
-    for y in ys:
-        out.write(f"{y},{threshold}\n".encode())
-    return Counts(stop - start, 0)
+    dictionary = table.dictionary("y")
+    for code in table.codes("y", start, stop):
+        out.write(f"{dictionary[code]},{threshold}\n".encode())
+    return BatchCounts(stop - start, 0)
 
 
-def fake_evaluate(model: Any, table: Any, schema: Any, *, training_info: dict[str, Any]) -> Any:
-    return types.SimpleNamespace(
-        properties={"BinaryAUC": 0.875}, report={"rows": table.n_rows, "seen": sorted(training_info)}
+def fake_evaluate(
+    model: Any, table: Table, schema: Schema, *, training_info: Mapping[str, Any] | None = None
+) -> EvaluationResult:
+    return EvaluationResult(
+        {"BinaryAUC": "0.875"}, {"rows": table.n_rows, "seen": sorted(training_info or {})}
     )
 
 
 @pytest.fixture
-def service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Service]:
-    import amlflow.engine.batch as batch
-
-    monkeypatch.setattr(batch, "write_batch_output", fake_write_batch_output, raising=False)
-    monkeypatch.setitem(
-        sys.modules, "amlflow.engine.evaluation", types.SimpleNamespace(evaluate=fake_evaluate)
-    )
+def service(tmp_path: Path) -> Iterator[Service]:
     settings = Settings(home=tmp_path / "home")
-    svc: Service
-
-    def model_job(ctx: JobContext) -> JobResult:
-        svc._models[ctx.entity.id] = StandInModel()
-        return JobResult({"SizeInBytes": 1, "ScoreThreshold": 0.5})
-
-    svc = Service(settings, jobs={"MLModel": model_job})
+    engine = EngineJobs(
+        train=fake_train,
+        load_model=fake_load_model,
+        evaluate=fake_evaluate,
+        write_batch_output=fake_write_batch_output,
+    )
+    svc = Service(settings, engine=engine)
     root = settings.resolved_storage_root() / "in"
     (root / "parts").mkdir(parents=True)
     (root / "parts" / "one.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(30)))

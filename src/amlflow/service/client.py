@@ -30,6 +30,7 @@ from typing import Any
 
 from amlflow.service.core import Service
 from amlflow.service.embedded import build_client
+from amlflow.service.engine_jobs import EngineJobs
 from amlflow.settings import Settings
 
 __all__ = ["connect", "get_service", "reset_services"]
@@ -38,14 +39,25 @@ _SERVICES: dict[str, Service] = {}
 _LOCK = threading.Lock()
 
 
-def get_service(settings: Settings) -> Service:
-    """The process's one service for ``settings.home`` (created on first use)."""
+def get_service(settings: Settings, engine: EngineJobs | None = None) -> Service:
+    """The process's one service for ``settings.home`` (created on first use).
+
+    Args:
+        settings: the service's settings (only the first call for a home creates the service).
+        engine: the engine functions its jobs call (:class:`~amlflow.service.engine_jobs.EngineJobs`;
+            default the real engine).
+
+    Raises:
+        ValueError: the home's service already runs with other engine functions.
+    """
     key = str(Path(settings.home).expanduser().resolve())
     with _LOCK:
         service = _SERVICES.get(key)
         if service is None:
-            service = Service(settings)
+            service = Service(settings, engine=engine)
             _SERVICES[key] = service
+        elif engine is not None and service.engine is not engine:
+            raise ValueError(f"the service for {key} already runs with other engine functions")
         return service
 
 
@@ -58,8 +70,11 @@ def reset_services(timeout: float = 5.0) -> None:
         service.shutdown(timeout=timeout)
 
 
-def connect(**overrides: Any) -> Any:
+def connect(*, engine: EngineJobs | None = None, **overrides: Any) -> Any:
     """Return an in-process ``machinelearning`` client for the service at ``Settings(**overrides).home``.
+
+    ``engine`` replaces the engine functions the service's jobs call (stand-ins:
+    :func:`amlflow.service.standin.standin_engine`); it applies when this call creates the home's service.
 
     Example:
         >>> ml = connect(home="/tmp/amlflow-doc-home")
@@ -67,4 +82,4 @@ def connect(**overrides: Any) -> Any:
         []
     """
     settings = Settings(**overrides)
-    return build_client(get_service(settings), settings)
+    return build_client(get_service(settings, engine), settings)

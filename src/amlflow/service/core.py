@@ -18,7 +18,8 @@ jobs wait for their inputs and run in a bounded pool (:mod:`amlflow.service.jobs
     evaluations/<id>/report.json              the evaluation report (baseline, confusion matrix, ...)
     logs/<kind>/<id>.log                      job logs (LogUri)
 
-Engine modules are imported when a job or a create needs them.
+The jobs reach the engine's ML work only through ``Service(engine=...)``
+(:class:`amlflow.service.engine_jobs.EngineJobs`; default: the real engine).
 """
 
 from __future__ import annotations
@@ -36,12 +37,19 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, BinaryIO, cast
 
 from botocore import xform_name
 
+from amlflow.engine.dataset import EncodedTable, Source
 from amlflow.engine.errors import EngineError
+from amlflow.engine.params import parse_parameters
+from amlflow.engine.rearrange import parse_rearrangement
+from amlflow.engine.recipe import parse_recipe, suggest_recipe
+from amlflow.engine.schema import Schema, parse_schema
+from amlflow.engine.table import Table
 from amlflow.service import validate as _validate
+from amlflow.service.engine_jobs import ENGINE, EngineJobs, Model
 from amlflow.service.errors import (
     AmlError,
     IdempotentParameterMismatchException,
@@ -259,7 +267,9 @@ class Service:
         endpoint_url: the realtime ``EndpointUrl`` to advertise (the server's own URL); default
             :data:`EMBEDDED_ENDPOINT_URL`.
         storage: override the storage ``settings`` choose (tests).
-        jobs: override job functions per kind (tests use stand-ins).
+        engine: the engine functions the jobs call (:class:`~amlflow.service.engine_jobs.EngineJobs`);
+            default the real engine. Stand-ins: :mod:`amlflow.service.standin`.
+        jobs: replace whole job functions per kind, bookkeeping included (entity-machinery tests).
         start: recover and start interrupted jobs at once (default True).
     """
 
@@ -269,9 +279,11 @@ class Service:
         *,
         endpoint_url: str | None = None,
         storage: Storage | None = None,
+        engine: EngineJobs | None = None,
         jobs: Mapping[str, JobFunction] | None = None,
         start: bool = True,
     ) -> None:
+        self.engine = engine if engine is not None else ENGINE
         self.settings = settings if settings is not None else Settings()
         self.home = Path(self.settings.home).expanduser()
         self.home.mkdir(parents=True, exist_ok=True)
@@ -293,9 +305,9 @@ class Service:
             deps=self._deps,
             log_dir=self.home / "logs",
         )
-        self._models: dict[str, Any] = {}
+        self._models: dict[str, Model] = {}
         self._models_lock = threading.Lock()
-        self._limiter = _RateLimiter(int(getattr(self.settings, "predict_rate_limit", PEAK_RPS)))
+        self._limiter = _RateLimiter(self.settings.predict_rate_limit)
         self._create_lock = threading.Lock()
         if start:
             self.recover()
@@ -477,9 +489,6 @@ class Service:
         DataSourceName: str | None = None,
         ComputeStatistics: bool | None = None,
     ) -> dict[str, Any]:
-        from amlflow.engine.rearrange import parse_rearrangement
-        from amlflow.engine.schema import parse_schema
-
         location = DataSpec.get("DataLocationS3")
         if not location:
             raise InvalidInputException("DataSpec.DataLocationS3: required")
@@ -536,10 +545,6 @@ class Service:
         return self._unsupported("CreateDataSourceFromRedshift")
 
     def _datasource_job(self, ctx: JobContext) -> JobResult:
-        from amlflow.engine.dataset import EncodedTable, Source, build_dataset
-        from amlflow.engine.rearrange import parse_rearrangement
-        from amlflow.engine.schema import parse_schema
-
         entity = ctx.entity
         location = entity.attrs["DataLocationS3"]
         objects = [o for o in self.storage.list(location) if not o.key.endswith("/")]
@@ -556,7 +561,7 @@ class Service:
         if table_dir.exists():
             shutil.rmtree(table_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        info = build_dataset(sources, schema, rearrangement, table_dir)
+        info = self.engine.build_dataset(sources, schema, rearrangement, table_dir)
         ctx.log(f"encoded {info.n_rows} rows ({info.n_rejected} rejected)")
         attrs: dict[str, Any] = {
             "DataSizeInBytes": int(info.data_size_bytes),
@@ -570,11 +575,9 @@ class Service:
         if info.n_rejected:
             attrs["Message"] = f"{info.n_rejected} record(s) were rejected (see the insights for samples)."
         if entity.attrs.get("ComputeStatistics"):
-            from amlflow.engine.stats import compute_statistics
-
-            insights = compute_statistics(EncodedTable.open(table_dir), schema)
+            insights = self.engine.compute_statistics(EncodedTable.open(table_dir), schema)
             if isinstance(insights, dict):
-                insights.setdefault("rejected_samples", getattr(info, "rejected_samples", []))
+                insights.setdefault("rejected_samples", info.rejected_samples)
                 insights.setdefault("statistics_computed", True)
             ctx.log("statistics computed")
         else:  # what the job knows anyway: record counts and rejected samples, no attribute statistics
@@ -583,7 +586,7 @@ class Service:
                 "n_rejected": int(info.n_rejected),
                 "target": schema.target,
                 "attributes": [],
-                "rejected_samples": list(getattr(info, "rejected_samples", [])),
+                "rejected_samples": list(info.rejected_samples),
                 "statistics_computed": False,
             }
         _write_json(folder / "insights.json", insights)
@@ -624,8 +627,6 @@ class Service:
         Recipe: str | None = None,
         RecipeUri: str | None = None,
     ) -> dict[str, Any]:
-        from amlflow.engine.params import parse_parameters
-
         request = {
             "MLModelId": MLModelId,
             "MLModelName": MLModelName,
@@ -666,8 +667,6 @@ class Service:
             self._check_uri(RecipeUri, "RecipeUri")
             recipe_text = self._read_text(RecipeUri, "RecipeUri")
         if recipe_text is not None:
-            from amlflow.engine.recipe import parse_recipe
-
             try:
                 parse_recipe(recipe_text, schema)
             except EngineError as exc:
@@ -683,21 +682,13 @@ class Service:
         }
         return self._create("MLModel", MLModelId, request, attrs, {"recipe": recipe_text})
 
-    def _schema_of(self, ds: Entity) -> Any:
-        from amlflow.engine.schema import parse_schema
-
+    def _schema_of(self, ds: Entity) -> Schema:
         return parse_schema(ds.internal["schema"])
 
-    def _table_of(self, ds_id: str) -> Any:
-        from amlflow.engine.dataset import EncodedTable
-
+    def _table_of(self, ds_id: str) -> Table:
         return EncodedTable.open(self._paths("DataSource", ds_id) / "table")
 
     def _model_job(self, ctx: JobContext) -> JobResult:
-        from amlflow.engine.model import train
-        from amlflow.engine.params import parse_parameters
-        from amlflow.engine.recipe import parse_recipe, suggest_recipe
-
         entity = ctx.entity
         ds = self._get("DataSource", entity.attrs["TrainingDataSourceId"])
         schema = self._schema_of(ds)
@@ -708,7 +699,7 @@ class Service:
             ctx.log("no recipe given: using the suggested recipe")
         recipe = parse_recipe(recipe_text, schema)
         params = parse_parameters(entity.internal["request"].get("Parameters") or None)
-        model = train(
+        model = self.engine.train(
             table, schema, recipe, params, entity.attrs["MLModelType"], seed=self.settings.seed, log=ctx.log
         )
         folder = self._paths("MLModel", entity.id) / "model"
@@ -721,16 +712,14 @@ class Service:
         model = self._model(entity.id)
         attrs: dict[str, Any] = {"SizeInBytes": int(model.size_in_bytes)}
         defaults = {"ScoreThreshold": 0.5} if entity.attrs["MLModelType"] == "BINARY" else {}
-        schema_json = model.schema.to_json() if hasattr(model.schema, "to_json") else ds.internal["schema"]
+        schema_json = model.schema.to_json()
         return JobResult(attrs, {"recipe": recipe_text, "schema": schema_json}, defaults=defaults)
 
-    def _model(self, model_id: str) -> Any:
+    def _model(self, model_id: str) -> Model:
         with self._models_lock:
             model = self._models.get(model_id)
         if model is None:
-            from amlflow.engine.model import load_model
-
-            model = load_model(self._paths("MLModel", model_id) / "model")
+            model = self.engine.load_model(self._paths("MLModel", model_id) / "model")
             with self._models_lock:
                 self._models[model_id] = model
         return model
@@ -790,15 +779,13 @@ class Service:
         }
         return self._create("Evaluation", EvaluationId, request, attrs)
 
-    def _scoring_inputs(self, entity: Entity, ds_member: str) -> tuple[Any, Any, Any, Entity]:
+    def _scoring_inputs(self, entity: Entity, ds_member: str) -> tuple[Model, Table, Schema, Entity]:
         model = self._model(entity.attrs["MLModelId"])
         ds = self._get("DataSource", entity.attrs[ds_member])
         # the datasource's own schema: the engine reads the data with the model's types itself
         return model, self._table_of(ds.id), self._schema_of(ds), ds
 
     def _evaluation_job(self, ctx: JobContext) -> JobResult:
-        from amlflow.engine.evaluation import evaluate
-
         entity = ctx.entity
         model, table, schema, _ = self._scoring_inputs(entity, "EvaluationDataSourceId")
         model_entity = self._get("MLModel", entity.attrs["MLModelId"])
@@ -808,7 +795,7 @@ class Service:
             "evaluation_datasource_id": entity.attrs["EvaluationDataSourceId"],
             "score_threshold": float(model_entity.attrs.get("ScoreThreshold", 0.5)),
         }
-        result = evaluate(model, table, schema, training_info=training_info)
+        result = self.engine.evaluate(model, table, schema, training_info=training_info)
         folder = self._paths("Evaluation", entity.id)
         folder.mkdir(parents=True, exist_ok=True)
         _write_json(folder / "report.json", result.report)
@@ -868,8 +855,6 @@ class Service:
         return self._create("BatchPrediction", BatchPredictionId, request, attrs)
 
     def _batch_job(self, ctx: JobContext) -> JobResult:
-        from amlflow.engine.batch import write_batch_output
-
         entity = ctx.entity
         model, table, schema, ds = self._scoring_inputs(entity, "BatchPredictionDataSourceId")
         model_entity = self._get("MLModel", entity.attrs["MLModelId"])
@@ -878,7 +863,7 @@ class Service:
         objects = ds.internal.get("objects") or [[ds.attrs["DataLocationS3"], ds.attrs["DataLocationS3"], 0]]
         manifest: dict[str, str] = {}
         by_key = {str(o[1]): str(o[0]) for o in objects}
-        files = [(str(k), int(a), int(b)) for k, a, b in (getattr(table, "files", None) or [])]
+        files = [(str(k), int(a), int(b)) for k, a, b in table.files]
         if len(objects) == 1 or len(files) <= 1:
             spans: list[tuple[str, str, tuple[int, int] | None]] = [
                 (str(objects[0][0]), str(objects[0][1]), None)
@@ -896,7 +881,9 @@ class Service:
                 result_uri = f"{base}result/{entity.id}-{name}.gz"
                 gz = work / f"part-{i}.gz"
                 with gzip.open(gz, "wb", compresslevel=6) as out:
-                    counts = write_batch_output(model, table, schema, out, threshold=threshold, rows=rows)
+                    counts = self.engine.write_batch_output(
+                        model, table, schema, cast(BinaryIO, out), threshold=threshold, rows=rows
+                    )
                 total += int(counts.total)
                 invalid += int(counts.invalid)
                 self.storage.write_atomic(result_uri, gz)
