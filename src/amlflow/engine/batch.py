@@ -1,4 +1,4 @@
-"""Batch prediction output: AML's CSV layout and number format (aml-reference §8.3, §8.4).
+"""Batch prediction output: AML's CSV layout and number format (docs/aml-reference.md §8.3, §8.4).
 
 The number format is the one real AML output files use (Java ``DecimalFormat("0.######E0")``, half-even
 rounding of the shortest decimal representation): a one-digit mantissa, at most six fraction digits with

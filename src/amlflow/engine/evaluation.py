@@ -1,4 +1,4 @@
-"""Evaluation (aml-reference §7): AML's metric, plus the console-only insights as a report.
+"""Evaluation (docs/aml-reference.md §7): AML's metric, plus the console-only insights as a report.
 
 ``evaluate`` scores a table that holds the target and returns
 

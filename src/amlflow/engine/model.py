@@ -1,4 +1,4 @@
-"""Training and scoring (aml-reference §6, §9): AML's three linear models on recipe features.
+"""Training and scoring (docs/aml-reference.md §6, §9): AML's three linear models on recipe features.
 
 =============  ===========================================================  =============================
 MLModelType    learner (scikit-learn)                                       target read as
@@ -14,8 +14,9 @@ REGRESSION     least squares, averaged ``SGDRegressor``                     a nu
 ``sgd.shuffleType`` has no effect (SAG/SAGA pick records at random, seeded). Rows whose target is
 missing or invalid are skipped and counted. ``rowWeight`` becomes ``sample_weight``.
 
-Model size is accounted like AML's log (96 bytes per parameter, §6.4): when ``96 · K · features`` exceeds
-``sgd.maxMLModelSizeInBytes`` the features with the smallest largest-|weight| are pruned.
+Model size is accounted like AML's log (96 bytes per parameter, docs/aml-reference.md §6.4): when
+``96 · K · features`` exceeds ``sgd.maxMLModelSizeInBytes`` the features with the smallest largest-|weight|
+are pruned.
 
 A trained model is saved as ``model.json`` + ``model.npz`` (arrays only, loaded with
 ``allow_pickle=False``); scoring rebuilds the predictor from the arrays, never from an sklearn object.
@@ -146,7 +147,7 @@ class TrainedModel:
 
     @property
     def size_in_bytes(self) -> int:
-        """AML-style model size: 96 bytes per parameter (aml-reference §6.3)."""
+        """AML-style model size: 96 bytes per parameter (docs/aml-reference.md §6.3)."""
         return BYTES_PER_PARAMETER * self.n_parameters
 
     # -------------------------------------------------------------------------------------- scoring
@@ -205,7 +206,7 @@ class TrainedModel:
         )
 
     def predict_record(self, record: Mapping[str, str], threshold: float = 0.5) -> dict[str, Any]:
-        """AML's ``Prediction`` for one realtime record (aml-reference §9): ``predictedLabel`` +
+        """AML's ``Prediction`` for one realtime record (docs/aml-reference.md §9): ``predictedLabel`` +
         ``predictedScores`` (BINARY: one entry, the predicted label → P(1); MULTICLASS: every class),
         ``predictedValue`` (REGRESSION), ``details``."""
         cols, vals = self.builder.encode_record(record)

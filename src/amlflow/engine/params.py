@@ -1,7 +1,7 @@
 """AML training parameters (``CreateMLModel.Parameters``): parsing, validation, defaults and echo.
 
-AML took a map of strings (aml-reference §6.2). Defaults follow the API model (botocore's documentation of
-``TrainingParameters``), which is what an API caller who passes nothing got:
+AML took a map of strings (docs/aml-reference.md §6.2). Defaults follow the API model (botocore's
+documentation of ``TrainingParameters``), which is what an API caller who passes nothing got:
 
 =============================== ========================= ==============
 key                             range                     default

@@ -1,4 +1,4 @@
-"""AML ``DataRearrangement`` (aml-reference §4): which rows of the input a datasource keeps.
+"""AML ``DataRearrangement`` (docs/aml-reference.md §4): which rows of the input a datasource keeps.
 
 Rows are located by **bytes**, as AML did: a row belongs to the side where its first byte lies.
 

@@ -1,4 +1,5 @@
-"""AML data schemas (aml-reference §3.1–3.2): parsing, validation, and the typed *views* of a dictionary.
+"""AML data schemas (docs/aml-reference.md §3.1–3.2): parsing, validation, and the typed *views* of a
+dictionary.
 
 A schema is JSON text in the current spelling (``attributes`` / ``attributeName`` / ``attributeType``,
 ``targetAttributeName``, ``rowId``, ``rowWeight``, ``excludedAttributeNames``) or the legacy spelling of
