@@ -76,12 +76,13 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from amlflow.engine.batch import write_batch_output  # noqa: E402
-from amlflow.engine.dataset import EncodedTable, Source, build_dataset  # noqa: E402
+from amlflow.engine.dataset import Source, build_dataset  # noqa: E402
 from amlflow.engine.model import train  # noqa: E402
 from amlflow.engine.params import parse_parameters  # noqa: E402
 from amlflow.engine.rearrange import parse_rearrangement  # noqa: E402
 from amlflow.engine.recipe import parse_recipe  # noqa: E402
 from amlflow.engine.schema import parse_schema  # noqa: E402
+from amlflow.engine.table import EncodedTable  # noqa: E402
 
 
 def _source(path: Path) -> Source:

@@ -1,147 +1,23 @@
-"""EncodedTable (in memory and on disk) and build_dataset (CSV reading, rejected rows, files, splits)."""
+"""engine.dataset: build_dataset (CSV reading, rejected rows, files, splits) into an encoded table."""
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from amlflow.engine.dataset import EncodedTable, TableWriter, code_dtype
+from amlflow.engine import dataset as dataset_mod
+from amlflow.engine.dataset import MAX_ROW_BYTES, DatasetInfo, Source, build_dataset
 from amlflow.engine.errors import DataError
-
-TABLE_FILES = ["codes.bin", "dictionaries.json", "meta.json"]
-
-
-def _frame() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "a": ["x", " y", None, "x", "", "y "],
-            "b": ["1", "2.5", "nan", float("nan"), "1", "oops"],
-        }
-    )
-
-
-def test_from_frame_in_memory() -> None:
-    t = EncodedTable.from_frame(_frame())
-    assert t.names == ["a", "b"]
-    assert t.n_rows == 6
-    assert t.dictionary("a").dtype == object
-    assert list(t.dictionary("a")) == ["x", "y", ""]
-    assert t.codes("a").tolist() == [0, 1, 2, 0, 2, 1]
-    assert t.codes("a").dtype == np.uint8
-    assert t.strings("b").tolist() == ["1", "2.5", "nan", "", "1", "oops"]
-    assert t.codes("a", 2, 4).tolist() == [2, 0]
-    assert t.rejected_positions.tolist() == []
-    assert t.files == [("", 0, 6)]
-
-
-def test_from_frame_nullable_and_non_string_columns() -> None:
-    df = pd.DataFrame({"a": pd.array(["x", None, "y"], dtype="string"), "b": [1, None, 3]})
-    t = EncodedTable.from_frame(df)
-    assert t.strings("a").tolist() == ["x", "", "y"]
-    assert t.strings("b").tolist() == ["1.0", "", "3.0"]
-
-
-def test_from_frame_round_trip_on_disk(tmp_path: Path) -> None:
-    df = _frame()
-    mem = EncodedTable.from_frame(df)
-    disk = EncodedTable.from_frame(df, tmp_path / "t")
-    again = EncodedTable.open(tmp_path / "t")
-    for t in (disk, again):
-        assert t.names == mem.names
-        assert t.n_rows == mem.n_rows
-        for name in t.names:
-            assert t.strings(name).tolist() == mem.strings(name).tolist()
-    assert isinstance(again.codes("a"), np.memmap)
-    pd.testing.assert_frame_equal(again.to_frame(), mem.to_frame())
-    # nothing left behind but the table
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["t"]
-    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == TABLE_FILES
-
-
-@pytest.mark.parametrize("spill_bytes", [1 << 30, 1000])
-def test_writer_widens_codes_and_merges_batches(tmp_path: Path, spill_bytes: int) -> None:
-    values = [f"v{i}" for i in range(70_000)]
-    with TableWriter(tmp_path / "t", ["c", "d"], spill_bytes=spill_bytes) as w:
-        # three batches, each with its own local dictionary; duplicates across batches merge
-        for lo, hi in ((0, 200), (100, 1000), (900, 70_000)):
-            local = values[lo:hi]
-            codes = np.arange(hi - lo)[::-1]
-            w.append_column(0, local, codes)
-            w.append_column(1, ["same", " same "], np.zeros(hi - lo, dtype=np.int64))
-        t = w.finish(rejected_positions=[3, 5], files=[("k1", 0, 10), ("k2", 10, 200 + 900 + 69_100 + 2)])
-    assert t.codes("c").dtype == np.uint32
-    assert sorted(t.dictionary("c").tolist()) == sorted(values)
-    assert len(t.dictionary("c")) == 70_000
-    assert t.n_rows == 200 + 900 + 69_100
-    expected = values[0:200][::-1] + values[100:1000][::-1] + values[900:70_000][::-1]
-    assert t.strings("c").tolist() == expected
-    assert t.dictionary("d").tolist() == ["same"]
-    assert t.codes("d").dtype == np.uint8
-    assert t.rejected_positions.tolist() == [3, 5]
-    assert t.files == [("k1", 0, 10), ("k2", 10, 70_202)]
-    assert t.n_positions == 70_202
-    meta = json.loads((tmp_path / "t" / "meta.json").read_text())
-    assert meta["columns"][0]["dtype"] == "uint32"
-    assert sorted(p.name for p in (tmp_path / "t").iterdir()) == TABLE_FILES
-
-
-def test_writer_abort_leaves_nothing(tmp_path: Path) -> None:
-    with pytest.raises(RuntimeError), TableWriter(tmp_path / "t", ["a"]) as w:
-        w.append_strings(0, ["x"])
-        raise RuntimeError("boom")
-    assert list(tmp_path.iterdir()) == []
-
-
-def test_writer_replaces_existing_table(tmp_path: Path) -> None:
-    EncodedTable.from_frame(pd.DataFrame({"a": ["1", "2"]}), tmp_path / "t")
-    t = EncodedTable.from_frame(pd.DataFrame({"b": ["3"]}), tmp_path / "t")
-    assert t.names == ["b"]
-    assert EncodedTable.open(tmp_path / "t").strings("b").tolist() == ["3"]
-
-
-def test_empty_table(tmp_path: Path) -> None:
-    t = EncodedTable.from_frame(pd.DataFrame({"a": pd.Series([], dtype=object)}), tmp_path / "t")
-    assert t.n_rows == 0
-    assert t.codes("a").tolist() == []
-    assert list(t.iter_row_batches(10)) == []
-
-
-def test_iter_row_batches() -> None:
-    t = EncodedTable.from_frame(pd.DataFrame({"a": [str(i) for i in range(10)]}))
-    assert list(t.iter_row_batches(4)) == [(0, 4), (4, 8), (8, 10)]
-    assert list(t.iter_row_batches(10)) == [(0, 10)]
-    with pytest.raises(ValueError):
-        list(t.iter_row_batches(0))
-
-
-def test_unknown_column_and_missing_table(tmp_path: Path) -> None:
-    t = EncodedTable.from_frame(pd.DataFrame({"a": ["1"]}))
-    with pytest.raises(DataError, match="no column named 'zz'"):
-        t.dictionary("zz")
-    with pytest.raises(DataError, match="no encoded table"):
-        EncodedTable.open(tmp_path / "nope")
-
-
-def test_code_dtype() -> None:
-    assert code_dtype(256) == np.uint8
-    assert code_dtype(257) == np.uint16
-    assert code_dtype(65_536) == np.uint16
-    assert code_dtype(65_537) == np.uint32
-
-
-# ------------------------------------------------------------------------------------------ build_dataset
-
-import gzip  # noqa: E402
-import io  # noqa: E402
-
-from amlflow.engine import dataset as dataset_mod  # noqa: E402
-from amlflow.engine.dataset import MAX_ROW_BYTES, DatasetInfo, Source, build_dataset  # noqa: E402
-from amlflow.engine.rearrange import parse_rearrangement  # noqa: E402
-from amlflow.engine.schema import Schema, binary_view, parse_schema  # noqa: E402
+from amlflow.engine.rearrange import parse_rearrangement
+from amlflow.engine.schema import Schema, binary_view, parse_schema
+from amlflow.engine.table import EncodedTable
 
 
 def _schema(names: list[str], header: bool = False, types: str = "CATEGORICAL") -> Schema:
@@ -419,23 +295,25 @@ def test_unterminated_quote_detection_matches_pyarrow(line: bytes, ok: bool, tmp
     assert ("unterminated quote" in reasons) is (not ok)
 
 
-def test_pathological_quotes_are_linear(tmp_path: Path) -> None:
-    import time
-
+def test_pathological_quotes_are_rejected(tmp_path: Path) -> None:
+    """A 90 KB unterminated field of escaped quotes: the possessive field pattern rejects it without
+    backtracking (a backtracking pattern would not finish within the suite's per-test timeout)."""
     line = b'"' + b'a""' * 30_000 + b"b"  # unterminated, many escaped quotes, < 100 KB
-    t0 = time.perf_counter()
-    info, _ = _build(tmp_path, [_src("f", line + b"\n")], _schema(["a"]))
-    assert info.n_rejected == 1 and time.perf_counter() - t0 < 2
+    info, t = _build(tmp_path, [_src("f", line + b"\nok\n")], _schema(["a"]))
+    assert info.n_rejected == 1
+    assert [(r["line"], r["reason"]) for r in info.rejected_samples] == [(1, "unterminated quote")]
+    assert t.strings("a").tolist() == ["ok"]
 
 
-MNIST = Path("/work/mnist")
+MNIST = Path(os.environ.get("AMLFLOW_MNIST_DIR", "/work/mnist"))
 
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (MNIST / "train.csv").exists(), reason="full Kaggle MNIST not built")
 @pytest.mark.parametrize(("name", "rows"), [("train.csv", 42_000), ("test.csv", 28_000)])
 def test_full_mnist_reads_every_row(tmp_path: Path, name: str, rows: int) -> None:
-    """The full Kaggle files: every row, no rejects, values as pandas reads them (speed: bench/engine_bench.py)."""
+    """The full Kaggle files: every row, no rejects, values as pandas reads them (speed is measured by
+    bench/engine_bench.py)."""
     path = MNIST / name
     names = pd.read_csv(path, nrows=0).columns.tolist()
     schema = _schema(names, header=True, types="NUMERIC")

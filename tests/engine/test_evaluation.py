@@ -9,13 +9,13 @@ import pandas as pd
 import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
-from amlflow.engine.dataset import EncodedTable
 from amlflow.engine.errors import DataError
 from amlflow.engine.evaluation import ALERTS, evaluate
 from amlflow.engine.model import train
 from amlflow.engine.params import parse_parameters
 from amlflow.engine.recipe import parse_recipe
 from amlflow.engine.schema import parse_schema
+from amlflow.engine.table import EncodedTable
 
 REPO = Path(__file__).resolve().parents[2]
 

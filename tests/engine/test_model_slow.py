@@ -1,5 +1,6 @@
-"""Slow quality and memory checks of engine.model on the full Kaggle MNIST (/work/mnist, built with
-shared/tools/make-mnist.py) and the full banking data, through build_dataset like the service."""
+"""Slow quality and memory checks of engine.model on the full Kaggle MNIST (``train.csv`` in
+``$AMLFLOW_MNIST_DIR``, default /work/mnist: Kaggle's own file or one built as data/SOURCES.md says) and
+the full banking data, through build_dataset like the service."""
 
 from __future__ import annotations
 
@@ -13,13 +14,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from amlflow.engine.dataset import EncodedTable, Source, build_dataset
+from amlflow.engine.dataset import Source, build_dataset
 from amlflow.engine.evaluation import evaluate
 from amlflow.engine.model import train
 from amlflow.engine.params import parse_parameters
 from amlflow.engine.rearrange import parse_rearrangement
 from amlflow.engine.recipe import parse_recipe
 from amlflow.engine.schema import parse_schema
+from amlflow.engine.table import EncodedTable
 
 REPO = Path(__file__).resolve().parents[2]
 MNIST = Path(os.environ.get("AMLFLOW_MNIST_DIR", "/work/mnist"))

@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from amlflow.engine.dataset import EncodedTable
 from amlflow.engine.errors import RecipeError
 from amlflow.engine.recipe import FeatureBuilder, parse_recipe, suggest_recipe
 from amlflow.engine.schema import parse_schema
+from amlflow.engine.table import EncodedTable
 
 SCHEMA = parse_schema(
     json.dumps(
@@ -277,13 +277,14 @@ def test_feature_builder_reads_other_tables_with_training_types_and_unseen_value
 
 
 def test_feature_builder_round_trips_through_json_and_encodes_records() -> None:
-    recipe = '{"outputs": ["ALL_CATEGORICAL", "quantile_bin(age,3)", "ngram(title,2)", "cartesian(job, country)", "age"]}'
+    outputs = ["ALL_CATEGORICAL", "quantile_bin(age,3)", "ngram(title,2)", "cartesian(job, country)", "age"]
+    recipe = json.dumps({"outputs": outputs})
     fb, X = build(recipe)
     again = FeatureBuilder.from_json(json.loads(json.dumps(fb.to_json())), SCHEMA)
     table = EncodedTable.from_frame(FRAME)
     np.testing.assert_array_equal(again.transform(table).toarray(), X)
     for i, row in FRAME.iterrows():
-        cols, vals = again.encode_record({k: v for k, v in row.items()})
+        cols, vals = again.encode_record(dict(row.items()))
         dense = np.zeros(fb.n_features, dtype=np.float32)
         dense[cols] = vals
         np.testing.assert_allclose(dense, X[i], rtol=1e-6)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 from pathlib import Path
@@ -11,9 +12,15 @@ import pandas as pd
 import pytest
 from scipy.stats.contingency import association
 
-from amlflow.engine.dataset import EncodedTable, Source, build_dataset
+from amlflow.engine.dataset import Source, build_dataset
 from amlflow.engine.schema import Schema, parse_schema
 from amlflow.engine.stats import compute_statistics
+from amlflow.engine.table import EncodedTable
+
+
+def _file_source(path: Path, key: str) -> Source:
+    """A Source reading the file at ``path`` (build_dataset opens and closes it)."""
+    return Source(key, path.stat().st_size, functools.partial(path.open, "rb"))
 
 
 def _schema(types: dict[str, str], target: str | None = None, **extra: object) -> Schema:
@@ -42,7 +49,7 @@ def wine(tmp_path_factory: pytest.TempPathFactory) -> tuple[pd.DataFrame, Encode
         )
     )
     out = tmp_path_factory.mktemp("wine") / "t"
-    build_dataset([Source(path.name, path.stat().st_size, lambda: open(path, "rb"))], schema, None, out)
+    build_dataset([_file_source(path, path.name)], schema, None, out)
     return df, EncodedTable.open(out), schema
 
 
@@ -101,9 +108,7 @@ def test_wine_categorical_target_uses_cramers_v_and_eta(
 def test_banking_binary_target_and_categoricals(tmp_path: Path, data_dir: Path) -> None:
     path = data_dir / "aml-banking" / "banking.csv"
     schema = parse_schema((data_dir / "aml-banking" / "banking.csv.schema").read_text())
-    build_dataset(
-        [Source("banking.csv", path.stat().st_size, lambda: open(path, "rb"))], schema, None, tmp_path / "t"
-    )
+    build_dataset([_file_source(path, "banking.csv")], schema, None, tmp_path / "t")
     stats = compute_statistics(EncodedTable.open(tmp_path / "t"), schema)
     df = pd.read_csv(path, dtype=str)
     assert stats["target"]["distribution"] == [
@@ -193,9 +198,7 @@ def test_mnist_sample_statistics(tmp_path: Path, data_dir: Path) -> None:
     path = data_dir / "mnist-sample" / "train.csv.gz"
     names = pd.read_csv(path, nrows=0).columns.tolist()
     schema = _schema(dict.fromkeys(names, "CATEGORICAL"), "label", dataFileContainsHeader=True)
-    build_dataset(
-        [Source("train.csv.gz", path.stat().st_size, lambda: open(path, "rb"))], schema, None, tmp_path / "t"
-    )
+    build_dataset([_file_source(path, "train.csv.gz")], schema, None, tmp_path / "t")
     table = EncodedTable.open(tmp_path / "t")
     stats = compute_statistics(table, schema)
     assert len(stats["attributes"]) == 784

@@ -37,7 +37,7 @@ import shutil
 import uuid
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO, Protocol
+from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 import numpy as np
 import pandas as pd
@@ -66,6 +66,7 @@ _ALIGN = 64
 # ------------------------------------------------------------------------------------------- protocol
 
 
+@runtime_checkable
 class Columns(Protocol):
     """Dictionary-encoded columns, read by name: what a feature builder needs to evaluate a recipe
     (an encoded table, or the one-row stand-in of a realtime record)."""
@@ -84,9 +85,11 @@ class Columns(Protocol):
         ...
 
 
+@runtime_checkable
 class Table(Columns, Protocol):
     """An encoded table as the engine reads it: the feature builder, statistics, training, evaluation and
-    batch output take a ``Table``. :class:`EncodedTable` is the implementation."""
+    batch output take a ``Table``. :class:`EncodedTable` is the implementation (``isinstance`` works: the
+    protocol is runtime-checkable, by member names only)."""
 
     @property
     def n_rows(self) -> int:
