@@ -122,21 +122,8 @@ def create_app(
                 result = await run_in_threadpool(dispatcher.dispatch, operation, params)
             payload = serialize_output(operation, result)
             response = Response(dump_json(payload), status_code=200, media_type=CONTENT_TYPE)
-        except ProtocolError as exc:
-            response = _error_response(exc.code, exc.message, exc.http_status)
         except Exception as exc:
-            code, message, status = _service_error(exc)
-            if code is None:
-                error_log.exception(
-                    "internal error", extra={"request_id": request_id, "operation": operation}
-                )
-                response = _error_response(
-                    "InternalServerException",
-                    f"An internal error occurred; quote request id {request_id} when reporting it.",
-                    500,
-                )
-            else:
-                response = _error_response(code, message, status)
+            response = _exception_response(exc, request_id, operation)
         response.headers["x-amzn-RequestId"] = request_id
         duration_ms = (time.perf_counter() - t0) * 1000.0
         if access_log.isEnabledFor(logging.INFO):
@@ -225,16 +212,37 @@ def _too_large(size: int, limit: int) -> ProtocolError:
     )
 
 
+def _exception_response(exc: Exception, request_id: str, operation: str) -> Response:
+    """The JSON error reply for ``exc``; cannot fail, whatever the exception holds."""
+    try:
+        code, message, status = _service_error(exc)
+        if code is not None:
+            return _error_response(code, message, status)
+        error_log.exception("internal error", extra={"request_id": request_id, "operation": operation})
+    except Exception:  # a broken __str__, an unloggable message, ...: still a JSON error
+        error_log.error("error while reporting an error", extra={"request_id": request_id})
+    return _internal_error(request_id)
+
+
 def _service_error(exc: Exception) -> tuple[str | None, str, int]:
     code = getattr(exc, "code", None)
     status = getattr(exc, "http_status", None)
-    if isinstance(code, str) and code and isinstance(status, int):
+    if isinstance(code, str) and code and isinstance(status, int) and 400 <= status <= 599:
         message = getattr(exc, "message", None)
         return code, str(message if message is not None else exc), status
     return None, "", 500
 
 
+def _internal_error(request_id: str) -> Response:
+    return _error_response(
+        "InternalServerException",
+        f"An internal error occurred; quote request id {request_id} when reporting it.",
+        500,
+    )
+
+
 def _error_response(code: str, message: str, status: int) -> Response:
-    response = Response(dump_json(error_payload(code, message)), status_code=status, media_type=CONTENT_TYPE)
-    response.headers["x-amzn-ErrorType"] = code
+    payload = error_payload(code, message)
+    response = Response(dump_json(payload), status_code=status, media_type=CONTENT_TYPE)
+    response.headers["x-amzn-ErrorType"] = payload["__type"].encode("ascii", "replace").decode("ascii")
     return response

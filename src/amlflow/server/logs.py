@@ -34,7 +34,13 @@ class JsonFormatter(logging.Formatter):
                 out[key] = value
         if record.exc_info:
             out["exc"] = self.formatException(record.exc_info)
-        return json.dumps(out, default=str, ensure_ascii=False)
+        line = json.dumps(out, default=str, ensure_ascii=False)
+        if not line.isascii():
+            try:
+                line.encode("utf-8")
+            except UnicodeEncodeError:  # a lone surrogate in a message: escape it, keep the line
+                line = json.dumps(out, default=str, ensure_ascii=True)
+        return line
 
 
 def configure_logging(level: str = "info", stream: TextIO | None = None) -> None:

@@ -27,7 +27,14 @@ from typing import Any
 
 from botocore.model import OperationModel, Shape
 
-from amlflow.service.validate import operation_names, service_model
+from amlflow.service.validate import (
+    MAX_JSON_DEPTH,
+    JsonBoundsError,
+    loads_bounded,
+    operation_names,
+    printable,
+    service_model,
+)
 
 __all__ = [
     "CONTENT_TYPE",
@@ -100,7 +107,9 @@ def parse_body(raw: bytes) -> dict[str, Any]:
     """Decode a request body: a UTF-8 JSON object, or empty (meaning ``{}``).
 
     Raises:
-        ProtocolError: ``SerializationException`` for undecodable bytes, bad JSON, or a non-object.
+        ProtocolError: ``SerializationException`` for undecodable bytes, bad JSON, a non-object, nesting
+            deeper than ``MAX_JSON_DEPTH`` levels, or a number that is not a finite double (``NaN``,
+            ``Infinity``, ``1e400``).
     """
     if not raw.strip():
         return {}
@@ -111,24 +120,20 @@ def parse_body(raw: bytes) -> dict[str, Any]:
             "SerializationException", f"Request body is not valid UTF-8 (byte {exc.start})."
         ) from None
     try:
-        value = json.loads(text, parse_constant=_reject_constant)
+        value = loads_bounded(text, max_depth=MAX_JSON_DEPTH)
     except json.JSONDecodeError as exc:
         raise ProtocolError(
             "SerializationException",
             f"Request body is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}.",
         ) from None
-    except ValueError as exc:  # NaN / Infinity
-        raise ProtocolError("SerializationException", str(exc)) from None
+    except (JsonBoundsError, ValueError) as exc:
+        raise ProtocolError("SerializationException", f"Request body is not valid JSON: {exc}.") from None
     if not isinstance(value, dict):
         raise ProtocolError(
             "SerializationException",
             f"Request body must be a JSON object, got {type(value).__name__}.",
         )
     return value
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"Request body is not valid JSON: '{name}' is not a JSON number.")
 
 
 def serialize_output(operation: str, result: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -226,10 +231,21 @@ def _log_unknown(shape_name: str, key: str) -> None:
 
 
 def error_payload(code: str, message: str) -> dict[str, str]:
-    """The JSON error body AWS JSON services send: ``{"__type": code, "message": message}``."""
-    return {"__type": code, "message": message}
+    """The JSON error body AWS JSON services send: ``{"__type": code, "message": message}``.
+
+    Lone surrogates and NUL in ``message`` are shown as backslash escapes, so the body always encodes.
+    """
+    return {"__type": printable(str(code)), "message": printable(str(message))}
 
 
 def dump_json(payload: Mapping[str, Any]) -> bytes:
-    """Compact UTF-8 JSON, never NaN/Infinity (invalid JSON for AWS SDKs)."""
-    return json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+    """Compact UTF-8 JSON, never NaN/Infinity (invalid JSON for AWS SDKs).
+
+    Text that UTF-8 cannot encode (a lone surrogate stored before validation refused them) is sent as
+    a ``\\uXXXX`` escape instead of failing the response.
+    """
+    text = json.dumps(payload, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    try:
+        return text.encode("utf-8")
+    except UnicodeEncodeError:
+        return json.dumps(payload, separators=(",", ":"), ensure_ascii=True, allow_nan=False).encode("ascii")
