@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import tempfile
 import uuid
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from botocore.awsrequest import AWSResponse
 from amlflow.service.core import EMBEDDED_ENDPOINT_URL
 from amlflow.service.errors import AmlError
 from amlflow.settings import Settings
+from amlflow.storage.atomic import write_file_atomic
 
 __all__ = ["build_client"]
 
@@ -38,11 +37,7 @@ def _waiter_data_path(settings: Settings) -> Path:
     target = root / "machinelearning" / api_version / "waiters-2.json"
     text = json.dumps(config, indent=2, sort_keys=True)
     if not target.is_file() or target.read_text("utf-8") != text:
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=target.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, target)
+        write_file_atomic(target, text)
     return root
 
 

@@ -1,6 +1,6 @@
 """The job pool: PENDING entities wait for their inputs, then run in a bounded thread pool.
 
-Life of a job (AML's status machine, reference §2.2–2.3)::
+Life of a job (AML's status machine, docs/aml-reference.md §2.2–2.3)::
 
     create ─> PENDING ─(inputs COMPLETED, a worker free)─> INPROGRESS ─> COMPLETED | FAILED
                  └─(an input FAILED or DELETED)─> FAILED, Message naming the input
@@ -18,6 +18,7 @@ Life of a job (AML's status machine, reference §2.2–2.3)::
 
 from __future__ import annotations
 
+import functools
 import logging
 import threading
 import time
@@ -131,7 +132,7 @@ class JobRunner:
             self._queued.add((kind, entity_id))
             future = self._pool.submit(self._run, kind, entity_id)
             self._futures.add(future)
-            future.add_done_callback(lambda f, key=(kind, entity_id): self._done(f, key))
+            future.add_done_callback(functools.partial(self._done, key=(kind, entity_id)))
 
     def _done(self, future: Future[None], key: tuple[str, str]) -> None:
         with self._lock:

@@ -1,0 +1,106 @@
+"""Batch predictions: the job writes one gzipped result per input file and a manifest under
+``<OutputUri>/batch-prediction/`` (``engine.write_batch_output`` per file; docs/aml-reference.md §8).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import shutil
+import tempfile
+from pathlib import Path, PurePosixPath
+from typing import Any, BinaryIO, cast
+
+from amlflow.service.entities import DESCRIBE_FIELDS, EntityOps
+from amlflow.service.errors import (
+    InvalidInputException,
+)
+from amlflow.service.jobs import JobContext, JobResult
+from amlflow.storage import parse_s3_uri
+
+__all__ = ["BatchPredictions"]
+
+
+class BatchPredictions(EntityOps):
+    """CreateBatchPrediction, GetBatchPrediction and the batch job."""
+
+    def create_batch_prediction(
+        self,
+        *,
+        BatchPredictionId: str,
+        MLModelId: str,
+        BatchPredictionDataSourceId: str,
+        OutputUri: str,
+        BatchPredictionName: str | None = None,
+    ) -> dict[str, Any]:
+        request = {
+            "BatchPredictionId": BatchPredictionId,
+            "BatchPredictionName": BatchPredictionName,
+            "MLModelId": MLModelId,
+            "BatchPredictionDataSourceId": BatchPredictionDataSourceId,
+            "OutputUri": OutputUri,
+        }
+        if self.state.get("BatchPrediction", BatchPredictionId) is not None:
+            return self._create("BatchPrediction", BatchPredictionId, request, {})
+        self._check_uri(OutputUri, "OutputUri")
+        _, key = parse_s3_uri(OutputUri)
+        if "//" in key or "/./" in f"/{key}" or "/../" in f"/{key}/" or ":" in key:
+            raise InvalidInputException(
+                f"OutputUri: {OutputUri!r} must not contain ':', '//', '/./' or '/../' in its key."
+            )
+        self._input("MLModel", MLModelId, "MLModelId")
+        ds = self._input("DataSource", BatchPredictionDataSourceId, "BatchPredictionDataSourceId")
+        attrs = {
+            "Name": BatchPredictionName,
+            "MLModelId": MLModelId,
+            "BatchPredictionDataSourceId": BatchPredictionDataSourceId,
+            "InputDataLocationS3": ds.attrs.get("DataLocationS3"),
+            "OutputUri": OutputUri,
+        }
+        return self._create("BatchPrediction", BatchPredictionId, request, attrs)
+
+    def _batch_job(self, ctx: JobContext) -> JobResult:
+        entity = ctx.entity
+        model, table, schema, ds = self._scoring_inputs(entity, "BatchPredictionDataSourceId")
+        model_entity = self._get("MLModel", entity.attrs["MLModelId"])
+        threshold = float(model_entity.attrs.get("ScoreThreshold", 0.5))
+        base = entity.attrs["OutputUri"].rstrip("/") + "/batch-prediction/"
+        objects = ds.internal.get("objects") or [[ds.attrs["DataLocationS3"], ds.attrs["DataLocationS3"], 0]]
+        manifest: dict[str, str] = {}
+        by_key = {str(o[1]): str(o[0]) for o in objects}
+        files = [(str(k), int(a), int(b)) for k, a, b in table.files]
+        if len(objects) == 1 or len(files) <= 1:
+            spans: list[tuple[str, str, tuple[int, int] | None]] = [
+                (str(objects[0][0]), str(objects[0][1]), None)
+            ]
+        else:
+            spans = [(by_key.get(key, key), key, (start, stop)) for key, start, stop in files]
+        total = invalid = 0
+        work = Path(tempfile.mkdtemp(prefix=f".bp-{entity.id}-", dir=self.home))
+        try:
+            for i, (input_uri, key, rows) in enumerate(spans):
+                name = PurePosixPath(key).name or "data"
+                # AML: <id>-<input file name>.gz. AML read only plain CSV; for a gzipped input (an amlflow
+                # extension) the output is named after the CSV inside it, not "<name>.gz.gz".
+                name = name.removesuffix(".gz") or name
+                result_uri = f"{base}result/{entity.id}-{name}.gz"
+                gz = work / f"part-{i}.gz"
+                with gzip.open(gz, "wb", compresslevel=6) as out:
+                    counts = self.engine.write_batch_output(
+                        model, table, schema, cast(BinaryIO, out), threshold=threshold, rows=rows
+                    )
+                total += int(counts.total)
+                invalid += int(counts.invalid)
+                self.storage.write_atomic(result_uri, gz)
+                manifest[input_uri] = result_uri
+                ctx.log(f"wrote {result_uri}: {counts.total} records ({counts.invalid} invalid)")
+            self.storage.write_atomic(f"{base}{entity.id}.manifest", json.dumps(manifest).encode("utf-8"))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        ctx.log(f"scored {total} records ({invalid} invalid), threshold {threshold}")
+        return JobResult({"TotalRecordCount": total, "InvalidRecordCount": invalid})
+
+    def get_batch_prediction(self, *, BatchPredictionId: str) -> dict[str, Any]:
+        return self._out(
+            self._get("BatchPrediction", BatchPredictionId), (*DESCRIBE_FIELDS["BatchPrediction"], "LogUri")
+        )

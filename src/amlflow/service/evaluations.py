@@ -1,0 +1,93 @@
+"""Evaluations: the job scores the evaluation datasource (``engine.evaluate``), stores
+``PerformanceMetrics`` and writes ``report.json`` (docs/aml-reference.md §7).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from amlflow.service.entities import DESCRIBE_FIELDS, EntityOps, write_json
+from amlflow.service.errors import (
+    InvalidInputException,
+    ResourceNotFoundException,
+)
+from amlflow.service.jobs import JobContext, JobResult
+
+__all__ = ["Evaluations"]
+
+
+class Evaluations(EntityOps):
+    """CreateEvaluation, GetEvaluation, the evaluation job and its report."""
+
+    def create_evaluation(
+        self,
+        *,
+        EvaluationId: str,
+        MLModelId: str,
+        EvaluationDataSourceId: str,
+        EvaluationName: str | None = None,
+    ) -> dict[str, Any]:
+        request = {
+            "EvaluationId": EvaluationId,
+            "EvaluationName": EvaluationName,
+            "MLModelId": MLModelId,
+            "EvaluationDataSourceId": EvaluationDataSourceId,
+        }
+        if self.state.get("Evaluation", EvaluationId) is not None:
+            return self._create("Evaluation", EvaluationId, request, {})
+        model = self._input("MLModel", MLModelId, "MLModelId")
+        ds = self._input("DataSource", EvaluationDataSourceId, "EvaluationDataSourceId")
+        schema = self._schema_of(ds)
+        if schema.target is None:
+            raise InvalidInputException(
+                f"EvaluationDataSourceId: the schema of DataSource {EvaluationDataSourceId} has no "
+                f"targetAttributeName; an evaluation needs the true values."
+            )
+        train_ds = self.state.get("DataSource", model.attrs["TrainingDataSourceId"])
+        if train_ds is not None:
+            train_target = self._schema_of(train_ds).target
+            if train_target != schema.target:
+                raise InvalidInputException(
+                    f"EvaluationDataSourceId: target {schema.target!r} differs from the model's training "
+                    f"target {train_target!r}."
+                )
+        attrs = {
+            "Name": EvaluationName,
+            "MLModelId": MLModelId,
+            "EvaluationDataSourceId": EvaluationDataSourceId,
+            "InputDataLocationS3": ds.attrs.get("DataLocationS3"),
+        }
+        return self._create("Evaluation", EvaluationId, request, attrs)
+
+    def _evaluation_job(self, ctx: JobContext) -> JobResult:
+        entity = ctx.entity
+        model, table, schema, _ = self._scoring_inputs(entity, "EvaluationDataSourceId")
+        model_entity = self._get("MLModel", entity.attrs["MLModelId"])
+        train_ds_id = model_entity.attrs["TrainingDataSourceId"]
+        training_info = {
+            "training_datasource_id": train_ds_id,
+            "evaluation_datasource_id": entity.attrs["EvaluationDataSourceId"],
+            "score_threshold": float(model_entity.attrs.get("ScoreThreshold", 0.5)),
+        }
+        result = self.engine.evaluate(model, table, schema, training_info=training_info)
+        folder = self._paths("Evaluation", entity.id)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_json(folder / "report.json", result.report)
+        ctx.log(f"metrics: {result.properties}")
+        return JobResult(
+            {"PerformanceMetrics": {"Properties": {k: str(v) for k, v in result.properties.items()}}}
+        )
+
+    def get_evaluation(self, *, EvaluationId: str) -> dict[str, Any]:
+        return self._out(self._get("Evaluation", EvaluationId), (*DESCRIBE_FIELDS["Evaluation"], "LogUri"))
+
+    def get_evaluation_report(self, evaluation_id: str) -> dict[str, Any]:
+        """The evaluation's report (engine.evaluation), or ResourceNotFound while there is none."""
+        entity = self._get("Evaluation", evaluation_id)
+        path = self._paths("Evaluation", entity.id) / "report.json"
+        if not path.is_file():
+            raise ResourceNotFoundException(
+                f"Evaluation {evaluation_id} has no report (status {entity.status})."
+            )
+        return dict(json.loads(path.read_text("utf-8")))
