@@ -27,9 +27,9 @@ from typing import Any
 import pytest
 
 from tests.server import aml_data
-from tests.server.conftest import AmlServer, requires_service, wait_for
+from tests.server.harness import AmlServer, wait_for
 
-pytestmark = [pytest.mark.server, requires_service]
+pytestmark = pytest.mark.server
 
 MNIST = aml_data.DATA / "mnist-sample"
 BANKING = aml_data.DATA / "aml-banking"

@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.server.conftest import make_client, requires_service
+from tests.server.harness import make_client
 
 pytestmark = pytest.mark.server
 
@@ -58,7 +58,6 @@ def _log_lines(tmp_path: Path) -> list[dict[str, Any]]:
     ]
 
 
-@requires_service
 def test_serve_port_zero_health_logs_and_sigterm(tmp_path: Path) -> None:
     proc, url = _start(tmp_path)
     try:
@@ -84,7 +83,6 @@ def test_serve_port_zero_health_logs_and_sigterm(tmp_path: Path) -> None:
     assert any(rec.get("msg") == "starting" and rec.get("url") == url for rec in lines)
 
 
-@requires_service
 def test_sigterm_lets_a_running_job_finish(tmp_path: Path, data_dir: Path) -> None:
     """A datasource job started just before SIGTERM is COMPLETED when the next server starts."""
     storage = tmp_path / "home" / "s3" / "bucket"
@@ -117,7 +115,6 @@ def test_sigterm_lets_a_running_job_finish(tmp_path: Path, data_dir: Path) -> No
         proc2.wait(timeout=60)
 
 
-@requires_service
 def test_serve_requires_signatures_when_keys_are_set(tmp_path: Path) -> None:
     proc, url = _start(
         tmp_path, env={"AMLFLOW_ACCESS_KEY_ID": "AKIDSERVE", "AMLFLOW_SECRET_ACCESS_KEY": "sekrit"}

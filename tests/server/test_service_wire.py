@@ -14,9 +14,9 @@ import pytest
 from botocore.exceptions import ClientError, WaiterError
 
 from tests.server import aml_data
-from tests.server.conftest import AmlServer, requires_service, wait_for
+from tests.server.harness import AmlServer, wait_for
 
-pytestmark = [pytest.mark.server, requires_service]
+pytestmark = pytest.mark.server
 
 FAST = {"Delay": 0.2, "MaxAttempts": 1500}
 

@@ -22,8 +22,8 @@ from amlflow.server.app import create_app
 from amlflow.server.auth import SignedRequest, SigV4Verifier
 from amlflow.server.protocol import ProtocolError
 from amlflow.server.runner import ServerThread
-from tests.server.conftest import make_client
 from tests.server.fakes import FakeDispatcher
+from tests.server.harness import make_client
 
 pytestmark = pytest.mark.server
 
