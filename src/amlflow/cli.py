@@ -9,7 +9,10 @@ Subcommands:
 Every ``serve`` flag has an environment variable (flag wins): ``--home`` ``AMLFLOW_HOME``, ``--storage``
 ``AMLFLOW_STORAGE``, ``--storage-root`` ``AMLFLOW_STORAGE_ROOT``, ``--max-jobs`` ``AMLFLOW_MAX_JOBS``,
 ``--access-key-id`` ``AMLFLOW_ACCESS_KEY_ID``, ``--secret-access-key`` ``AMLFLOW_SECRET_ACCESS_KEY``,
-``--log-level`` ``AMLFLOW_LOG_LEVEL``.
+``--log-level`` ``AMLFLOW_LOG_LEVEL``, ``--header-timeout`` ``AMLFLOW_HEADER_TIMEOUT``, ``--body-timeout``
+``AMLFLOW_BODY_TIMEOUT``, ``--keep-alive-timeout`` ``AMLFLOW_KEEP_ALIVE_TIMEOUT``, ``--max-connections``
+``AMLFLOW_MAX_CONNECTIONS``, ``--predict-workers`` ``AMLFLOW_PREDICT_WORKERS``, ``--predict-timeout``
+``AMLFLOW_PREDICT_TIMEOUT``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from amlflow.server.connections import (
+    DEFAULT_BODY_TIMEOUT,
+    DEFAULT_HEADER_TIMEOUT,
+    DEFAULT_KEEP_ALIVE_TIMEOUT,
+    DEFAULT_MAX_CONNECTIONS,
+)
 
 __all__ = ["build_parser", "main"]
 
@@ -135,9 +145,50 @@ def build_parser() -> argparse.ArgumentParser:
         "(default: http://<bound host>:<port>)",
     )
 
+    limits = serve.add_argument_group("connections")
+    limits.add_argument(
+        "--header-timeout",
+        type=float,
+        default=_env_number("AMLFLOW_HEADER_TIMEOUT", float, DEFAULT_HEADER_TIMEOUT),
+        help="seconds a client has to send a request's headers; then the connection is closed "
+        f"(env AMLFLOW_HEADER_TIMEOUT, default {DEFAULT_HEADER_TIMEOUT:g})",
+    )
+    limits.add_argument(
+        "--body-timeout",
+        type=float,
+        default=_env_number("AMLFLOW_BODY_TIMEOUT", float, DEFAULT_BODY_TIMEOUT),
+        help="seconds to receive a request's body once its headers are in; then 408 "
+        f"(env AMLFLOW_BODY_TIMEOUT, default {DEFAULT_BODY_TIMEOUT:g})",
+    )
+    limits.add_argument(
+        "--keep-alive-timeout",
+        type=int,
+        default=_env_number("AMLFLOW_KEEP_ALIVE_TIMEOUT", int, DEFAULT_KEEP_ALIVE_TIMEOUT),
+        help="seconds an idle kept-alive connection stays open "
+        f"(env AMLFLOW_KEEP_ALIVE_TIMEOUT, default {DEFAULT_KEEP_ALIVE_TIMEOUT})",
+    )
+    limits.add_argument(
+        "--max-connections",
+        type=int,
+        default=_env_number("AMLFLOW_MAX_CONNECTIONS", int, DEFAULT_MAX_CONNECTIONS),
+        help="concurrent connections before new requests get 503; 0: no cap "
+        f"(env AMLFLOW_MAX_CONNECTIONS, default {DEFAULT_MAX_CONNECTIONS})",
+    )
+
     sub.add_parser("version", help="print the version")
     sub.add_parser("operations", help="list the AML operations and their support here")
     return parser
+
+
+def _env_number(name: str, kind: type[float] | type[int], default: float) -> float:
+    """A number from the environment, or ``default`` (a bad value is reported by argparse's type)."""
+    raw = os.environ.get(name)
+    if raw is None or not raw.strip():
+        return default
+    try:
+        return kind(raw)
+    except ValueError:
+        raise SystemExit(f"amlflow: {name}: expected a number, got {raw!r}") from None
 
 
 def _settings_from(args: argparse.Namespace) -> Any:
@@ -154,6 +205,7 @@ def _settings_from(args: argparse.Namespace) -> Any:
 def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
     from pydantic import ValidationError
 
+    from amlflow.server.connections import ConnectionLimits
     from amlflow.server.logs import configure_logging
     from amlflow.server.serve import ServeOptions, run
 
@@ -163,6 +215,15 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error(f"--port: expected 0-65535, got {args.port}")
     if args.max_body_bytes < 1:
         parser.error(f"--max-body-bytes: expected a positive number, got {args.max_body_bytes}")
+    try:
+        limits = ConnectionLimits(
+            header_timeout=args.header_timeout,
+            body_timeout=args.body_timeout,
+            keep_alive_timeout=args.keep_alive_timeout,
+            max_connections=args.max_connections or None,
+        )
+    except ValueError as exc:
+        parser.error(f"--{str(exc).split(':')[0].replace('_', '-')}: {str(exc).partition(': ')[2]}")
     try:
         settings = _settings_from(args)
     except ValidationError as exc:
@@ -179,6 +240,7 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         shutdown_timeout=args.shutdown_timeout,
         advertised_url=args.advertised_url,
         log_level=args.log_level,
+        limits=limits,
     )
     try:
         run(settings, options)

@@ -16,6 +16,7 @@ to the host of ``PredictEndpoint`` (``switch_host_machinelearning``), which is t
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 import time
@@ -25,11 +26,12 @@ from typing import Any, Protocol
 
 from starlette.applications import Starlette
 from starlette.concurrency import run_in_threadpool
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
 from amlflow.server.auth import SignedRequest, SigV4Verifier
+from amlflow.server.connections import DEFAULT_BODY_TIMEOUT
 from amlflow.server.protocol import (
     CONTENT_TYPE,
     ProtocolError,
@@ -71,6 +73,7 @@ def create_app(
     verifier: SigV4Verifier | None = None,
     on_shutdown: Callable[[], None] | None = None,
     validate: bool = True,
+    body_timeout: float = DEFAULT_BODY_TIMEOUT,
 ) -> Starlette:
     """Build the Starlette app around ``dispatcher``.
 
@@ -86,9 +89,13 @@ def create_app(
         validate: check every request against botocore's input shape (lengths, patterns, enums, ranges)
             before it reaches the service (:mod:`amlflow.server.validate`); skipped for a dispatcher whose
             ``validates_input`` attribute is true (it does the same check itself).
+        body_timeout: seconds to receive the whole body once the request head is in; a client still
+            sending after that gets 408 ``RequestTimeoutException`` and the connection is closed.
     """
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes: expected a positive number of bytes, got {max_body_bytes}")
+    if not body_timeout > 0:
+        raise ValueError(f"body_timeout: expected a positive number of seconds, got {body_timeout}")
     if verifier is None and credentials:
         verifier = SigV4Verifier(credentials)
     # A dispatcher that validates every request itself (amlflow.service.Service does, for its in-process
@@ -101,7 +108,7 @@ def create_app(
         t0 = time.perf_counter()
         operation = "-"
         try:
-            body = await _read_body(request, max_body_bytes)
+            body = await _read_body(request, max_body_bytes, body_timeout)
             if verifier is not None:
                 verifier.verify(
                     SignedRequest(
@@ -122,6 +129,9 @@ def create_app(
                 result = await run_in_threadpool(dispatcher.dispatch, operation, params)
             payload = serialize_output(operation, result)
             response = Response(dump_json(payload), status_code=200, media_type=CONTENT_TYPE)
+        except ClientDisconnect:
+            # The client went away mid-request: nobody to answer, nothing went wrong here.
+            response = _error_response("ClientDisconnected", "The client closed the connection.", 400)
         except Exception as exc:
             response = _exception_response(exc, request_id, operation)
         response.headers["x-amzn-RequestId"] = request_id
@@ -185,7 +195,7 @@ def create_app(
     return Starlette(routes=routes, lifespan=lifespan)
 
 
-async def _read_body(request: Request, limit: int) -> bytes:
+async def _read_body(request: Request, limit: int, timeout: float) -> bytes:
     declared = request.headers.get("content-length")
     if declared is not None:
         try:
@@ -196,12 +206,25 @@ async def _read_body(request: Request, limit: int) -> bytes:
             raise _too_large(size, limit)
     chunks: list[bytes] = []
     total = 0
-    async for chunk in request.stream():
-        total += len(chunk)
-        if total > limit:
-            raise _too_large(total, limit)
-        chunks.append(chunk)
+    try:
+        async with asyncio.timeout(timeout):
+            async for chunk in request.stream():
+                total += len(chunk)
+                if total > limit:
+                    raise _too_large(total, limit)
+                chunks.append(chunk)
+    except TimeoutError:
+        raise RequestTimeout(
+            f"The request body was not received within {timeout:g} seconds ({total} bytes arrived)."
+        ) from None
     return b"".join(chunks)
+
+
+class RequestTimeout(ProtocolError):
+    """The body did not arrive in time: 408, and the connection is closed (the client is mid-body)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__("RequestTimeoutException", message, 408)
 
 
 def _too_large(size: int, limit: int) -> ProtocolError:
@@ -217,7 +240,10 @@ def _exception_response(exc: Exception, request_id: str, operation: str) -> Resp
     try:
         code, message, status = _service_error(exc)
         if code is not None:
-            return _error_response(code, message, status)
+            response = _error_response(code, message, status)
+            if isinstance(exc, RequestTimeout):
+                response.headers["connection"] = "close"
+            return response
         error_log.exception("internal error", extra={"request_id": request_id, "operation": operation})
     except Exception:  # a broken __str__, an unloggable message, ...: still a JSON error
         error_log.error("error while reporting an error", extra={"request_id": request_id})

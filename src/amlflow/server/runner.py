@@ -20,6 +20,8 @@ from typing import Any
 
 import uvicorn
 
+from amlflow.server.connections import ConnectionLimits
+
 __all__ = ["ServerThread", "bind_socket", "socket_url"]
 
 AppFactory = Callable[[str], Any]
@@ -68,6 +70,8 @@ class ServerThread:
         port: the port (0: a free one).
         log_level: uvicorn's log level.
         graceful_timeout: seconds to wait for open requests on stop.
+        limits: the listener's header/keep-alive timeouts and connection cap (the body timeout is the
+            app's, :func:`amlflow.server.app.create_app`).
 
     Example:
         >>> with ServerThread(lambda url: create_app(service)) as srv:   # doctest: +SKIP
@@ -82,12 +86,14 @@ class ServerThread:
         port: int = 0,
         log_level: str = "warning",
         graceful_timeout: int = 5,
+        limits: ConnectionLimits | None = None,
     ) -> None:
         self._factory = app_factory
         self._host = host
         self._port = port
         self._log_level = log_level
         self._graceful_timeout = graceful_timeout
+        self._limits = limits or ConnectionLimits()
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._sock: socket.socket | None = None
@@ -107,6 +113,7 @@ class ServerThread:
             lifespan="on",
             timeout_graceful_shutdown=self._graceful_timeout,
             log_config=None,
+            **self._limits.uvicorn_options(),
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name=f"amlflow-server-{self.url}", daemon=True)

@@ -24,6 +24,7 @@ from typing import Any
 import uvicorn
 
 from amlflow.server.app import DEFAULT_MAX_BODY_BYTES, create_app
+from amlflow.server.connections import ConnectionLimits
 from amlflow.server.runner import bind_socket, socket_url
 
 __all__ = ["ServeOptions", "build_service", "run", "shutdown_service"]
@@ -43,6 +44,7 @@ class ServeOptions:
         shutdown_timeout: seconds to wait for running jobs on shutdown.
         advertised_url: the ``EndpointUrl`` to advertise instead of the bound address (a proxy's URL).
         log_level: ``debug``/``info``/``warning``/``error``.
+        limits: header/body/keep-alive timeouts and the connection cap.
     """
 
     host: str = "127.0.0.1"
@@ -52,6 +54,7 @@ class ServeOptions:
     shutdown_timeout: float = 30.0
     advertised_url: str | None = None
     log_level: str = "info"
+    limits: ConnectionLimits = field(default_factory=ConnectionLimits)
 
 
 def build_service(settings: Any, endpoint_url: str) -> Any:
@@ -111,6 +114,7 @@ def run(settings: Any, options: ServeOptions) -> None:
         max_body_bytes=options.max_body_bytes,
         health=_health_probe(service),
         on_shutdown=lambda: shutdown_service(service, options.shutdown_timeout),
+        body_timeout=options.limits.body_timeout,
     )
     config = uvicorn.Config(
         app,
@@ -120,6 +124,7 @@ def run(settings: Any, options: ServeOptions) -> None:
         log_config=None,
         timeout_graceful_shutdown=max(1, int(options.shutdown_timeout)),
         server_header=False,
+        **options.limits.uvicorn_options(),
     )
     server = uvicorn.Server(config)
     log.info(
@@ -130,6 +135,10 @@ def run(settings: Any, options: ServeOptions) -> None:
             "home": str(getattr(settings, "home", "")),
             "storage": getattr(settings, "storage", ""),
             "auth": "sigv4" if options.credentials else "none",
+            "header_timeout_s": options.limits.header_timeout,
+            "body_timeout_s": options.limits.body_timeout,
+            "keep_alive_timeout_s": options.limits.keep_alive_timeout,
+            "max_connections": options.limits.max_connections,
         },
     )
     print(f"amlflow serving on {url}", flush=True)
