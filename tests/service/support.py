@@ -1,14 +1,19 @@
 """What the service tests share (not a test module): the two-column schema, per-kind stand-in job
-functions for the entity-machinery tests, a Predict-capable model, and the one waiting helper."""
+functions for the entity-machinery tests, a Predict-capable model, a ticking clock, and the one waiting
+helper (:func:`wait_for`, and :func:`wait` on a ``Service``)."""
 
 from __future__ import annotations
 
 import json
+import threading
 import time
+from collections.abc import Callable, Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
+from amlflow.engine.schema import parse_schema
 from amlflow.service.core import Service
-from amlflow.service.jobs import JobContext, JobFunction, JobResult
+from amlflow.service.jobs import JobContext, JobFunction, JobResult, now
 
 SCHEMA = json.dumps(
     {
@@ -47,13 +52,13 @@ STANDIN: dict[str, JobFunction] = {
 class FakeModel:
     """What Predict needs from a trained model."""
 
-    schema = None
+    schema = parse_schema(SCHEMA)
     size_in_bytes = 1
 
-    def save(self, directory: Any) -> None:
+    def save(self, directory: Path | str) -> None:
         """Nothing to save."""
 
-    def predict_record(self, record: dict[str, str], threshold: float = 0.5) -> dict[str, Any]:
+    def predict_record(self, record: Mapping[str, str], threshold: float = 0.5) -> dict[str, Any]:
         score = min(1.0, float(record.get("x", "0") or 0))
         label = "1" if score >= threshold else "0"
         return {
@@ -63,24 +68,53 @@ class FakeModel:
         }
 
 
+def wait_for(
+    fetch: Callable[[], dict[str, Any]], statuses: Iterable[str] = DONE, timeout: float = 10.0
+) -> dict[str, Any]:
+    """The one waiting helper: call ``fetch`` (a GetX) until its ``Status`` is one of ``statuses``.
+
+    Fails the test after ``timeout`` seconds.
+    """
+    wanted = tuple(statuses)
+    deadline = time.monotonic() + timeout
+    while True:
+        out = fetch()
+        if out["Status"] in wanted:
+            return out
+        assert time.monotonic() < deadline, (
+            f"still {out['Status']} after {timeout} s (waiting for {wanted}): {out}"
+        )
+        time.sleep(0.01)
+
+
 def wait(service: Service, kind: str, entity_id: str, timeout: float = 10.0) -> dict[str, Any]:
-    """Poll GetX until the entity is COMPLETED, FAILED or DELETED (fails the test after ``timeout`` s)."""
-    getter = {
-        "DataSource": service.get_data_source,
-        "MLModel": service.get_ml_model,
-        "Evaluation": service.get_evaluation,
-        "BatchPrediction": service.get_batch_prediction,
+    """Wait until the ``kind`` entity is COMPLETED, FAILED or DELETED; return its GetX answer."""
+    method = {
+        "DataSource": "get_data_source",
+        "MLModel": "get_ml_model",
+        "Evaluation": "get_evaluation",
+        "BatchPrediction": "get_batch_prediction",
     }[kind]
+    getter: Callable[..., dict[str, Any]] = getattr(service, method)
     key = {
         "DataSource": "DataSourceId",
         "MLModel": "MLModelId",
         "Evaluation": "EvaluationId",
         "BatchPrediction": "BatchPredictionId",
     }[kind]
-    deadline = time.monotonic() + timeout
-    while True:
-        out = getter(**{key: entity_id})
-        if out["Status"] in DONE:
-            return out
-        assert time.monotonic() < deadline, f"{kind} {entity_id} still {out['Status']} after {timeout} s"
-        time.sleep(0.01)
+    return wait_for(lambda: getter(**{key: entity_id}), timeout=timeout)
+
+
+class Ticks:
+    """A service clock that moves at least 1 ms per reading: every stamp (CreatedAt, LastUpdatedAt,
+    StartedAt, ...) is distinct and later than the one before, without sleeping between calls."""
+
+    def __init__(self) -> None:
+        self.last = 0.0
+        self._lock = threading.Lock()
+        self._wall: Callable[[], float] = now
+
+    def __call__(self) -> float:
+        with self._lock:
+            self.last = max(self._wall(), round(self.last + 0.001, 3))
+            return self.last

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -25,7 +24,7 @@ from amlflow.service.errors import (
 )
 from amlflow.service.jobs import JobContext, JobFailed, JobResult
 from amlflow.settings import Settings
-from tests.service.support import SCHEMA, STANDIN, FakeModel, model_job, wait
+from tests.service.support import SCHEMA, STANDIN, FakeModel, Ticks, model_job, wait
 
 
 @pytest.fixture
@@ -60,8 +59,10 @@ def ds(
 
 def test_lifecycle_timing_fields_and_dependencies(make: Callable[..., Service]) -> None:
     gate = threading.Event()
+    started = threading.Event()
 
     def gated(ctx: JobContext) -> JobResult:
+        started.set()
         assert gate.wait(10)
         return JobResult({"DataSizeInBytes": 42, "NumberOfFiles": 1})
 
@@ -79,7 +80,8 @@ def test_lifecycle_timing_fields_and_dependencies(make: Callable[..., Service]) 
     assert service.create_ml_model(
         MLModelId="ml-1", MLModelType="BINARY", TrainingDataSourceId="ds-1", Parameters={"sgd.maxPasses": "5"}
     ) == {"MLModelId": "ml-1"}
-    time.sleep(0.2)
+    assert started.wait(10)  # the datasource job runs (INPROGRESS) and holds until gate is set
+    assert service.health() == {"jobs_running": 1, "jobs_queued": 0, "jobs_waiting": 1}
     model = service.get_ml_model(MLModelId="ml-1")
     assert model["Status"] == "PENDING"  # waits for its datasource
     assert "StartedAt" not in model and "FinishedAt" not in model and "ComputeTime" not in model
@@ -105,14 +107,18 @@ def test_lifecycle_timing_fields_and_dependencies(make: Callable[..., Service]) 
 
 
 def test_failed_input_fails_the_waiting_job(make: Callable[..., Service]) -> None:
+    gate = threading.Event()
+
     def broken(ctx: JobContext) -> JobResult:
-        time.sleep(0.1)
+        assert gate.wait(10)
         raise JobFailed("DataLocationS3: no data found at s3://b/data.csv")
 
     service = make({"DataSource": broken})
     ds(service, "ds-bad")
     service.create_ml_model(MLModelId="ml-dep", MLModelType="BINARY", TrainingDataSourceId="ds-bad")
     service.create_evaluation(EvaluationId="ev-dep", MLModelId="ml-dep", EvaluationDataSourceId="ds-bad")
+    assert service.health()["jobs_waiting"] == 2  # both wait for the datasource...
+    gate.set()  # ...which now fails
     failed = wait(service, "DataSource", "ds-bad")
     assert failed["Status"] == "FAILED" and "no data found" in failed["Message"]
     assert "FinishedAt" in failed and "ComputeTime" not in failed
@@ -224,7 +230,7 @@ def test_idempotent_creates(make: Callable[..., Service]) -> None:
     with pytest.raises(IdempotentParameterMismatchException, match="ds-i"):
         ds(service, "ds-i", name="other")
     wait(service, "DataSource", "ds-i")
-    args = {
+    args: dict[str, Any] = {
         "MLModelId": "ml-i",
         "MLModelType": "BINARY",
         "TrainingDataSourceId": "ds-i",
@@ -249,11 +255,10 @@ def test_idempotent_creates(make: Callable[..., Service]) -> None:
         )
 
 
-def test_describe_filters_sort_and_paging(make: Callable[..., Service]) -> None:
+def test_describe_filters_sort_and_paging(make: Callable[..., Service], ticks: Ticks) -> None:
     service = make()
     for i, name in enumerate(["alpha 1", "alpha 2", "beta", "alpha 3", "gamma"]):
-        ds(service, f"ds-{i}", name=name, location=f"s3://b/{name[0]}.csv")
-        time.sleep(0.005)
+        ds(service, f"ds-{i}", name=name, location=f"s3://b/{name[0]}.csv")  # distinct CreatedAt (ticks)
     for i in range(5):
         wait(service, "DataSource", f"ds-{i}")
     describe = service.describe_data_sources
@@ -330,12 +335,11 @@ def test_model_describe_filters(make: Callable[..., Service]) -> None:
     assert [b["BatchPredictionId"] for b in bps] == ["bp-1"] and bps[0]["OutputUri"] == "s3://out/"
 
 
-def test_updates_and_deletes(make: Callable[..., Service]) -> None:
+def test_updates_and_deletes(make: Callable[..., Service], ticks: Ticks) -> None:
     service = make()
     ds(service, "ds-u", name="old")
     wait(service, "DataSource", "ds-u")
-    before = service.get_data_source(DataSourceId="ds-u")
-    time.sleep(0.01)
+    before = service.get_data_source(DataSourceId="ds-u")  # the update's stamp is later (ticks)
     assert service.update_data_source(DataSourceId="ds-u", DataSourceName="new") == {"DataSourceId": "ds-u"}
     after = service.get_data_source(DataSourceId="ds-u")
     assert after["Name"] == "new" and after["LastUpdatedAt"] > before["LastUpdatedAt"]
@@ -510,8 +514,8 @@ def test_restart_recovery(make: Callable[..., Service]) -> None:
 def test_shutdown_leaves_queued_jobs_pending_for_the_next_service(make: Callable[..., Service]) -> None:
     first = make(max_jobs=1)
     first.shutdown(timeout=1)
-    ds(first, "ds-late")  # created after shutdown: stays PENDING
-    time.sleep(0.1)
+    ds(first, "ds-late")  # created after shutdown: never queued, stays PENDING
+    assert first.health() == {"jobs_running": 0, "jobs_queued": 0, "jobs_waiting": 0}
     assert first.get_data_source(DataSourceId="ds-late")["Status"] == "PENDING"
     second = make()
     assert wait(second, "DataSource", "ds-late")["Status"] == "COMPLETED"
@@ -520,19 +524,21 @@ def test_shutdown_leaves_queued_jobs_pending_for_the_next_service(make: Callable
 
 def test_shutdown_waits_for_running_jobs_only(make: Callable[..., Service]) -> None:
     started = threading.Event()
+    release = threading.Event()
 
     def slow(ctx: JobContext) -> JobResult:
         started.set()
-        time.sleep(0.3)
+        assert release.wait(10)
         return JobResult({})
 
     service = make({"DataSource": slow}, max_jobs=1)
     for i in range(3):
         ds(service, f"ds-s{i}")
     assert started.wait(5)
-    t0 = time.monotonic()
-    assert service.shutdown(timeout=10) is True
-    assert time.monotonic() - t0 < 2  # queued jobs are not waited for
+    assert service.shutdown(timeout=0) is False  # stops taking work: the queued two are dropped...
+    assert service.health() == {"jobs_running": 1, "jobs_queued": 0, "jobs_waiting": 0}
+    release.set()
+    assert service.shutdown(timeout=10) is True  # ...and only the running one is waited for
     statuses = [service.get_data_source(DataSourceId=f"ds-s{i}")["Status"] for i in range(3)]
     assert statuses == ["COMPLETED", "PENDING", "PENDING"]
     assert service.health() == {"jobs_running": 0, "jobs_queued": 0, "jobs_waiting": 0}

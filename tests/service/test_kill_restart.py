@@ -6,13 +6,13 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from tests.server import aml_data
-from tests.server.conftest import make_client
+from tests.server.harness import make_client
+from tests.service.support import DONE, wait_for
 
 pytestmark = pytest.mark.server
 
@@ -63,10 +63,8 @@ def test_sigkill_mid_job_then_restart_resumes(tmp_path: Path) -> None:
                 "DataRearrangement": '{"splitting": {"percentBegin": 0, "percentEnd": 1}}',
             },
         )
-        deadline = time.monotonic() + 120
-        while ml.get_data_source(DataSourceId="ds-done")["Status"] != "COMPLETED":
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        done = wait_for(lambda: ml.get_data_source(DataSourceId="ds-done"), timeout=120)
+        assert done["Status"] == "COMPLETED", done.get("Message")
         ml.create_data_source_from_s3(
             DataSourceId="ds-killed",
             ComputeStatistics=True,
@@ -75,10 +73,7 @@ def test_sigkill_mid_job_then_restart_resumes(tmp_path: Path) -> None:
                 "DataSchema": aml_data.wine_regression_schema(),
             },
         )
-        status = ml.get_data_source(DataSourceId="ds-killed")
-        while status["Status"] == "PENDING":
-            time.sleep(0.01)
-            status = ml.get_data_source(DataSourceId="ds-killed")
+        status = wait_for(lambda: ml.get_data_source(DataSourceId="ds-killed"), ("INPROGRESS", *DONE), 60)
         if status["Status"] != "INPROGRESS":
             pytest.skip(f"the job finished before it could be killed ({status['Status']})")
         first_start = status["StartedAt"]
@@ -90,12 +85,7 @@ def test_sigkill_mid_job_then_restart_resumes(tmp_path: Path) -> None:
         ml2 = make_client(url2)
         done = ml2.get_data_source(DataSourceId="ds-done")
         assert done["Status"] == "COMPLETED" and done["NumberOfFiles"] == 1  # untouched
-        deadline = time.monotonic() + 180
-        out = ml2.get_data_source(DataSourceId="ds-killed")
-        while out["Status"] not in ("COMPLETED", "FAILED"):
-            assert time.monotonic() < deadline, out
-            time.sleep(0.1)
-            out = ml2.get_data_source(DataSourceId="ds-killed")
+        out = wait_for(lambda: ml2.get_data_source(DataSourceId="ds-killed"), timeout=180)
         assert out["Status"] == "COMPLETED", out.get("Message")
         assert out["StartedAt"] > first_start  # run again from the start by the new server
         assert out["DataSizeInBytes"] == (bucket / "wine-x200.csv").stat().st_size
