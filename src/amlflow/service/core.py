@@ -10,7 +10,7 @@ returning boto3's response dicts (timestamps as timezone-aware UTC datetimes, no
 Semantics follow docs/aml-reference.md §1–2 and §8–9: creates return at once with the entity PENDING;
 jobs wait for their inputs and run in a bounded pool (:mod:`amlflow.service.jobs`); errors are
 :mod:`amlflow.service.errors`. ``Service`` is composed of one part per job, each a subclass of
-:class:`~amlflow.service.entities.EntityOps` (the shared entity rules, Update* and Delete*):
+:class:`~amlflow.service.entities.EntityOps` (the shared entity rules, Update* and Delete*)::
 
     datasources.py   CreateDataSourceFrom*, GetDataSource, the datasource job, data insights
     models.py        CreateMLModel, GetMLModel, the training job
