@@ -7,10 +7,9 @@ from pathlib import Path
 
 import pytest
 
-client_module = pytest.importorskip("amlflow.service.client")
-
-import amlflow  # noqa: E402
-from amlflow.client import reports_for  # noqa: E402
+import amlflow
+from amlflow.client import reports_for
+from amlflow.service import client as client_module
 
 
 @pytest.fixture(autouse=True)

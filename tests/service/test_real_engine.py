@@ -1,7 +1,4 @@
-"""The service end to end on the real engine: wine BINARY/REGRESSION through the in-process client.
-
-Skipped while an engine module the jobs call is missing (the engine lands in parallel).
-"""
+"""The service end to end on the real engine: wine BINARY/REGRESSION through the in-process client."""
 
 from __future__ import annotations
 
@@ -13,13 +10,10 @@ from typing import Any
 
 import pytest
 
-for _module in ("dataset", "stats", "recipe", "model", "evaluation", "batch"):
-    pytest.importorskip(f"amlflow.engine.{_module}")
-
-from amlflow.service.core import Service  # noqa: E402
-from amlflow.service.embedded import build_client  # noqa: E402
-from amlflow.settings import Settings  # noqa: E402
-from tests.server import aml_data  # noqa: E402
+from amlflow.service.core import Service
+from amlflow.service.embedded import build_client
+from amlflow.settings import Settings
+from tests.server import aml_data
 
 FAST = {"Delay": 0.1, "MaxAttempts": 1200}
 
