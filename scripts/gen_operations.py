@@ -65,7 +65,8 @@ def render() -> str:
         "",
         "## Operations",
         "",
-        "| Operation | boto3 / AWS CLI | Required members | Modelled errors | Support | Differences from AML |",
+        "| Operation | boto3 / AWS CLI | Required members | Modelled errors | Support "
+        "| Differences from AML |",
         "|---|---|---|---|---|---|",
     ]
     for name in model.operation_names:
