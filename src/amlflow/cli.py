@@ -30,6 +30,7 @@ from amlflow.server.connections import (
     DEFAULT_KEEP_ALIVE_TIMEOUT,
     DEFAULT_MAX_CONNECTIONS,
 )
+from amlflow.server.predict import DEFAULT_PREDICT_TIMEOUT, DEFAULT_PREDICT_WORKERS
 
 __all__ = ["build_parser", "main"]
 
@@ -175,6 +176,22 @@ def build_parser() -> argparse.ArgumentParser:
         f"(env AMLFLOW_MAX_CONNECTIONS, default {DEFAULT_MAX_CONNECTIONS})",
     )
 
+    predict = serve.add_argument_group("real-time Predict")
+    predict.add_argument(
+        "--predict-workers",
+        type=int,
+        default=_env_number("AMLFLOW_PREDICT_WORKERS", int, DEFAULT_PREDICT_WORKERS),
+        help="threads that run Predict, apart from other operations (env AMLFLOW_PREDICT_WORKERS, "
+        f"default {DEFAULT_PREDICT_WORKERS}; 1: most cheap predictions per second)",
+    )
+    predict.add_argument(
+        "--predict-timeout",
+        type=float,
+        default=_env_number("AMLFLOW_PREDICT_TIMEOUT", float, DEFAULT_PREDICT_TIMEOUT),
+        help="seconds a Predict may take, queueing included; then LimitExceededException "
+        f"(env AMLFLOW_PREDICT_TIMEOUT, default {DEFAULT_PREDICT_TIMEOUT:g})",
+    )
+
     sub.add_parser("version", help="print the version")
     sub.add_parser("operations", help="list the AML operations and their support here")
     return parser
@@ -213,6 +230,10 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         parser.error("--access-key-id and --secret-access-key: give both or neither")
     if not 0 <= args.port <= 65535:
         parser.error(f"--port: expected 0-65535, got {args.port}")
+    if args.predict_workers < 1:
+        parser.error(f"--predict-workers: expected at least 1, got {args.predict_workers}")
+    if not args.predict_timeout > 0:
+        parser.error(f"--predict-timeout: expected a positive number of seconds, got {args.predict_timeout}")
     if args.max_body_bytes < 1:
         parser.error(f"--max-body-bytes: expected a positive number, got {args.max_body_bytes}")
     try:
@@ -241,6 +262,8 @@ def _serve(args: argparse.Namespace, parser: argparse.ArgumentParser) -> int:
         advertised_url=args.advertised_url,
         log_level=args.log_level,
         limits=limits,
+        predict_workers=args.predict_workers,
+        predict_timeout=args.predict_timeout,
     )
     try:
         run(settings, options)

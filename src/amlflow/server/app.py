@@ -3,6 +3,8 @@
 The app is transport only. Each AWS request goes: body size limit → optional SigV4 check →
 ``X-Amz-Target`` → JSON body → ``dispatcher.dispatch(operation, params)`` (run in a worker thread, the
 service is synchronous) → the result shaped to the operation's output by :mod:`amlflow.server.protocol`.
+Nothing but transport work runs on the event loop: ``Predict`` runs in its own worker threads with a
+per-prediction time budget (:mod:`amlflow.server.predict`), every other operation in the shared pool.
 
 Any error carries ``{"__type", "message"}`` plus the ``x-amzn-ErrorType`` header; every response
 carries ``x-amzn-RequestId``. Errors raised by the service are recognised by their ``code``,
@@ -32,6 +34,7 @@ from starlette.routing import Route
 
 from amlflow.server.auth import SignedRequest, SigV4Verifier
 from amlflow.server.connections import DEFAULT_BODY_TIMEOUT
+from amlflow.server.predict import DEFAULT_PREDICT_TIMEOUT, DEFAULT_PREDICT_WORKERS, PredictPool
 from amlflow.server.protocol import (
     CONTENT_TYPE,
     ProtocolError,
@@ -44,11 +47,6 @@ from amlflow.server.protocol import (
 from amlflow.server.validate import validate_input
 
 __all__ = ["DEFAULT_MAX_BODY_BYTES", "Dispatcher", "create_app"]
-
-#: Operations answered on the event loop itself: real-time ``Predict`` scores one record from a model held in
-#: memory (~0.1 ms of service work), less than the hand-off to a worker thread costs. Everything else may
-#: touch the disk or wait on a lock and runs in the thread pool.
-INLINE_OPERATIONS = frozenset({"Predict"})
 
 DEFAULT_MAX_BODY_BYTES = 1024 * 1024
 
@@ -74,6 +72,8 @@ def create_app(
     on_shutdown: Callable[[], None] | None = None,
     validate: bool = True,
     body_timeout: float = DEFAULT_BODY_TIMEOUT,
+    predict_workers: int = DEFAULT_PREDICT_WORKERS,
+    predict_timeout: float = DEFAULT_PREDICT_TIMEOUT,
 ) -> Starlette:
     """Build the Starlette app around ``dispatcher``.
 
@@ -91,6 +91,9 @@ def create_app(
             ``validates_input`` attribute is true (it does the same check itself).
         body_timeout: seconds to receive the whole body once the request head is in; a client still
             sending after that gets 408 ``RequestTimeoutException`` and the connection is closed.
+        predict_workers: threads that run ``Predict`` (apart from the pool other operations share).
+        predict_timeout: seconds a ``Predict`` may take, queueing included; then
+            ``LimitExceededException``.
     """
     if max_body_bytes < 1:
         raise ValueError(f"max_body_bytes: expected a positive number of bytes, got {max_body_bytes}")
@@ -101,6 +104,7 @@ def create_app(
     # A dispatcher that validates every request itself (amlflow.service.Service does, for its in-process
     # callers too) is not validated twice: on Predict that second pass was a measurable share of the time.
     validate = validate and not getattr(dispatcher, "validates_input", False)
+    predictions = PredictPool(predict_workers, predict_timeout)
     started = time.time()
 
     async def aws(request: Request) -> Response:
@@ -123,8 +127,8 @@ def create_app(
             params = parse_body(body)
             if validate:
                 validate_input(operation, params)
-            if operation in INLINE_OPERATIONS:
-                result = dispatcher.dispatch(operation, params)
+            if operation == "Predict":
+                result = await predictions.run(dispatcher.dispatch, operation, params)
             else:
                 result = await run_in_threadpool(dispatcher.dispatch, operation, params)
             payload = serialize_output(operation, result)
@@ -188,7 +192,10 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        yield
+        try:
+            yield
+        finally:
+            predictions.shutdown()
         if on_shutdown is not None:
             await run_in_threadpool(on_shutdown)
 
