@@ -7,7 +7,7 @@ against a bare scikit-learn script doing the same ML work.
     python bench/engine_bench.py --only scale          # 10x Kaggle MNIST (420,000 rows): time and peak memory
     python bench/engine_bench.py --mnist DIR           # where train.csv/test.csv/train_data.csv/... are
 
-Build the full Kaggle-format MNIST files first: ``python ../shared/tools/make-mnist.py /work/mnist``.
+Build the full Kaggle-format MNIST files first: ``.venv/bin/python scripts/make-mnist.py /work/mnist``.
 
 Every case runs in a fresh ``AMLFLOW_HOME`` with local storage, through ``amlflow.connect()`` (the same
 calls a boto3 script makes). Speed: the amlflow run and the bare script run one after the other, each in its
@@ -38,7 +38,6 @@ sys.path[:0] = [str(REPO / "src")]
 DATA = REPO / "data"
 SCHEMAS = REPO / "schemas"
 RECIPES = REPO / "recipes"
-SHARED = REPO.parent / "shared"
 
 MNIST_PARAMS = {
     "sgd.maxPasses": "10",
@@ -186,7 +185,7 @@ def mnist_case(mnist: Path, seed: int) -> dict[str, Any]:
 
 
 def mnist_headerless_case(mnist: Path) -> dict[str, Any]:
-    """Headerless MNIST (60k/10k, pixels NUMERIC, quantile_bin(ALL_NUMERIC,50)): accuracy of the batch output."""
+    """Headerless MNIST (60k/10k, NUMERIC pixels, quantile_bin(ALL_NUMERIC,50)): batch-output accuracy."""
     import gzip
 
     import pandas as pd
@@ -372,7 +371,7 @@ def child_bare(train_csv: Path, test_csv: Path, out_dir: Path) -> dict[str, Any]
         modes[j] = vals[np.argmax(counts)]
         vocab.append(np.delete(vals, np.argmax(counts)))
     x = features(x_train, vocab, modes)
-    # the estimator and settings amlflow uses for MULTICLASS (engine/model.py): C = 1 / (λ·n), maxPasses epochs
+    # the estimator and settings amlflow uses for MULTICLASS (engine/model.py): C = 1/(λ·n), maxPasses epochs
     estimator = LogisticRegression(
         C=1.0 / (1e-5 * n_train), solver="saga", max_iter=10, tol=1e-4, random_state=0, fit_intercept=False
     )
@@ -411,7 +410,8 @@ def speed(mnist: Path) -> list[str]:
     lines = [
         "MNIST Kaggle, 42,000 + 28,000 rows, one run each, separate processes:",
         f"  bare script : total {bare['total_s']:6.1f} s (read {bare['read_s']:.1f}, features+fit "
-        f"{bare['train_s']:.1f}, predict+write {bare['predict_write_s']:.1f}), macro-F1 {bare['macro_f1']:.4f}, "
+        f"{bare['train_s']:.1f}, predict+write {bare['predict_write_s']:.1f}), "
+        f"macro-F1 {bare['macro_f1']:.4f}, "
         f"peak RSS {bare['peak_rss_mb']:.0f} MB",
         f"  amlflow     : total {aml['total_s']:6.1f} s (datasources {aml['datasources_s']} s, training "
         f"{aml['train_s']:.1f} s), macro-F1 {aml['macro_f1']:.4f}, {aml['batch_rows']} batch rows, "
@@ -437,9 +437,12 @@ def scale(mnist: Path, factor: int) -> list[str]:
         many = _child("amlflow", str(big), str(mnist / "test.csv"))
         size_mb = big.stat().st_size / 1e6
     return [
-        f"MNIST 1x vs {factor}x ({size_mb:.0f} MB training file), whole case incl. statistics and batch prediction:",
-        f"  1x : {one['total_s']:6.1f} s, peak RSS {one['peak_rss_mb']:.0f} MB, macro-F1 {one['macro_f1']:.4f}",
-        f"  {factor}x: {many['total_s']:6.1f} s, peak RSS {many['peak_rss_mb']:.0f} MB, macro-F1 {many['macro_f1']:.4f}"
+        f"MNIST 1x vs {factor}x ({size_mb:.0f} MB training file), "
+        "whole case incl. statistics and batch prediction:",
+        f"  1x : {one['total_s']:6.1f} s, peak RSS {one['peak_rss_mb']:.0f} MB, "
+        f"macro-F1 {one['macro_f1']:.4f}",
+        f"  {factor}x: {many['total_s']:6.1f} s, peak RSS {many['peak_rss_mb']:.0f} MB, "
+        f"macro-F1 {many['macro_f1']:.4f}"
         " (its 30 % evaluation rows are copies of training rows, so this F1 says nothing of quality)",
         f"  time ratio {many['total_s'] / one['total_s']:.1f} (target ≤ 12), peak memory target < 2,048 MB",
     ]
@@ -463,7 +466,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result))
         return 0
     if not (args.mnist / "train.csv").exists():
-        raise SystemExit(f"{args.mnist}/train.csv missing: python ../shared/tools/make-mnist.py {args.mnist}")
+        build = f".venv/bin/python scripts/make-mnist.py {args.mnist}"
+        raise SystemExit(f"{args.mnist}/train.csv missing: {build}")
     only = args.only or ["quality", "speed"]
     if "quality" in only:
         print(f"{'case':44} {'amlflow':28} {'AML':18} ok")
