@@ -174,10 +174,14 @@ class ServeProcess:
         self.address = (host, int(port))
 
     def stop(self) -> int:
-        """SIGTERM and wait; return the exit status."""
+        """SIGTERM and wait; return the exit status (its stdout pipe is closed)."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
-        return self.proc.wait(timeout=60)
+        try:
+            return self.proc.wait(timeout=60)
+        finally:
+            if self.proc.stdout is not None:
+                self.proc.stdout.close()
 
     def log_lines(self) -> list[dict[str, Any]]:
         """The JSON records of the log so far."""

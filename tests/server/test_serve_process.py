@@ -2,64 +2,23 @@
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
 
 import httpx
 import pytest
 
-from tests.server.harness import make_client
+from tests.server.harness import ServeProcess, make_client
 
 pytestmark = pytest.mark.server
 
 
-def _start(
-    tmp_path: Path, *extra: str, env: dict[str, str] | None = None
-) -> tuple[subprocess.Popen[str], str]:
-    log = (tmp_path / "server.log").open("w")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "amlflow.cli",
-            "serve",
-            "--port",
-            "0",
-            "--home",
-            str(tmp_path / "home"),
-            "--shutdown-timeout",
-            "20",
-            *extra,
-        ],
-        stdout=subprocess.PIPE,
-        stderr=log,
-        text=True,
-        env={**os.environ, **(env or {})},
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline()
-    assert line.startswith("amlflow serving on http://127.0.0.1:"), (
-        line + (tmp_path / "server.log").read_text()
-    )
-    return proc, line.split()[-1]
-
-
-def _log_lines(tmp_path: Path) -> list[dict[str, Any]]:
-    return [
-        json.loads(line)
-        for line in (tmp_path / "server.log").read_text().splitlines()
-        if line.startswith("{")
-    ]
-
-
 def test_serve_port_zero_health_logs_and_sigterm(tmp_path: Path) -> None:
-    proc, url = _start(tmp_path)
+    srv = ServeProcess(tmp_path)
+    url = srv.url
     try:
         health = httpx.get(url + "/health", timeout=10)
         assert health.status_code == 200 and health.json()["status"] == "ok"
@@ -69,11 +28,10 @@ def test_serve_port_zero_health_logs_and_sigterm(tmp_path: Path) -> None:
         with pytest.raises(ml.exceptions.ResourceNotFoundException):
             ml.get_ml_model(MLModelId="ml-none")
     finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
+        returncode = srv.stop()
     # uvicorn re-raises the signal after a graceful shutdown: the process ends by SIGTERM
-    assert proc.returncode in (0, -signal.SIGTERM)
-    lines = _log_lines(tmp_path)
+    assert returncode in (0, -signal.SIGTERM)
+    lines = srv.log_lines()
     access = [rec for rec in lines if rec.get("logger") == "amlflow.server.access"]
     ours = [rec for rec in access if rec["request_id"] == request_id]
     assert ours and ours[0]["operation"] == "DescribeMLModels" and ours[0]["status"] == 200
@@ -90,36 +48,27 @@ def test_sigterm_lets_a_running_job_finish(tmp_path: Path, data_dir: Path) -> No
     (storage / "wine.csv").write_bytes((data_dir / "wine" / "winequality-red-comma.csv").read_bytes())
     from tests.server.aml_data import wine_regression_schema
 
-    proc, url = _start(tmp_path)
-    try:
-        ml = make_client(url)
+    with ServeProcess(tmp_path) as srv:
+        ml = make_client(srv.url)
         ml.create_data_source_from_s3(
             DataSourceId="ds-term",
             ComputeStatistics=True,
             DataSpec={"DataLocationS3": "s3://bucket/wine.csv", "DataSchema": wine_regression_schema()},
         )
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
-    proc2, url2 = _start(tmp_path)
-    try:
-        ml2 = make_client(url2)
+    with ServeProcess(tmp_path) as srv2:
+        ml2 = make_client(srv2.url)
         deadline = time.monotonic() + 60
         status = ml2.get_data_source(DataSourceId="ds-term")
         while status["Status"] not in ("COMPLETED", "FAILED") and time.monotonic() < deadline:
             time.sleep(0.2)
             status = ml2.get_data_source(DataSourceId="ds-term")
         assert status["Status"] == "COMPLETED", status.get("Message")
-    finally:
-        proc2.send_signal(signal.SIGTERM)
-        proc2.wait(timeout=60)
 
 
 def test_serve_requires_signatures_when_keys_are_set(tmp_path: Path) -> None:
-    proc, url = _start(
-        tmp_path, env={"AMLFLOW_ACCESS_KEY_ID": "AKIDSERVE", "AMLFLOW_SECRET_ACCESS_KEY": "sekrit"}
-    )
-    try:
+    env = {"AMLFLOW_ACCESS_KEY_ID": "AKIDSERVE", "AMLFLOW_SECRET_ACCESS_KEY": "sekrit"}
+    with ServeProcess(tmp_path, env=env) as srv:
+        url = srv.url
         good = make_client(url, key="AKIDSERVE", secret="sekrit")
         assert "Results" in good.describe_ml_models()
         bad = make_client(url, key="AKIDSERVE", secret="wrong")
@@ -127,9 +76,6 @@ def test_serve_requires_signatures_when_keys_are_set(tmp_path: Path) -> None:
             bad.describe_ml_models()
         assert info.value.response["Error"]["Code"] == "InvalidSignatureException"
         assert httpx.get(url + "/health", timeout=10).json()["auth"] == "sigv4"
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        proc.wait(timeout=60)
 
 
 def test_port_in_use_is_a_clear_error(tmp_path: Path) -> None:
