@@ -228,7 +228,8 @@ def main() -> None:
     share = added / flowed["wall_s"] if flowed["wall_s"] else float("nan")
     print(f"\nadded time = {share:.1%} of the flow run (target ≤ 25 %)")
     print(
-        f"metric: in-process {direct['metric']:.4f}, flow {flowed['metric']:.4f}; Kaggle accuracy {flowed['accuracy']}"
+        f"metric: in-process {direct['metric']:.4f}, flow {flowed['metric']:.4f}; "
+        f"Kaggle accuracy {flowed['accuracy']}"
     )
     if args.json:
         Path(args.json).write_text(

@@ -1,7 +1,8 @@
 """MNIST, headerless variant: 784 numeric pixels then the label, no header line.
 
 AML configuration: separate training and test datasources; recipe ``ALL_BINARY, ALL_CATEGORICAL,
-quantile_bin(ALL_NUMERIC,50), lowercase(ALL_TEXT)``; ``sgd.maxPasses=100``, ``sgd.l2RegularizationAmount=1e-4``.
+quantile_bin(ALL_NUMERIC,50), lowercase(ALL_TEXT)``; ``sgd.maxPasses=100``,
+``sgd.l2RegularizationAmount=1e-4``.
 The test datasource is both evaluated and batch-predicted; the batch output's ``trueLabel`` column is read
 back to score the accuracy (AML: about 91 %).
 """

@@ -39,7 +39,7 @@ def decide_promotion(
     Example:
         >>> decide_promotion("wine", {"metric": 0.70, "higher_is_better": False, "alerts": [],
         ...                           "ml_model_id": "ml-new"},
-        ...                  {"metric": 0.73, "higher_is_better": False, "alerts": [], "ml_model_id": "ml-old"})
+        ...     {"metric": 0.73, "higher_is_better": False, "alerts": [], "ml_model_id": "ml-old"})
         {'promote': True, 'reason': 'RMSE ...', 'champion': 'ml-new'}
     """
     new_id = str(challenger["ml_model_id"])

@@ -232,7 +232,7 @@ def report_data_insights(
 
 
 def _confusion(report: Mapping[str, Any]) -> tuple[list[str], list[list[float]]] | None:
-    """``confusion_matrix`` of an evaluation report (docs/formats.md): labels and rows (actual × predicted)."""
+    """``confusion_matrix`` of an evaluation report (docs/formats.md): labels, rows (actual × predicted)."""
     cm = report.get("confusion_matrix")
     if not cm:
         return None
@@ -373,7 +373,10 @@ def report_evaluation(
         labels, matrix = confusion
         lines += ["", "## Confusion matrix (rows: actual, columns: predicted)", ""]
         lines.append(
-            _md_table(["actual \\ predicted", *labels], [[lab, *row] for lab, row in zip(labels, matrix)])
+            _md_table(
+                ["actual \\ predicted", *labels],
+                [[lab, *row] for lab, row in zip(labels, matrix, strict=True)],
+            )
         )
         image_md = _confusion_figure(labels, matrix, out / f"{label}-confusion-matrix.png")
     if thresholds:
@@ -494,7 +497,7 @@ def report_batch_prediction(
         if local_files
         else pd.DataFrame()
     )
-    for result_uri, local in zip(results.values(), local_files):
+    for result_uri, local in zip(results.values(), local_files, strict=True):
         create_link_artifact(
             Path(local).resolve().as_uri(),
             link_text=f"{result_uri} (local copy)",
@@ -528,7 +531,7 @@ def report_batch_prediction(
         "",
         f"* model: `{bp.get('MLModelId')}`; datasource: `{bp.get('BatchPredictionDataSourceId')}`",
         f"* records: {bp.get('TotalRecordCount', '–')}, invalid: {bp.get('InvalidRecordCount', '–')}",
-        *[f"* result: `{uri}` → `{local}`" for uri, local in zip(results.values(), local_files)],
+        *[f"* result: `{uri}` → `{local}`" for uri, local in zip(results.values(), local_files, strict=True)],
         "",
         image_md,
     ]

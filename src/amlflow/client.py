@@ -7,11 +7,10 @@ dropped on the way (the bug of prefect-aws's ``client_waiter``, which rebuilds a
 
 Which AML client you get (:func:`ml_client`):
 
-| condition (first match wins)                                   | client                                       |
-|----------------------------------------------------------------|----------------------------------------------|
-| ``endpoint_url=`` argument or ``AWS_ENDPOINT_URL_MACHINE_LEARNING`` | ``boto3.client("machinelearning", endpoint_url=...)`` (an ``amlflow serve`` endpoint) |
-| ``AMLFLOW_TARGET=aws``                                         | ``boto3.client("machinelearning")`` (real AWS) |
-| otherwise (``AMLFLOW_TARGET`` unset or ``embedded``)           | the in-process service, ``amlflow.connect()`` |
+1. ``endpoint_url=`` argument or ``AWS_ENDPOINT_URL_MACHINE_LEARNING``: ``boto3.client("machinelearning",
+   endpoint_url=...)`` (an ``amlflow serve`` endpoint);
+2. ``AMLFLOW_TARGET=aws``: ``boto3.client("machinelearning")`` (real AWS);
+3. otherwise (``AMLFLOW_TARGET`` unset or ``embedded``): the in-process service, ``amlflow.connect()``.
 
 Which storage you get (:func:`storage`): in the embedded default the same storage the in-process service
 reads (``amlflow.storage.storage_from_settings``: ``s3://bucket/key`` is the file
@@ -23,9 +22,9 @@ Environment read here (besides boto3's own: credentials, ``AWS_ENDPOINT_URL_S3``
 
 | variable                              | meaning                                             | default |
 |---------------------------------------|-----------------------------------------------------|---------|
-| ``AMLFLOW_TARGET``                    | ``embedded`` / ``endpoint`` / ``aws``               | ``embedded`` unless an endpoint is set |
+| ``AMLFLOW_TARGET``                    | ``embedded`` / ``endpoint`` / ``aws``               | see above |
 | ``AWS_ENDPOINT_URL_MACHINE_LEARNING`` | URL of an AML-compatible endpoint                   | unset   |
-| ``AWS_REGION`` / ``AWS_DEFAULT_REGION`` | region for boto3 clients                          | ``us-east-1`` |
+| ``AWS_REGION``, ``AWS_DEFAULT_REGION`` | region for boto3 clients                       | ``us-east-1`` |
 | ``AMLFLOW_CLIENT_MAX_ATTEMPTS``       | botocore retry attempts (mode ``standard``)         | 5       |
 | ``AMLFLOW_CLIENT_CONNECT_TIMEOUT``    | seconds                                             | 10      |
 | ``AMLFLOW_CLIENT_READ_TIMEOUT``       | seconds                                             | 60      |
@@ -133,7 +132,10 @@ class ClientOptions:
         )
 
     def __repr__(self) -> str:
-        return f"ClientOptions(target={self.target!r}, endpoint_url={self.endpoint_url!r}, region={self.region!r})"
+        return (
+            f"ClientOptions(target={self.target!r}, endpoint_url={self.endpoint_url!r}, "
+            f"region={self.region!r})"
+        )
 
 
 def client_options(**overrides: Any) -> ClientOptions:

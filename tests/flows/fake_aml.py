@@ -114,9 +114,8 @@ class FakeML:
             - ent["created"]
             - max((self.pending + self.running for _ in ent["deps"]), default=0.0)
         )
-        if "FAIL" in str(ent["params"].get("MLModelName", "")):
-            if age > self.pending:
-                return "FAILED", "Training failed: the recipe's output 'FAIL' is not a group or attribute"
+        if "FAIL" in str(ent["params"].get("MLModelName", "")) and age > self.pending:
+            return "FAILED", "Training failed: the recipe's output 'FAIL' is not a group or attribute"
         if age < self.pending:
             return "PENDING", ""
         if age < self.pending + self.running:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 import pytest
@@ -104,7 +105,7 @@ def test_wait_for_entity_backs_off_exponentially_to_a_cap() -> None:
     done = wait_for_entity(seq.get, "MLModelId", "ml-1", "ML model", sleep=sleeps.append)
     assert done["Status"] == "COMPLETED" and done["MLModelId"] == "ml-1"
     assert sleeps[0] == pytest.approx(0.2)
-    assert all(b >= a for a, b in zip(sleeps, sleeps[1:]))
+    assert all(b >= a for a, b in itertools.pairwise(sleeps))
     assert max(sleeps) == pytest.approx(5.0)
 
 

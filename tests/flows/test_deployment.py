@@ -1,6 +1,6 @@
 """prefect.yaml for real: a Prefect server, a process work pool, `prefect deploy`, a worker, a watched run.
 
-Slow (a server and a worker start as subprocesses): run with ``pytest -m slow tests/flows/test_deployment.py``.
+Slow (a server and a worker start as subprocesses): ``pytest -m slow tests/flows/test_deployment.py``.
 """
 
 from __future__ import annotations

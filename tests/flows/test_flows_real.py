@@ -1,4 +1,4 @@
-"""The flows end to end on the real AML service: embedded (wine, banking subset) and `amlflow serve` + moto S3."""
+"""The flows end to end on the real AML service: embedded (wine, banking subset); `amlflow serve` + moto."""
 
 from __future__ import annotations
 

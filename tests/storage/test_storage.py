@@ -1,4 +1,4 @@
-"""LocalStorage and S3Storage (against moto's ThreadedMotoServer): the same behaviour through one interface."""
+"""LocalStorage and S3Storage (against moto's ThreadedMotoServer): one behaviour through one interface."""
 
 from __future__ import annotations
 

@@ -1,11 +1,11 @@
-"""amlflow.storage — ``s3://bucket/key`` objects on a local root directory or on S3 (see docs/architecture.md).
+"""amlflow.storage — ``s3://bucket/key`` objects on a local root directory or on S3 (docs/architecture.md).
 
 ``Storage`` is the small protocol the service and the tasks use::
 
-    list(uri_prefix) -> list[ObjectInfo]     the object itself if it is one, else every object under the prefix
+    list(uri_prefix) -> list[ObjectInfo]     the object itself if it is one, else every object below
     open_read(uri) -> BinaryIO               a streamed, binary, readable file object (close it)
     read_bytes(uri) -> bytes
-    write_atomic(uri, data_or_file)          bytes, a local file path, or a binary file object; whole or nothing
+    write_atomic(uri, data_or_file)          bytes, a local file path or a binary file object; all or nothing
     exists(uri) -> bool
 
 ``LocalStorage(root)`` maps ``s3://bucket/key`` to ``<root>/bucket/key``; ``S3Storage`` goes through
@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import io
 import os
-import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
+
+from amlflow.storage.atomic import write_file_atomic
 
 __all__ = ["LocalStorage", "ObjectInfo", "S3Storage", "Storage", "parse_s3_uri", "storage_from_settings"]
 
@@ -155,21 +155,13 @@ class LocalStorage:
         path = self.path(uri)
         if not parse_s3_uri(uri)[1] or uri.endswith("/"):
             raise ValueError(f"{uri!r}: expected an object URI (s3://bucket/key), not a prefix")
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".amlflow-tmp-", dir=path.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                if _is_data(data_or_file):
-                    out.write(data_or_file)  # type: ignore[arg-type]
-                elif isinstance(data_or_file, str | os.PathLike):
-                    with open(data_or_file, "rb") as src:
-                        shutil.copyfileobj(src, out, _CHUNK)
-                else:
-                    shutil.copyfileobj(data_or_file, out, _CHUNK)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        if isinstance(data_or_file, bytes | bytearray | memoryview):
+            write_file_atomic(path, bytes(data_or_file))
+        elif isinstance(data_or_file, str | os.PathLike):
+            with open(data_or_file, "rb") as src:
+                write_file_atomic(path, src)
+        else:
+            write_file_atomic(path, data_or_file)
 
 
 class _Body(io.RawIOBase):
@@ -243,7 +235,7 @@ class S3Storage:
             if self._not_found(exc):
                 raise FileNotFoundError(f"{uri}: no such object") from None
             raise
-        return io.BufferedReader(_Body(body), _CHUNK)  # type: ignore[return-value]
+        return io.BufferedReader(_Body(body), _CHUNK)
 
     def read_bytes(self, uri: str) -> bytes:
         with self.open_read(uri) as fh:
@@ -262,7 +254,7 @@ class S3Storage:
         return True
 
     def write_atomic(self, uri: str, data_or_file: bytes | str | os.PathLike[str] | BinaryIO) -> None:
-        """One ``put_object`` / ``upload_file`` / ``upload_fileobj``: S3 makes the object visible whole or not at all."""
+        """One ``put_object``, ``upload_file`` or ``upload_fileobj``: S3 shows it whole or not at all."""
         bucket, key = parse_s3_uri(uri)
         if not key or key.endswith("/"):
             raise ValueError(f"{uri!r}: expected an object URI (s3://bucket/key), not a prefix")
