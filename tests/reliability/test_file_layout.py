@@ -13,7 +13,6 @@ from tests.reliability.strategies import encode
 pytestmark = [pytest.mark.reliability, pytest.mark.server]
 
 
-@pytest.mark.xfail(strict=True, reason="issue 8 row 1: entity ids still become paths (being fixed)")
 def test_odd_ids_keep_their_own_files(hostile: HostileClient, hostile_server: tuple[Any, Any, Path]) -> None:
     """Entities named ``.``, ``..``, ``table``, ``model``, ``TABLE`` (seeded) each work on their own data.
 

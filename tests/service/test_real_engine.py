@@ -12,6 +12,7 @@ import pytest
 
 from amlflow.service.core import Service
 from amlflow.service.embedded import build_client
+from amlflow.service.layout import entity_dir_name
 from amlflow.settings import Settings
 from tests.server import aml_data
 
@@ -78,7 +79,7 @@ def test_datasource_model_and_insights(env: tuple[Any, Service, Path], wine: dic
     assert model["SizeInBytes"] > 0 and model["ScoreThreshold"] == 0.5
     assert model["TrainingParameters"]["sgd.maxPasses"] == "10"
     assert json.loads(model["Recipe"])["outputs"]  # the suggested recipe, kept
-    assert (service.home / "models" / "ml-wine" / "model").is_dir()
+    assert (service.home / "models" / entity_dir_name("MLModel", "ml-wine") / "model").is_dir()
 
 
 def test_evaluation_report(env: tuple[Any, Service, Path], wine: dict[str, str]) -> None:

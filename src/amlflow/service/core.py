@@ -24,11 +24,13 @@ This module holds the constructor, restart recovery, shutdown and :meth:`Service
 entry point the HTTP app and the in-process client call. Files under ``AMLFLOW_HOME``::
 
     state.db                                  entity state (SQLite, WAL)
-    datasources/<id>/table/                   the encoded table (engine.dataset)
-    datasources/<id>/insights.json            data insights (ComputeStatistics=true)
-    models/<id>/model/                        the saved model (engine.model, never pickled)
-    evaluations/<id>/report.json              the evaluation report (baseline, confusion matrix, ...)
-    logs/<kind>/<id>.log                      job logs (LogUri)
+    datasources/<dir>/table/                  the encoded table (engine.table)
+    datasources/<dir>/insights.json           data insights (ComputeStatistics=true)
+    models/<dir>/model/                       the saved model (engine.model, never pickled)
+    evaluations/<dir>/report.json             the evaluation report (baseline, confusion matrix, ...)
+    logs/<kind>/<dir>.log                     job logs (LogUri)
+
+``<dir>`` is :func:`amlflow.service.layout.entity_dir_name` of the entity's kind and id, never the id.
 
 The jobs reach the engine's ML work only through ``Service(engine=...)``
 (:class:`amlflow.service.engine_jobs.EngineJobs`; default: the real engine).

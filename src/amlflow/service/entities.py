@@ -26,6 +26,7 @@ from amlflow.service.errors import (
     ResourceNotFoundException,
 )
 from amlflow.service.jobs import JobRunner, now
+from amlflow.service.layout import KIND_FOLDERS, entity_dir_name
 from amlflow.service.state import Entity, StateStore
 from amlflow.settings import Settings
 from amlflow.storage import Storage, parse_s3_uri
@@ -302,13 +303,8 @@ class EntityOps:
             raise InvalidInputException(f"{member}: {exc}") from None
 
     def _paths(self, kind: str, entity_id: str) -> Path:
-        folder = {
-            "DataSource": "datasources",
-            "MLModel": "models",
-            "Evaluation": "evaluations",
-            "BatchPrediction": "batch-predictions",
-        }[kind]
-        return self.home / folder / entity_id
+        """The entity's own directory (docs: service/layout.py): never derived from the id as a path."""
+        return self.home / KIND_FOLDERS[kind] / entity_dir_name(kind, entity_id)
 
     def _schema_of(self, ds: Entity) -> Schema:
         return parse_schema(ds.internal["schema"])

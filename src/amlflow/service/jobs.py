@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from amlflow.engine.errors import EngineError
+from amlflow.service.layout import entity_dir_name
 from amlflow.service.state import Entity, StateStore
 
 __all__ = ["JobContext", "JobFailed", "JobResult", "JobRunner", "now"]
@@ -107,7 +108,7 @@ class JobRunner:
     # ------------------------------------------------------------------------------------ schedule
 
     def log_path(self, kind: str, entity_id: str) -> Path:
-        return self.log_dir / kind / f"{entity_id}.log"
+        return self.log_dir / kind / f"{entity_dir_name(kind, entity_id)}.log"
 
     def schedule(self, kind: str, entity_id: str) -> None:
         """Submit the entity's job if its inputs are ready; fail it if an input failed; else let it wait."""
