@@ -110,6 +110,15 @@ class DataSources(EntityOps):
         folder.mkdir(parents=True, exist_ok=True)
         info = self.engine.build_dataset(sources, schema, rearrangement, table_dir)
         ctx.log(f"encoded {info.n_rows} rows ({info.n_rejected} rejected)")
+        if info.n_rows == 0:
+            shutil.rmtree(table_dir, ignore_errors=True)
+            detail = (
+                f"all {info.n_rejected} record(s) were rejected" if info.n_rejected else "it has no records"
+            )
+            raise JobFailed(
+                f"DataLocationS3: no valid record in {location} for this datasource ({detail}; "
+                "an empty file, a header only, or a DataRearrangement that selects nothing)."
+            )
         attrs: dict[str, Any] = {
             "DataSizeInBytes": int(info.data_size_bytes),
             "NumberOfFiles": int(info.n_files),

@@ -5,6 +5,7 @@
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 from amlflow.service.entities import DESCRIBE_FIELDS, EntityOps, write_json
@@ -12,7 +13,7 @@ from amlflow.service.errors import (
     InvalidInputException,
     ResourceNotFoundException,
 )
-from amlflow.service.jobs import JobContext, JobResult
+from amlflow.service.jobs import JobContext, JobFailed, JobResult
 
 __all__ = ["Evaluations"]
 
@@ -71,6 +72,13 @@ class Evaluations(EntityOps):
             "score_threshold": float(model_entity.attrs.get("ScoreThreshold", 0.5)),
         }
         result = self.engine.evaluate(model, table, schema, training_info=training_info)
+        undefined = [k for k, v in result.properties.items() if not math.isfinite(float(v))]
+        if undefined:
+            ds_id = entity.attrs["EvaluationDataSourceId"]
+            raise JobFailed(
+                f"EvaluationDataSourceId: {', '.join(undefined)} is undefined on datasource {ds_id}: "
+                "it has no record with a usable target value."
+            )
         folder = self._paths("Evaluation", entity.id)
         folder.mkdir(parents=True, exist_ok=True)
         write_json(folder / "report.json", result.report)
