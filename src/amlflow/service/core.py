@@ -54,6 +54,7 @@ from amlflow.service.engine_jobs import ENGINE, EngineJobs, Model
 from amlflow.service.errors import AmlError
 from amlflow.service.evaluations import Evaluations
 from amlflow.service.jobs import JobFunction, JobRunner, now
+from amlflow.service.layout import PathRedactor
 from amlflow.service.models import Models
 from amlflow.service.realtime import RateLimiter, Realtime
 from amlflow.service.state import Entity, StateStore
@@ -109,12 +110,14 @@ class Service(DataSources, Models, Evaluations, BatchPredictions, Describe, Tags
             "BatchPrediction": self._batch_job,
         }
         job_functions.update(jobs or {})
+        local_root = self.settings.resolved_storage_root() if self.settings.storage == "local" else None
         self.jobs = JobRunner(
             self.state,
             max_jobs=self.settings.max_jobs,
             jobs=job_functions,
             deps=self._deps,
             log_dir=self.home / "logs",
+            redact=PathRedactor(home=self.home, storage_root=local_root),
         )
         self._models: dict[str, Model] = {}
         self._models_lock = threading.Lock()

@@ -94,7 +94,10 @@ class DataSources(EntityOps):
     def _datasource_job(self, ctx: JobContext) -> JobResult:
         entity = ctx.entity
         location = entity.attrs["DataLocationS3"]
-        objects = [o for o in self.storage.list(location) if not o.key.endswith("/")]
+        try:
+            objects = [o for o in self.storage.list(location) if not o.key.endswith("/")]
+        except ValueError as exc:  # the storage refuses the location (a link out of the root, say)
+            raise JobFailed(f"DataLocationS3: {exc}") from None
         if not objects:
             raise JobFailed(
                 f"DataLocationS3: no data found at {location} (no object or prefix of that name)."
@@ -108,7 +111,12 @@ class DataSources(EntityOps):
         if table_dir.exists():
             shutil.rmtree(table_dir)
         folder.mkdir(parents=True, exist_ok=True)
-        info = self.engine.build_dataset(sources, schema, rearrangement, table_dir)
+        try:
+            info = self.engine.build_dataset(sources, schema, rearrangement, table_dir)
+        except ValueError as exc:
+            if isinstance(exc, EngineError):
+                raise
+            raise JobFailed(f"DataLocationS3: {exc}") from None
         ctx.log(f"encoded {info.n_rows} rows ({info.n_rejected} rejected)")
         if info.n_rows == 0:
             shutil.rmtree(table_dir, ignore_errors=True)

@@ -17,12 +17,14 @@ from typing import Any, TypeVar, cast
 import numpy as np
 
 from amlflow.engine.dataset import EncodedTable
+from amlflow.engine.errors import EngineError
 from amlflow.engine.schema import Schema, parse_schema
 from amlflow.engine.table import Table
 from amlflow.service.engine_jobs import EngineJobs, Model
 from amlflow.service.errors import (
     IdempotentParameterMismatchException,
     InvalidInputException,
+    PredictorNotMountedException,
     ResourceNotFoundException,
 )
 from amlflow.service.jobs import JobRunner, now
@@ -310,13 +312,25 @@ class EntityOps:
         return parse_schema(ds.internal["schema"])
 
     def _table_of(self, ds_id: str) -> Table:
-        return EncodedTable.open(self._paths("DataSource", ds_id) / "table")
+        try:
+            return EncodedTable.open(self._paths("DataSource", ds_id) / "table")
+        except (OSError, ValueError, EngineError):
+            raise InvalidInputException(
+                f"DataSourceId: the encoded data of datasource {ds_id} is missing or damaged; "
+                "re-create the datasource."
+            ) from None
 
     def _model(self, model_id: str) -> Model:
         with self._models_lock:
             model = self._models.get(model_id)
         if model is None:
-            model = self.engine.load_model(self._paths("MLModel", model_id) / "model")
+            try:
+                model = self.engine.load_model(self._paths("MLModel", model_id) / "model")
+            except (OSError, ValueError, KeyError, EngineError):
+                raise PredictorNotMountedException(
+                    f"MLModelId: the saved model of ML model {model_id} is missing or damaged; "
+                    "re-create the ML model."
+                ) from None
             with self._models_lock:
                 self._models[model_id] = model
         return model

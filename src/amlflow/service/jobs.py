@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from amlflow.engine.errors import EngineError
+from amlflow.service.errors import AmlError
 from amlflow.service.layout import entity_dir_name
 from amlflow.service.state import Entity, StateStore
 
@@ -91,8 +92,10 @@ class JobRunner:
         deps: DepsFunction,
         log_dir: Path,
         on_finish: Callable[[Entity], None] | None = None,
+        redact: Callable[[str], str] | None = None,
     ) -> None:
         self.state = state
+        self.redact = redact
         self.jobs = dict(jobs)
         self.deps = deps
         self.log_dir = log_dir
@@ -195,6 +198,9 @@ class JobRunner:
             except EngineError as exc:
                 ctx.log(f"FAILED: {exc.message}")
                 self._finish_failed(entity, exc.message)
+            except AmlError as exc:
+                ctx.log(f"FAILED: {exc.message}")
+                self._finish_failed(entity, exc.message)
             except FileNotFoundError as exc:
                 ctx.log(f"FAILED: {exc}")
                 self._finish_failed(entity, f"Input not found: {exc}")
@@ -235,6 +241,8 @@ class JobRunner:
                 self.kick()
 
     def _finish_failed(self, entity: Entity, message: str) -> None:
+        if self.redact is not None:  # users see s3:// locations and fields, never server paths
+            message = self.redact(message)
         stamp = now()
 
         def fail(e: Entity) -> bool:

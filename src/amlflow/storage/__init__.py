@@ -106,7 +106,7 @@ class LocalStorage:
         path = (self.root / bucket / key) if key else (self.root / bucket)
         resolved = path.resolve()
         if resolved != self.root and self.root not in resolved.parents:
-            raise ValueError(f"{uri!r}: resolves outside the storage root {self.root}")
+            raise ValueError(f"{uri!r}: resolves outside the storage root (a link?)")
         return path
 
     def list(self, uri_prefix: str) -> list[ObjectInfo]:
