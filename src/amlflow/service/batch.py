@@ -16,6 +16,7 @@ from amlflow.service.errors import (
     InvalidInputException,
 )
 from amlflow.service.jobs import JobContext, JobResult
+from amlflow.service.layout import BATCH_WORK_PREFIX, entity_dir_name
 from amlflow.storage import parse_s3_uri
 
 __all__ = ["BatchPredictions"]
@@ -76,14 +77,20 @@ class BatchPredictions(EntityOps):
         else:
             spans = [(by_key.get(key, key), key, (start, stop)) for key, start, stop in files]
         total = invalid = 0
-        work = Path(tempfile.mkdtemp(prefix=f".bp-{entity.id}-", dir=self.home))
+        staged: list[tuple[Path, str, str]] = []  # (local part, result URI, input URI)
+        published: list[str] = []
+        work = Path(
+            tempfile.mkdtemp(
+                prefix=f"{BATCH_WORK_PREFIX}{entity_dir_name('BatchPrediction', entity.id)}-", dir=self.home
+            )
+        )
         try:
+            # 1. score every input file into local parts: the long part, nothing visible yet
             for i, (input_uri, key, rows) in enumerate(spans):
                 name = PurePosixPath(key).name or "data"
                 # AML: <id>-<input file name>.gz. AML read only plain CSV; for a gzipped input (an amlflow
                 # extension) the output is named after the CSV inside it, not "<name>.gz.gz".
                 name = name.removesuffix(".gz") or name
-                result_uri = f"{base}result/{entity.id}-{name}.gz"
                 gz = work / f"part-{i}.gz"
                 with gzip.open(gz, "wb", compresslevel=6) as out:
                     counts = self.engine.write_batch_output(
@@ -91,10 +98,22 @@ class BatchPredictions(EntityOps):
                     )
                 total += int(counts.total)
                 invalid += int(counts.invalid)
+                staged.append((gz, f"{base}result/{entity.id}-{name}.gz", input_uri))
+                ctx.log(f"scored {input_uri}: {counts.total} records ({counts.invalid} invalid)")
+            # 2. publish the parts, then the manifest last: a reader that sees the manifest sees every part
+            for gz, result_uri, input_uri in staged:
                 self.storage.write_atomic(result_uri, gz)
+                published.append(result_uri)
                 manifest[input_uri] = result_uri
-                ctx.log(f"wrote {result_uri}: {counts.total} records ({counts.invalid} invalid)")
+                ctx.log(f"wrote {result_uri}")
             self.storage.write_atomic(f"{base}{entity.id}.manifest", json.dumps(manifest).encode("utf-8"))
+        except BaseException:
+            for uri in published:  # all or nothing: a failed batch leaves no parts behind
+                try:
+                    self.storage.delete(uri)
+                except Exception as exc:  # the failure itself is what the entity reports
+                    ctx.log(f"could not remove {uri}: {exc}")
+            raise
         finally:
             shutil.rmtree(work, ignore_errors=True)
         ctx.log(f"scored {total} records ({invalid} invalid), threshold {threshold}")

@@ -54,7 +54,7 @@ from amlflow.service.engine_jobs import ENGINE, EngineJobs, Model
 from amlflow.service.errors import AmlError
 from amlflow.service.evaluations import Evaluations
 from amlflow.service.jobs import JobFunction, JobRunner, now
-from amlflow.service.layout import PathRedactor
+from amlflow.service.layout import PathRedactor, clean_leftovers
 from amlflow.service.models import Models
 from amlflow.service.realtime import RateLimiter, Realtime
 from amlflow.service.state import Entity, StateStore
@@ -138,7 +138,10 @@ class Service(DataSources, Models, Evaluations, BatchPredictions, Describe, Tags
         self.endpoint_url = url
 
     def recover(self) -> None:
-        """Restart recovery: PENDING and INPROGRESS entities of an earlier run are queued again."""
+        """Restart recovery: crash leftovers removed; PENDING and INPROGRESS entities queued again."""
+        local_root = self.settings.resolved_storage_root() if self.settings.storage == "local" else None
+        for path in clean_leftovers(self.home, local_root):
+            log.info("removed a crash leftover: %s", path)
         for entity in self.state.all(statuses=("PENDING", "INPROGRESS")):
             if entity.status == "INPROGRESS":
                 stamp = now()

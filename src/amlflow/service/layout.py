@@ -15,7 +15,7 @@ import os
 import re
 from pathlib import Path
 
-__all__ = ["KIND_FOLDERS", "PathRedactor", "entity_dir_name"]
+__all__ = ["BATCH_WORK_PREFIX", "KIND_FOLDERS", "PathRedactor", "clean_leftovers", "entity_dir_name"]
 
 #: The folder under the home for each entity kind.
 KIND_FOLDERS = {
@@ -26,6 +26,12 @@ KIND_FOLDERS = {
 }
 
 _SLUG_CHARS = re.compile(r"[^a-z0-9_-]+")
+
+#: Prefix of a batch prediction's local work directory (directly under the home) while it scores.
+BATCH_WORK_PREFIX = ".bp-"
+#: What a crash can leave: atomic-write temp files, the engine's half-written tables, batch work folders.
+_LEFTOVER_FILE = re.compile(r"^\.amlflow-tmp-")
+_LEFTOVER_TABLE = re.compile(r"^\..+\.tmp-[0-9a-f]+$")
 
 
 def entity_dir_name(kind: str, entity_id: str) -> str:
@@ -68,3 +74,36 @@ class PathRedactor:
         for pattern, replacement in self._roots:
             text = pattern.sub(replacement, text)
         return text
+
+
+def clean_leftovers(home: Path, storage_root: Path | None = None) -> list[Path]:
+    """Remove what a crashed process left half-written; return what was removed.
+
+    Under ``home``: batch work folders (``.bp-*``), the engine's temporary tables (``.<name>.tmp-<hex>``
+    beside an entity's ``table``/``model``), and atomic-write temp files (``.amlflow-tmp-*``); under the
+    local ``storage_root``, atomic-write temp files. Finished files are never touched: they are only ever
+    renamed into place whole.
+    """
+    import shutil
+
+    removed: list[Path] = []
+    if home.is_dir():
+        for path in home.glob(BATCH_WORK_PREFIX + "*"):
+            if path.is_dir():
+                shutil.rmtree(path, ignore_errors=True)
+                removed.append(path)
+        for folder in KIND_FOLDERS.values():
+            for entity_dir in (home / folder).glob("*"):
+                for path in entity_dir.glob(".*"):
+                    if _LEFTOVER_TABLE.match(path.name) or _LEFTOVER_FILE.match(path.name):
+                        shutil.rmtree(path, ignore_errors=True) if path.is_dir() else path.unlink(
+                            missing_ok=True
+                        )
+                        removed.append(path)
+    roots = [home] + ([storage_root] if storage_root is not None and storage_root.is_dir() else [])
+    for root in roots:
+        for path in root.rglob(".amlflow-tmp-*"):
+            if path.is_file() and path not in removed:
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed

@@ -7,6 +7,7 @@
     read_bytes(uri) -> bytes
     write_atomic(uri, data_or_file)          bytes, a local file path or a binary file object; all or nothing
     exists(uri) -> bool
+    delete(uri)                              remove one object (missing: no error)
 
 ``LocalStorage(root)`` maps ``s3://bucket/key`` to ``<root>/bucket/key``; ``S3Storage`` goes through
 boto3 (``AWS_ENDPOINT_URL_S3`` honoured). :func:`storage_from_settings` is the one place that chooses.
@@ -51,6 +52,8 @@ class Storage(Protocol):
     def write_atomic(self, uri: str, data_or_file: bytes | str | os.PathLike[str] | BinaryIO) -> None: ...
 
     def exists(self, uri: str) -> bool: ...
+
+    def delete(self, uri: str) -> None: ...
 
 
 def parse_s3_uri(uri: str) -> tuple[str, str]:
@@ -149,6 +152,10 @@ class LocalStorage:
             return self.path(uri).is_file()
         except ValueError:
             return False
+
+    def delete(self, uri: str) -> None:
+        """Remove one object; a missing object is not an error."""
+        self.path(uri).unlink(missing_ok=True)
 
     def write_atomic(self, uri: str, data_or_file: bytes | str | os.PathLike[str] | BinaryIO) -> None:
         """Write the whole object or nothing: a temp file in the same directory, then ``os.replace``."""
@@ -252,6 +259,11 @@ class S3Storage:
                 return False
             raise
         return True
+
+    def delete(self, uri: str) -> None:
+        """Remove one object (S3's DeleteObject: a missing key is not an error)."""
+        bucket, key = parse_s3_uri(uri)
+        self.client.delete_object(Bucket=bucket, Key=key)
 
     def write_atomic(self, uri: str, data_or_file: bytes | str | os.PathLike[str] | BinaryIO) -> None:
         """One ``put_object``, ``upload_file`` or ``upload_fileobj``: S3 shows it whole or not at all."""
