@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -17,8 +18,10 @@ from botocore.exceptions import ClientError, HTTPClientError
 from botocore.exceptions import ConnectionError as BotocoreConnectionError
 from prefect import get_run_logger
 from prefect.exceptions import MissingContextError
+from prefect.tasks import exponential_backoff
 
 __all__ = [
+    "RETRY_POLICY",
     "TRANSIENT_CODES",
     "EntityFailedError",
     "EntityWaitTimeoutError",
@@ -153,6 +156,19 @@ def retry_on_transient(task: Any, task_run: Any, state: Any) -> bool:
     return False
 
 
+#: Retries of every AML task, for transient failures only (throttling, 5xx, connection errors): 6 retries
+#: with exponential backoff from ``AMLFLOW_TASK_RETRY_BASE`` seconds (default 1: 1, 2, 4, 8, 16, 32 s — a
+#: minute in all, enough to ride out an ``amlflow serve`` restart or a rolling upgrade). Permanent errors
+#: (InvalidInput, ResourceNotFound, an entity that ended FAILED) fail at once.
+RETRY_ATTEMPTS = 6
+RETRY_BASE_SECONDS = float(os.environ.get("AMLFLOW_TASK_RETRY_BASE", "1"))
+RETRY_POLICY: dict[str, Any] = {
+    "retries": RETRY_ATTEMPTS,
+    "retry_delay_seconds": exponential_backoff(backoff_factor=RETRY_BASE_SECONDS),
+    "retry_condition_fn": retry_on_transient,
+}
+
+
 class _Progress:
     """A Prefect progress artifact per waited entity: PENDING 10 %, INPROGRESS 50 %, finished 100 %."""
 
@@ -221,9 +237,36 @@ def wait_for_entity(
     started = time.monotonic()
     delay = first_delay
     last_status = None
+    outage: BaseException | None = None
     progress = _Progress(kind, entity)
     while True:
-        response = dict(get(**{id_member: entity}))
+        elapsed = time.monotonic() - started
+        try:
+            response = dict(get(**{id_member: entity}))
+        except Exception as exc:
+            if not is_transient(exc):
+                raise
+            # an AML job takes minutes: a server restart, throttling or a 5xx must not fail the wait
+            if outage is None:
+                logger.warning(
+                    "%s %s: %s unreachable or failing (%s); polling on until the deadline",
+                    kind,
+                    entity,
+                    _endpoint_of(get),
+                    _describe(exc),
+                )
+            outage = exc
+            if elapsed >= timeout_seconds:
+                raise EntityWaitTimeoutError(
+                    f"{kind} {entity}: no answer from {_endpoint_of(get)} for the last polls; "
+                    f"last error: {_describe(exc)} (waited {elapsed:.0f} s, timeout {timeout_seconds:.0f} s)"
+                ) from exc
+            sleep(min(delay, max(0.0, timeout_seconds - elapsed)))
+            delay = min(delay * POLL_FACTOR, max_delay)
+            continue
+        if outage is not None:
+            logger.info("%s %s: %s answers again", kind, entity, _endpoint_of(get))
+            outage = None
         status = str(response.get("Status", ""))
         if status != last_status:
             logger.info("%s %s is %s", kind, entity, status)
@@ -240,6 +283,18 @@ def wait_for_entity(
             )
         sleep(min(delay, max(0.0, timeout_seconds - elapsed)))
         delay = min(delay * POLL_FACTOR, max_delay)
+
+
+def _endpoint_of(get: Callable[..., Any]) -> str:
+    """The endpoint a boto3 client method talks to (``the endpoint`` when it cannot tell)."""
+    client = getattr(get, "__self__", None)
+    url = getattr(getattr(client, "meta", None), "endpoint_url", None)
+    return str(url) if url else "the endpoint"
+
+
+def _describe(exc: BaseException) -> str:
+    code = error_code(exc)
+    return f"{code}: {exc}" if code else f"{type(exc).__name__}: {exc}"
 
 
 def summarize(response: Mapping[str, Any]) -> dict[str, Any]:

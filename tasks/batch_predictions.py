@@ -5,21 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.tasks import exponential_backoff
 
 from amlflow.client import ml_client
-from tasks._common import DEFAULT_WAIT_TIMEOUT, entity_id, retry_on_transient, summarize, wait_for_entity
+from tasks._common import DEFAULT_WAIT_TIMEOUT, RETRY_POLICY, entity_id, summarize, wait_for_entity
 
 __all__ = ["create_batch_prediction", "wait_for_batch_prediction"]
 
-_RETRY: dict[str, Any] = {
-    "retries": 3,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=1),
-    "retry_condition_fn": retry_on_transient,
-}
 
-
-@task(name="create_batch_prediction", **_RETRY)
+@task(name="create_batch_prediction", **RETRY_POLICY)
 def create_batch_prediction(
     ml_model_id: str,
     batch_data_source_id: str,
@@ -60,7 +53,7 @@ def create_batch_prediction(
     return bp_id
 
 
-@task(name="wait_for_batch_prediction", **_RETRY)
+@task(name="wait_for_batch_prediction", **RETRY_POLICY)
 def wait_for_batch_prediction(
     batch_prediction_id: str,
     *,

@@ -7,14 +7,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.tasks import exponential_backoff
 
 from amlflow.client import ml_client
 from tasks._common import (
     DEFAULT_WAIT_TIMEOUT,
+    RETRY_POLICY,
     entity_id,
     resolve_text_or_uri,
-    retry_on_transient,
     summarize,
     wait_for_entity,
 )
@@ -38,9 +37,7 @@ def split(begin: int, end: int, *, strategy: str = "sequential", seed: str | Non
 
 @task(
     name="create_data_source_from_s3",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=1),
-    retry_condition_fn=retry_on_transient,
+    **RETRY_POLICY,
 )
 def create_data_source_from_s3(
     data_location_s3: str,
@@ -107,9 +104,7 @@ def create_data_source_from_s3(
 
 @task(
     name="wait_for_data_source",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=1),
-    retry_condition_fn=retry_on_transient,
+    **RETRY_POLICY,
 )
 def wait_for_data_source(
     data_source_id: str,

@@ -5,21 +5,14 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.tasks import exponential_backoff
 
 from amlflow.client import ml_client
-from tasks._common import DEFAULT_WAIT_TIMEOUT, entity_id, retry_on_transient, summarize, wait_for_entity
+from tasks._common import DEFAULT_WAIT_TIMEOUT, RETRY_POLICY, entity_id, summarize, wait_for_entity
 
 __all__ = ["create_evaluation", "wait_for_evaluation"]
 
-_RETRY: dict[str, Any] = {
-    "retries": 3,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=1),
-    "retry_condition_fn": retry_on_transient,
-}
 
-
-@task(name="create_evaluation", **_RETRY)
+@task(name="create_evaluation", **RETRY_POLICY)
 def create_evaluation(
     ml_model_id: str,
     evaluation_data_source_id: str,
@@ -47,7 +40,7 @@ def create_evaluation(
     return ev_id
 
 
-@task(name="wait_for_evaluation", **_RETRY)
+@task(name="wait_for_evaluation", **RETRY_POLICY)
 def wait_for_evaluation(
     evaluation_id: str,
     *,

@@ -6,14 +6,13 @@ from collections.abc import Mapping
 from typing import Any
 
 from prefect import get_run_logger, task
-from prefect.tasks import exponential_backoff
 
 from amlflow.client import ml_client
 from tasks._common import (
     DEFAULT_WAIT_TIMEOUT,
+    RETRY_POLICY,
     entity_id,
     resolve_text_or_uri,
-    retry_on_transient,
     summarize,
     wait_for_entity,
 )
@@ -32,14 +31,8 @@ ROLE_TAG = "amlflow:role"
 #: Tag naming the pipeline a model belongs to.
 PIPELINE_TAG = "amlflow:pipeline"
 
-_RETRY: dict[str, Any] = {
-    "retries": 3,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=1),
-    "retry_condition_fn": retry_on_transient,
-}
 
-
-@task(name="create_ml_model", **_RETRY)
+@task(name="create_ml_model", **RETRY_POLICY)
 def create_ml_model(
     training_data_source_id: str,
     model_type: str,
@@ -93,7 +86,7 @@ def create_ml_model(
     return ml_id
 
 
-@task(name="wait_for_ml_model", **_RETRY)
+@task(name="wait_for_ml_model", **RETRY_POLICY)
 def wait_for_ml_model(
     ml_model_id: str,
     *,
@@ -117,7 +110,7 @@ def wait_for_ml_model(
     )
 
 
-@task(name="update_ml_model", **_RETRY)
+@task(name="update_ml_model", **RETRY_POLICY)
 def update_ml_model(
     ml_model_id: str,
     *,
@@ -148,7 +141,7 @@ def _tags(ml: Any, ml_model_id: str) -> dict[str, str]:
     return {t["Key"]: t.get("Value", "") for t in response.get("Tags", [])}
 
 
-@task(name="find_champion", **_RETRY)
+@task(name="find_champion", **RETRY_POLICY)
 def find_champion(pipeline: str, *, endpoint_url: str | None = None) -> str | None:
     """The COMPLETED model tagged ``amlflow:role=champion`` for ``pipeline`` (the newest), or None.
 
@@ -172,7 +165,7 @@ def find_champion(pipeline: str, *, endpoint_url: str | None = None) -> str | No
     return best[1] if best else None
 
 
-@task(name="set_model_role", **_RETRY)
+@task(name="set_model_role", **RETRY_POLICY)
 def set_model_role(
     ml_model_id: str,
     pipeline: str,

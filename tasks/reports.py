@@ -28,10 +28,9 @@ from typing import Any
 import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
-from prefect.tasks import exponential_backoff
 
 from amlflow.client import ml_client, reports_for, storage
-from tasks._common import retry_on_transient
+from tasks._common import RETRY_POLICY
 
 __all__ = [
     "accuracy_from_batch_output",
@@ -43,11 +42,6 @@ __all__ = [
     "report_evaluation",
 ]
 
-_RETRY: dict[str, Any] = {
-    "retries": 2,
-    "retry_delay_seconds": exponential_backoff(backoff_factor=1),
-    "retry_condition_fn": retry_on_transient,
-}
 
 #: Metric key → (label, higher is better).
 METRICS: dict[str, tuple[str, bool]] = {
@@ -167,7 +161,7 @@ def _attribute_rows(insights: Mapping[str, Any]) -> list[list[Any]]:
     ]
 
 
-@task(name="report_data_insights", **_RETRY)
+@task(name="report_data_insights", **RETRY_POLICY)
 def report_data_insights(
     data_source_id: str, label: str, *, endpoint_url: str | None = None
 ) -> dict[str, Any]:
@@ -310,7 +304,7 @@ def _metric_figure(name: str, metric: float, baseline: float | None, path: Path)
     return _png_markdown(fig, path, f"{name} vs baseline")
 
 
-@task(name="report_evaluation", **_RETRY)
+@task(name="report_evaluation", **RETRY_POLICY)
 def report_evaluation(
     evaluation_id: str,
     output_dir: str,
@@ -456,7 +450,7 @@ def _predicted_labels(frame: pd.DataFrame) -> pd.Series:
     return out.where(probs.notna().any(axis=1))
 
 
-@task(name="report_batch_prediction", **_RETRY)
+@task(name="report_batch_prediction", **RETRY_POLICY)
 def report_batch_prediction(
     batch_prediction_id: str,
     output_dir: str,

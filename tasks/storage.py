@@ -14,10 +14,9 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from prefect import get_run_logger, task
-from prefect.tasks import exponential_backoff
 
 from amlflow.client import storage
-from tasks._common import retry_on_transient
+from tasks._common import RETRY_POLICY
 
 __all__ = ["download_object", "file_sha256", "fingerprint_uri", "upload_inputs"]
 
@@ -52,9 +51,7 @@ def _join_key(*parts: str) -> str:
 
 @task(
     name="upload_inputs",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=1),
-    retry_condition_fn=retry_on_transient,
+    **RETRY_POLICY,
 )
 def upload_inputs(
     inputs: Mapping[str, str | None],
@@ -120,9 +117,7 @@ def upload_inputs(
 
 @task(
     name="download_object",
-    retries=3,
-    retry_delay_seconds=exponential_backoff(backoff_factor=1),
-    retry_condition_fn=retry_on_transient,
+    **RETRY_POLICY,
 )
 def download_object(uri: str, destination: str, endpoint_url: str | None = None) -> str:
     """Copy one ``s3://`` object to a local file, atomically (temp file + rename).
