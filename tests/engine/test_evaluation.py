@@ -190,7 +190,8 @@ def test_evaluate_needs_the_target_column() -> None:
         evaluate(model, EncodedTable.from_frame(df[["x"]]), schema, training_info={})
 
 
-def test_evaluate_binary_single_class_gives_nan_auc() -> None:
+def test_evaluate_binary_single_class_is_an_error_not_nan() -> None:
+    # was: properties {"BinaryAUC": "NaN"}; an undefined metric now fails the evaluation (issue 8)
     schema = parse_schema(
         '{"targetAttributeName": "y", "attributes": [{"attributeName": "x", "attributeType": '
         '"CATEGORICAL"}, {"attributeName": "y", "attributeType": "BINARY"}]}'
@@ -203,9 +204,11 @@ def test_evaluate_binary_single_class_gives_nan_auc() -> None:
         parse_parameters(None),
         "BINARY",
     )
-    result = evaluate(model, EncodedTable.from_frame(df.iloc[:1]), schema, training_info={})
-    assert result.properties == {"BinaryAUC": "NaN"}
-    assert result.report["value"] is None
-    import json
-
-    json.dumps(result.report, allow_nan=False)
+    with pytest.raises(DataError, match="BinaryAUC is undefined on datasource ds-one: every record") as err:
+        evaluate(
+            model,
+            EncodedTable.from_frame(df.iloc[:1]),
+            schema,
+            training_info={"evaluation_datasource_id": "ds-one"},
+        )
+    assert err.value.field == "EvaluationDataSourceId"

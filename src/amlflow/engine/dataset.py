@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from amlflow.engine.errors import DataError
+from amlflow.engine.limits import MAX_RECORD_BYTES
 from amlflow.engine.rearrange import Rearrangement
 from amlflow.engine.schema import Schema
 from amlflow.engine.table import FORMAT, SPILL_BYTES, VERSION, EncodedTable, TableWriter, code_dtype
@@ -48,7 +49,7 @@ __all__ = [
     "code_dtype",
 ]
 
-MAX_ROW_BYTES = 100 * 1024
+MAX_ROW_BYTES = MAX_RECORD_BYTES
 MAX_REJECTED_ROWS = 10_000
 
 

@@ -152,6 +152,15 @@ def _schema_of(value: Any, default: Schema) -> Schema:
     return parse_schema(value)
 
 
+def _undefined(metric: str, info: Mapping[str, Any], why: str) -> DataError:
+    """The error of an evaluation whose metric is undefined (named after the evaluation datasource)."""
+    ds = info.get("evaluation_datasource_id")
+    where = f"datasource {ds}" if ds else "the evaluation data"
+    return DataError(
+        f"EvaluationDataSourceId: {metric} is undefined on {where}: {why}.", field="EvaluationDataSourceId"
+    )
+
+
 def evaluate(
     model: TrainedModel, table: Table, schema: Schema, *, training_info: Mapping[str, Any] | None = None
 ) -> EvaluationResult:
@@ -163,8 +172,11 @@ def evaluate(
     ``target_distribution`` (default: the model's), ``training_schema`` (Schema, dict or JSON text;
     default: the model's), ``score_threshold`` (BINARY confusion matrix; default 0.5).
 
+    The metric is never NaN: an evaluation it would be undefined for (no record with a usable target value;
+    BINARY: a single target class) raises instead, as AML FAILS an evaluation it cannot compute.
+
     Raises:
-        DataError: the table has no column for the model's target.
+        DataError: the table has no column for the model's target, or the metric is undefined on it.
     """
     info = dict(training_info or {})
     mt = model.model_type
@@ -183,6 +195,8 @@ def evaluate(
         entry_ok = ~np.isnan(tview.astype(np.float64))
     valid = entry_ok[codes]
     n_eval = int(valid.sum())
+    if n_eval == 0:
+        raise _undefined(METRICS[mt], info, f"it has no record with a usable target value {target!r}")
     n_invalid = int(table.n_rows - n_eval) + len(table.rejected_positions)
     pred = model.predict_table(table, schema)
     scores = pred.scores[valid]
@@ -201,6 +215,13 @@ def evaluate(
 
         yb = y.astype(np.int64)
         value = _auc(yb, scores)
+        if math.isnan(value):
+            only = int(yb[0])
+            raise _undefined(
+                metric,
+                info,
+                f"every record with a usable target value has {target!r} = {only} (AUC needs both)",
+            )
         threshold = float(info.get("score_threshold", 0.5))
         predicted = (scores >= threshold).astype(np.int64)
         cm = confusion_matrix(yb, predicted, labels=[0, 1]) if n_eval else np.zeros((2, 2), dtype=int)
@@ -351,4 +372,6 @@ def evaluate(
     bad, text = _distribution_alert(mt, train_dist, eval_dist)
     alerts.append((ALERTS[4], bad, text))
     report["alerts"] = [{"name": n, "triggered": bool(t), "message": m} for n, t, m in alerts]
+    if not math.isfinite(value):  # e.g. an RMSE that overflowed
+        raise _undefined(metric, info, f"it came out as {value!r}")
     return EvaluationResult({metric: _metric_text(value)}, report)

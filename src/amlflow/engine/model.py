@@ -14,6 +14,13 @@ REGRESSION     least squares, averaged ``SGDRegressor``                     a nu
 ``sgd.shuffleType`` has no effect (SAG/SAGA pick records at random, seeded). Rows whose target is
 missing or invalid are skipped and counted. ``rowWeight`` becomes ``sample_weight``.
 
+Memory: before any feature is built, :func:`estimate_training_bytes` bounds what the job will hold (the
+training matrix, the vocabularies, the weights and the solver's per-record state) from
+:meth:`FeatureBuilder.bound`; over the job's memory budget (``memory_budget``, default
+:func:`amlflow.engine.limits.default_memory_budget`) training fails with a :class:`TrainingError` saying so,
+never a ``MemoryError``. A realtime record is bounded the same way (at most
+:data:`~amlflow.engine.limits.MAX_RECORD_FEATURES` features, 100 KB).
+
 Model size is accounted like AML's log (96 bytes per parameter, docs/aml-reference.md §6.4): when
 ``96 · K · features`` exceeds ``sgd.maxMLModelSizeInBytes`` the features with the smallest largest-|weight|
 are pruned.
@@ -36,19 +43,25 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
-from amlflow.engine.errors import TrainingError
+from amlflow.engine.errors import DataError, TrainingError
+from amlflow.engine.limits import MAX_RECORD_FEATURES, check_memory, check_record
 from amlflow.engine.params import TrainingParameters
 from amlflow.engine.recipe import FeatureBuilder, Recipe
-from amlflow.engine.recipe.features import TableCache
+from amlflow.engine.recipe.features import FeatureBound, TableCache
 from amlflow.engine.schema import Schema, binary_view, numeric_view, parse_schema
 from amlflow.engine.table import Table
 
 __all__ = [
+    "BYTES_PER_NONZERO",
     "BYTES_PER_PARAMETER",
+    "BYTES_PER_RECORD_FEATURE",
+    "BYTES_PER_TOKEN_FEATURE",
+    "BYTES_PER_WEIGHT",
     "MAX_CLASSES",
     "MODEL_TYPES",
     "Predictions",
     "TrainedModel",
+    "estimate_training_bytes",
     "load_model",
     "target_view",
     "train",
@@ -57,6 +70,14 @@ __all__ = [
 MODEL_TYPES = ("BINARY", "MULTICLASS", "REGRESSION")
 MAX_CLASSES = 100
 BYTES_PER_PARAMETER = 96
+# the memory estimate (estimate_training_bytes): per non-zero, the matrix's float32 value and int32 column
+# (8), a float64 copy a solver may make (12) and the batch being copied in (4); per token feature, its
+# string, index entry and place in the sorted vocabulary; per weight (feature × class), float64 coefficients,
+# SAGA's gradient sum and two copies; per realtime feature, its token and arrays
+BYTES_PER_NONZERO = 24
+BYTES_PER_TOKEN_FEATURE = 200
+BYTES_PER_WEIGHT = 32
+BYTES_PER_RECORD_FEATURE = 200
 FORMAT = "amlflow-model"
 VERSION = 1
 
@@ -205,10 +226,34 @@ class TrainedModel:
             np.concatenate([p.valid for p in parts]),
         )
 
-    def predict_record(self, record: Mapping[str, str], threshold: float = 0.5) -> dict[str, Any]:
+    def predict_record(
+        self, record: Mapping[str, str], threshold: float = 0.5, *, memory_budget: int | None = None
+    ) -> dict[str, Any]:
         """AML's ``Prediction`` for one realtime record (docs/aml-reference.md §9): ``predictedLabel`` +
         ``predictedScores`` (BINARY: one entry, the predicted label → P(1); MULTICLASS: every class),
-        ``predictedValue`` (REGRESSION), ``details``."""
+        ``predictedValue`` (REGRESSION), ``details``.
+
+        Raises:
+            DataError: (field ``Record``) the record is over 100 KB, would make more than
+                :data:`~amlflow.engine.limits.MAX_RECORD_FEATURES` features, or more than
+                ``memory_budget`` bytes (default: the job budget) of them.
+        """
+        check_record(record)
+        n = self.builder.record_bound(record)
+        if n > MAX_RECORD_FEATURES:
+            raise DataError(
+                f"Record: the recipe would make up to {n:,} features of this record, over the limit of "
+                f"{MAX_RECORD_FEATURES:,} per record (shorten its text values)",
+                field="Record",
+            )
+        check_memory(
+            n * BYTES_PER_RECORD_FEATURE,
+            memory_budget,
+            "Record: scoring this record",
+            f"it makes up to {n:,} features",
+            error=DataError,
+            field="Record",
+        )
         cols, vals = self.builder.encode_record(record)
         z = vals.astype(np.float64) @ self.coef[cols] + self.intercept
         details = {"PredictiveModelType": self.model_type, "Algorithm": "SGD"}
@@ -414,6 +459,19 @@ def _prune(coef: np.ndarray, max_bytes: int) -> int:
     return len(drop)
 
 
+def estimate_training_bytes(bound: FeatureBound, n_classes: int) -> int:
+    """Bytes a training job holds at its peak, at most, for features bounded by ``bound`` and ``n_classes``
+    weight columns (1 for BINARY and REGRESSION): the matrix (with its intercept column), the token
+    vocabularies, the weights and the solver's per-record state (target, weight, SAGA's gradient memory)."""
+    k = max(1, n_classes)
+    return (
+        (bound.nonzeros + bound.rows) * BYTES_PER_NONZERO
+        + bound.token_features * BYTES_PER_TOKEN_FEATURE
+        + (bound.features + 1) * k * BYTES_PER_WEIGHT
+        + bound.rows * (k + 4) * 8
+    )
+
+
 def train(
     table: Table,
     schema: Schema,
@@ -423,11 +481,17 @@ def train(
     *,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
+    memory_budget: int | None = None,
 ) -> TrainedModel:
     """Fit an AML model of ``model_type`` on ``table`` (read with ``schema``) and ``recipe`` features.
 
+    ``memory_budget`` is the job's memory budget in bytes (None:
+    :func:`amlflow.engine.limits.default_memory_budget`); the estimate of :func:`estimate_training_bytes`
+    must fit in it.
+
     Raises:
-        TrainingError: no target in the schema, no usable rows, a single class, more than 100 classes.
+        TrainingError: no target in the schema, no usable rows, a single class, more than 100 classes, or
+            features that would need more memory than ``memory_budget``.
     """
     say = log or (lambda _msg: None)
     t0 = time.perf_counter()
@@ -500,10 +564,27 @@ def train(
         wv = np.where(np.isnan(wv) | (wv < 0), 1.0, wv)
         w = wv[_codes(table, schema.row_weight)][valid]
 
+    # ---- memory: bounded before anything is built
+    bound = FeatureBuilder.bound(recipe, schema, table, valid)
+    needed = estimate_training_bytes(bound, len(classes) if model_type == "MULTICLASS" else 1)
+    say(
+        f"memory-estimate: records={bound.rows} nonzeros<={bound.nonzeros} features<={bound.features} "
+        f"max-per-record={bound.max_row} bytes<={needed}"
+    )
+    check_memory(
+        needed,
+        memory_budget,
+        "training",
+        f"{bound.rows:,} records with up to {bound.max_row:,} features each ({bound.nonzeros:,} non-zeros, "
+        f"up to {bound.features:,} feature columns). Train on fewer records (DataRearrangement), use a "
+        "recipe with fewer or smaller token outputs (ngram, osb, cartesian), or raise the memory budget "
+        "(AMLFLOW_MEMORY_LIMIT)",
+    )
+
     # ---- features
     builder = FeatureBuilder.fit(recipe, schema, table, valid)
     enc = builder.encoder(table)
-    batch = max(1024, 4_000_000 // max(1, len(builder.leaves)))
+    batch = builder.batch_rows(max(1024, 4_000_000 // max(1, len(builder.leaves))))
     # the last column is a constant 1: the intercept is learnt as an ordinary weight (scikit-learn's SAG/SAGA
     # slow the intercept down 100× on sparse input, which costs ~0.3 macro-F1 points on MNIST at 10 passes)
     X = _training_matrix(builder, table, valid, enc, batch)

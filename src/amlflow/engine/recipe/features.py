@@ -18,6 +18,12 @@ TEXT, ``ngram``, ``osb``, ``cartesian`` one indicator per token seen in training
 All work is done per distinct value (on an encoded table's dictionaries,
 :mod:`amlflow.engine.recipe.transforms`) and then gathered with numpy by integer codes; there are no
 per-row Python loops except in ``cartesian`` (per distinct pair).
+
+Bounds: every token list is capped (:data:`~amlflow.engine.limits.MAX_TOKENS_PER_VALUE`), so a row has at
+most that many features per bag output; :meth:`FeatureBuilder.bound` and :meth:`FeatureBuilder.record_bound`
+count, before anything is built and without making a token, how many non-zeros and feature columns a table
+or a realtime record can produce (``model.train`` turns that into a memory estimate). Tables with a
+``cartesian`` output are transformed in batches of at most :data:`CARTESIAN_TOKENS_PER_BATCH` tokens.
 """
 
 from __future__ import annotations
@@ -29,21 +35,48 @@ from typing import Any
 import numpy as np
 import scipy.sparse as sp
 
+from amlflow.engine.limits import MAX_TOKENS_PER_VALUE
 from amlflow.engine.recipe.parser import Expr, Recipe, parse_recipe
 from amlflow.engine.recipe.transforms import (
     apply_transform,
+    cartesian_pairs,
+    ngram_count,
     obj_array,
+    osb_count,
     quantile_edges,
     tokens_of,
     var_values,
     weighted_mean_std,
+    words,
 )
 from amlflow.engine.schema import Schema
 from amlflow.engine.table import Columns, Table
 
-__all__ = ["MAX_STANDARDISED", "FeatureBuilder", "TableCache"]
+__all__ = ["CARTESIAN_TOKENS_PER_BATCH", "MAX_STANDARDISED", "FeatureBound", "FeatureBuilder", "TableCache"]
 
 MAX_STANDARDISED = 1e4  # |standardised NUMERIC feature| cap
+# cartesian tokens made at once: rows per batch = this / MAX_TOKENS_PER_VALUE / cartesian outputs
+CARTESIAN_TOKENS_PER_BATCH = 1_000_000
+
+
+@dataclass(frozen=True)
+class FeatureBound:
+    """Upper bounds of what a recipe makes of a table (:meth:`FeatureBuilder.bound`), counted before fitting.
+
+    Attributes:
+        rows: the rows counted.
+        nonzeros: non-zeros of the feature matrix (without the intercept column).
+        features: feature columns (one-hot categories seen, distinct tokens at most).
+        token_features: of ``features``, those of token outputs (each keeps a string in the vocabulary).
+        max_row: the most non-zeros one row can have.
+    """
+
+    rows: int
+    nonzeros: int
+    features: int
+    token_features: int
+    max_row: int
+
 
 # ---------------------------------------------------------------------------------------------- leaves
 
@@ -155,6 +188,7 @@ class TableCache:
         self.single: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}  # per leaf: (columns, values) maps
         self.bags: dict[int, sp.csr_matrix] = {}  # per bag leaf: entries × features
         self.counts: dict[int, np.ndarray] = {}
+        self.bounds: dict[Expr, np.ndarray] = {}  # per single-attribute expression: values per entry, at most
 
     def dictionary(self, attr: str) -> np.ndarray:
         d = self._dict.get(attr)
@@ -181,8 +215,19 @@ class TableCache:
         return v
 
 
+def _mode_and_vocab(values: np.ndarray, w: np.ndarray) -> tuple[str | None, list[str]]:
+    """A one-hot output's most frequent value (ties: the smallest) and the other values seen, sorted, from
+    its ``values`` and the selected rows' count ``w`` per dictionary entry."""
+    totals: dict[str, float] = {}
+    for v, cnt in zip(values.tolist(), w.tolist(), strict=True):
+        if v is not None and cnt > 0:
+            totals[v] = totals.get(v, 0.0) + cnt
+    implicit = min(totals, key=lambda k: (-totals[k], k)) if totals else None
+    return implicit, sorted(k for k in totals if k != implicit)
+
+
 def _pair_tokens(a: list[str], b: list[str]) -> list[str]:
-    return [f"{x}_{y}" for x in a for y in b]
+    return cartesian_pairs(a, b)
 
 
 class FeatureBuilder:
@@ -221,6 +266,36 @@ class FeatureBuilder:
         the boolean mask ``rows`` is true, when given)."""
         self = cls(recipe, schema)
         dicts = TableCache(table, self)
+        counts = self._fit_state(table, dicts, rows, batch_rows)
+        offset = 0
+        for lf in self.leaves:
+            e = lf.expr
+            if e.fn == "cartesian":
+                lf.set_vocab(self._fit_cartesian(e, table, dicts, rows, batch_rows))
+            else:
+                (a,) = e.attributes()
+                values, w = dicts.values(e), counts[a]
+                if lf.mode == "numeric":
+                    lf.mean, lf.std = weighted_mean_std(values.astype(np.float64), w)
+                elif lf.mode == "onehot":
+                    lf.implicit, vocab = _mode_and_vocab(values, w)
+                    lf.set_vocab(vocab)
+                else:
+                    seen: set[str] = set()
+                    for toks, cnt in zip(tokens_of(e.kind, values), w.tolist(), strict=True):
+                        if cnt > 0:
+                            seen.update(toks)
+                    lf.set_vocab(sorted(seen))
+            lf.offset = offset
+            offset += lf.size
+        self.n_features = offset
+        return self
+
+    def _fit_state(
+        self, table: Table, dicts: TableCache, rows: np.ndarray | None, batch_rows: int
+    ) -> dict[str, np.ndarray]:
+        """Fit the stateful sub-expressions (``quantile_bin`` edges, ``normalize`` statistics) on the rows
+        selected by ``rows``; returns the selected rows' count of every dictionary entry per attribute."""
         attrs = sorted({a for lf in self.leaves for a in lf.expr.attributes()})
         counts = {a: np.zeros(len(dicts.dictionary(a)), dtype=np.float64) for a in attrs}
         for start, stop in table.iter_row_batches(batch_rows):
@@ -242,34 +317,7 @@ class FeatureBuilder:
                     else:
                         assert e.n is not None
                         self.state[e.name] = {"edges": quantile_edges(x, w, e.n)}
-        offset = 0
-        for lf in self.leaves:
-            e = lf.expr
-            if e.fn == "cartesian":
-                lf.set_vocab(self._fit_cartesian(e, table, dicts, rows, batch_rows))
-            else:
-                (a,) = e.attributes()
-                values, w = dicts.values(e), counts[a]
-                if lf.mode == "numeric":
-                    lf.mean, lf.std = weighted_mean_std(values.astype(np.float64), w)
-                elif lf.mode == "onehot":
-                    totals: dict[str, float] = {}
-                    for v, cnt in zip(values.tolist(), w.tolist(), strict=True):
-                        if v is not None and cnt > 0:
-                            totals[v] = totals.get(v, 0.0) + cnt
-                    if totals:
-                        lf.implicit = min(totals, key=lambda k: (-totals[k], k))
-                    lf.set_vocab(sorted(k for k in totals if k != lf.implicit))
-                else:
-                    seen: set[str] = set()
-                    for toks, cnt in zip(tokens_of(e.kind, values), w.tolist(), strict=True):
-                        if cnt > 0:
-                            seen.update(toks)
-                    lf.set_vocab(sorted(seen))
-            lf.offset = offset
-            offset += lf.size
-        self.n_features = offset
-        return self
+        return counts
 
     def _fit_cartesian(
         self, e: Expr, table: Table, dicts: TableCache, rows: np.ndarray | None, batch_rows: int
@@ -309,6 +357,128 @@ class FeatureBuilder:
 
         return tokens(e)
 
+    # ----------------------------------------------------------------------------------------- bounds
+
+    def _entry_bound(self, e: Expr, dicts: TableCache) -> np.ndarray:
+        """At most how many values (tokens) a single-attribute, non-cartesian ``e`` has per dictionary
+        entry of its attribute (int64; no token is made: n-grams and bigrams are counted from words)."""
+        got = dicts.bounds.get(e)
+        if got is None:
+            (a,) = e.attributes()
+            if e.fn in ("ngram", "osb"):
+                assert e.n is not None
+                w = self._entry_bound(e.args[0], dicts)
+                got = ngram_count(w, e.n) if e.fn == "ngram" else osb_count(w, e.n)
+            elif e.kind == "TEXT":
+                got = np.fromiter(
+                    (0 if v is None else len(words(v)) for v in dicts.values(e)),
+                    dtype=np.int64,
+                    count=len(dicts.dictionary(a)),
+                )
+            else:
+                got = np.ones(len(dicts.dictionary(a)), dtype=np.int64)
+            dicts.bounds[e] = got
+        return got
+
+    def _row_bound(self, e: Expr, dicts: TableCache, start: int, stop: int) -> np.ndarray:
+        """At most how many tokens ``e`` has in each row ``[start, stop)``."""
+        if e.fn == "cartesian":
+            a = self._row_bound(e.args[0], dicts, start, stop)
+            b = self._row_bound(e.args[1], dicts, start, stop)
+            both: np.ndarray = np.minimum(a * b, MAX_TOKENS_PER_VALUE)
+            return both
+        (attr,) = e.attributes()
+        per_row: np.ndarray = self._entry_bound(e, dicts)[dicts.codes(attr, start, stop)]
+        return per_row
+
+    @classmethod
+    def bound(
+        cls,
+        recipe: Recipe,
+        schema: Schema,
+        table: Table,
+        rows: np.ndarray | None = None,
+        *,
+        batch_rows: int = 1 << 16,
+    ) -> FeatureBound:
+        """Upper bounds of the features :meth:`fit` would make of ``table`` (the rows where the boolean mask
+        ``rows`` is true, when given), counted without making a token: exact for NUMERIC and one-hot
+        outputs (their fitted state is cheap), the token counts of :mod:`~amlflow.engine.recipe.transforms`
+        (distinct tokens are fewer) for the others."""
+        self = cls(recipe, schema)
+        dicts = TableCache(table, self)
+        counts = self._fit_state(table, dicts, rows, batch_rows)
+        per_entry: dict[int, np.ndarray] = {}  # non-cartesian outputs: non-zeros per dictionary entry
+        features = tokens = 0
+        for i, lf in enumerate(self.leaves):
+            e = lf.expr
+            if e.fn == "cartesian":
+                continue
+            (a,) = e.attributes()
+            w = counts[a]
+            if lf.mode == "numeric":
+                per_entry[i] = (~np.isnan(dicts.values(e).astype(np.float64))).astype(np.int64)
+                features += 1
+            elif lf.mode == "onehot":
+                values = dicts.values(e)
+                implicit, vocab = _mode_and_vocab(values, w)
+                if implicit is None:
+                    per_entry[i] = np.array([v is not None for v in values.tolist()], dtype=np.int64)
+                else:  # as _Leaf.single_maps: the mode sets nothing, a missing value the flag only
+                    per_entry[i] = np.array(
+                        [1 if v is None else (0 if v == implicit else 2) for v in values.tolist()],
+                        dtype=np.int64,
+                    )
+                features += len(vocab) + (1 if implicit is not None else 0)
+            else:
+                per_entry[i] = self._entry_bound(e, dicts)
+                k = int(per_entry[i][w > 0].sum())
+                features += k
+                tokens += k
+        cartesian = np.zeros(len(self.leaves), dtype=np.int64)
+        n_rows = nonzeros = max_row = 0
+        for start, stop in table.iter_row_batches(batch_rows):
+            sel = None if rows is None else np.asarray(rows[start:stop], dtype=bool)
+            n = stop - start if sel is None else int(sel.sum())
+            if n == 0:
+                continue
+            n_rows += n
+            per_row = np.zeros(n, dtype=np.int64)
+            for i, lf in enumerate(self.leaves):
+                if lf.expr.fn == "cartesian":
+                    r = self._row_bound(lf.expr, dicts, start, stop)
+                else:
+                    (a,) = lf.expr.attributes()
+                    r = per_entry[i][dicts.codes(a, start, stop)]
+                r = r if sel is None else r[sel]
+                per_row += r
+                if lf.expr.fn == "cartesian":
+                    cartesian[i] += int(r.sum())
+            nonzeros += int(per_row.sum())
+            max_row = max(max_row, int(per_row.max()))
+        k = int(cartesian.sum())
+        return FeatureBound(n_rows, nonzeros, features + k, tokens + k, max_row)
+
+    def record_bound(self, record: Mapping[str, Any]) -> int:
+        """At most how many non-zeros :meth:`encode_record` gives ``record`` (counted, nothing encoded)."""
+        attrs = sorted({a for lf in self.leaves for a in lf.expr.attributes()})
+        dicts = TableCache(_OneRow({a: str(record.get(a, "") or "").strip() for a in attrs}), self)
+        total = 0
+        for lf in self.leaves:
+            if lf.mode == "bag":
+                total += int(self._row_bound(lf.expr, dicts, 0, 1)[0])
+            else:
+                total += lf.slots if lf.mode == "onehot" else 1
+        return total
+
+    def batch_rows(self, default: int) -> int:
+        """Rows to transform at once: ``default``, fewer when ``cartesian`` outputs would make more than
+        :data:`CARTESIAN_TOKENS_PER_BATCH` tokens in one batch (their tokens are made per batch)."""
+        n_cartesian = sum(1 for lf in self.leaves if lf.expr.fn == "cartesian")
+        if not n_cartesian:
+            return default
+        return max(1, min(default, CARTESIAN_TOKENS_PER_BATCH // (n_cartesian * MAX_TOKENS_PER_VALUE)))
+
     # -------------------------------------------------------------------------------------- transform
 
     def transform(
@@ -324,7 +494,7 @@ class FeatureBuilder:
         stop = table.n_rows if stop is None else stop
         dicts = _dicts or TableCache(table, self)
         if batch_rows is None:
-            batch_rows = max(1024, 4_000_000 // max(1, len(self.leaves)))
+            batch_rows = self.batch_rows(max(1024, 4_000_000 // max(1, len(self.leaves))))
         if stop - start <= batch_rows:
             return self._transform_batch(dicts, start, stop)
         parts = [

@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from amlflow.engine.errors import RecipeError
+from amlflow.engine.limits import MAX_EXPRESSION_DEPTH, MAX_EXPRESSION_NODES
 from amlflow.engine.schema import Schema
 
 __all__ = [
@@ -67,7 +68,8 @@ class Expr:
 
     ``fn`` is ``"var"`` (then ``attr`` names the variable) or a transformation of :data:`FUNCTIONS`;
     ``kind`` is the value type it produces: ``NUMERIC``, ``BINARY``, ``CATEGORICAL``, ``TEXT`` or
-    ``TOKENS`` (a bag of tokens: ``ngram``, ``osb``, ``cartesian``).
+    ``TOKENS`` (a bag of tokens: ``ngram``, ``osb``, ``cartesian``). ``depth`` (calls nested, 1 for a
+    variable) and ``size`` (nodes of the tree) are computed, not compared.
     """
 
     fn: str
@@ -75,6 +77,12 @@ class Expr:
     attr: str | None = None
     args: tuple[Expr, ...] = ()
     n: int | None = None
+    depth: int = field(default=1, init=False, compare=False, repr=False)
+    size: int = field(default=1, init=False, compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "depth", 1 + max((a.depth for a in self.args), default=0))
+        object.__setattr__(self, "size", 1 + sum(a.size for a in self.args))
 
     @property
     def name(self) -> str:
@@ -192,8 +200,10 @@ def _parse_expression(text: str) -> _Node:
         raise _Syntax("empty expression")
     pos = 0
 
-    def parse() -> _Node:
+    def parse(depth: int) -> _Node:
         nonlocal pos
+        if depth > MAX_EXPRESSION_DEPTH:
+            raise _Syntax(f"nested more than {MAX_EXPRESSION_DEPTH} levels deep")
         if pos >= len(tokens):
             raise _Syntax("unexpected end of expression")
         kind, value, quoted = tokens[pos]
@@ -209,7 +219,7 @@ def _parse_expression(text: str) -> _Node:
                 pos += 1
                 return _Node(value, False, args)
             while True:
-                args.append(parse())
+                args.append(parse(depth + 1))
                 if pos >= len(tokens):
                     raise _Syntax(f"missing ')' after the arguments of {value}")
                 if tokens[pos][0] == ",":
@@ -221,10 +231,33 @@ def _parse_expression(text: str) -> _Node:
                 raise _Syntax(f"expected ',' or ')', found {tokens[pos][1]!r}")
         return _Node(value, quoted)
 
-    node = parse()
+    node = parse(1)
     if pos != len(tokens):
         raise _Syntax(f"unexpected {tokens[pos][1]!r} after the expression")
     return node
+
+
+def _short(text: str, limit: int = 200) -> str:
+    """``text`` for a message: at most ``limit`` characters (an ellipsis in the middle)."""
+    if len(text) <= limit:
+        return text
+    half = (limit - 1) // 2
+    return f"{text[:half]}…{text[-half:]}"
+
+
+def _bounded(e: Expr) -> Expr:
+    """``e``, if within the nesting and size bounds (assignments included: a reference is substituted)."""
+    if e.depth > MAX_EXPRESSION_DEPTH:
+        raise _Syntax(
+            f"{e.fn}(...) is nested {e.depth} levels deep (assignments substituted); at most "
+            f"{MAX_EXPRESSION_DEPTH} allowed"
+        )
+    if e.size > MAX_EXPRESSION_NODES:
+        raise _Syntax(
+            f"{e.fn}(...) has {e.size} nodes (assignments substituted); "
+            f"at most {MAX_EXPRESSION_NODES} allowed"
+        )
+    return e
 
 
 def _check_name(name: str, where: str) -> None:
@@ -334,11 +367,16 @@ class _Resolver:
                         f"{e.name!r} is {e.kind}{where}"
                     )
         if fn == "cartesian":
+            if len(operands[0]) * len(operands[1]) > MAX_OUTPUTS + min(len(operands[0]), len(operands[1])):
+                raise _Syntax(
+                    f"cartesian of {len(operands[0]):,} by {len(operands[1]):,} variables makes more than "
+                    f"{MAX_OUTPUTS:,} output variables"
+                )
             out: list[Expr] = []
             for a in operands[0]:
                 for b in operands[1]:
                     if a != b:
-                        out.append(Expr("cartesian", "TOKENS", None, (a, b)))
+                        out.append(_bounded(Expr("cartesian", "TOKENS", None, (a, b))))
             return out
         kind = {
             "lowercase": None,
@@ -348,7 +386,7 @@ class _Resolver:
             "quantile_bin": "CATEGORICAL",
             "normalize": "NUMERIC",
         }[fn]
-        return [Expr(fn, kind or e.kind, None, (e,), param) for e in operands[0]]
+        return [_bounded(Expr(fn, kind or e.kind, None, (e,), param)) for e in operands[0]]
 
     def _var(self, name: str) -> Expr:
         return Expr("var", self.schema.type_of(name), name)
@@ -403,7 +441,7 @@ def parse_recipe(text: str | Mapping[str, Any], schema: Schema) -> Recipe:
         try:
             resolver.groups[name] = recipe.groups[name] = resolver.group(_parse_expression(expr))
         except _Syntax as exc:
-            raise RecipeError(f"{where}: {expr}: {exc}", field=where) from None
+            raise RecipeError(f"{where}: {_short(expr)}: {exc}", field=where) from None
 
     assignments = doc.get("assignments") or {}
     if not isinstance(assignments, dict):
@@ -421,7 +459,7 @@ def parse_recipe(text: str | Mapping[str, Any], schema: Schema) -> Recipe:
             exprs = resolver.expressions(_parse_expression(expr))
             resolver.assignments[name] = recipe.assignments[name] = exprs
         except _Syntax as exc:
-            raise RecipeError(f"{where}: {expr}: {exc}", field=where) from None
+            raise RecipeError(f"{where}: {_short(expr)}: {exc}", field=where) from None
 
     outputs = doc.get("outputs")
     if outputs is None or outputs == []:
@@ -436,7 +474,7 @@ def parse_recipe(text: str | Mapping[str, Any], schema: Schema) -> Recipe:
         try:
             exprs = resolver.expressions(_parse_expression(expr))
         except _Syntax as exc:
-            raise RecipeError(f"{where}: {expr.strip()}: {exc}", field=where) from None
+            raise RecipeError(f"{where}: {_short(expr.strip())}: {exc}", field=where) from None
         recipe.output_texts.append(expr)
         for e in exprs:
             if e not in seen:
@@ -444,6 +482,9 @@ def parse_recipe(text: str | Mapping[str, Any], schema: Schema) -> Recipe:
                 recipe.outputs.append(e)
         if len(recipe.outputs) > MAX_OUTPUTS:
             raise RecipeError(
-                f"{where}: the recipe produces more than {MAX_OUTPUTS:,} output variables", field=where
+                f"{where}: the recipe produces more than {MAX_OUTPUTS:,} output variables "
+                f"({len(recipe.outputs):,} so far; AML's recipe complexity limit, every group member and "
+                "cartesian pair counts)",
+                field=where,
             )
     return recipe

@@ -7,6 +7,12 @@ str or None; TEXT → object array of str or None; TOKENS → object array of li
 
 Also here: the text functions (``no_punct``, ``ngram``, ``osb``) and the fitted statistics of
 ``normalize`` and ``quantile_bin`` (weighted mean/std, equal-frequency cut points).
+
+Every token list is capped at :data:`~amlflow.engine.limits.MAX_TOKENS_PER_VALUE` tokens (10,000), the
+first ones in order: the words of a TEXT value (white-space split), the n-grams of ``ngram`` (all unigrams,
+then bigrams, ...), the bigrams of ``osb`` (by position, then distance) and the pairs of ``cartesian``
+(by the first operand's token, then the second's). So one value yields a bounded number of features and
+feature building is linear in the input; values below the cap are untouched.
 """
 
 from __future__ import annotations
@@ -19,11 +25,15 @@ from typing import Any
 
 import numpy as np
 
+from amlflow.engine.limits import MAX_TOKENS_PER_VALUE
 from amlflow.engine.recipe.parser import Expr
 from amlflow.engine.schema import BINARY_FALSE, BINARY_TRUE, binary_view, numeric_view
 
 __all__ = [
     "apply_transform",
+    "cartesian_pairs",
+    "ngram_count",
+    "osb_count",
     "ngrams",
     "no_punct",
     "obj_array",
@@ -32,6 +42,7 @@ __all__ = [
     "tokens_of",
     "var_values",
     "weighted_mean_std",
+    "words",
 ]
 
 # -------------------------------------------------------------------------------------- text functions
@@ -57,23 +68,66 @@ def no_punct(text: str) -> str:
     return " ".join(t for t in (_strip_punct(w) for w in text.split()) if t)
 
 
-def ngrams(text: str, n: int) -> list[str]:
-    """Every word n-gram of ``text`` of 1 to ``n`` words (``ngram(x, n)``)."""
-    words = text.split()
+def words(text: str, cap: int = MAX_TOKENS_PER_VALUE) -> list[str]:
+    """The white-space separated words of ``text``, the first ``cap`` of them."""
+    out = text.split(maxsplit=cap)
+    return out[:cap]
+
+
+def ngrams(text: str, n: int, cap: int = MAX_TOKENS_PER_VALUE) -> list[str]:
+    """Every word n-gram of ``text`` of 1 to ``n`` words (``ngram(x, n)``), the first ``cap`` of them."""
+    ws = words(text, cap)
     out: list[str] = []
     for k in range(1, n + 1):
-        out.extend(" ".join(words[i : i + k]) for i in range(len(words) - k + 1))
+        room = cap - len(out)
+        if room <= 0:
+            break
+        out.extend(" ".join(ws[i : i + k]) for i in range(min(len(ws) - k + 1, room)))
     return out
 
 
-def osb(text: str, n: int) -> list[str]:
-    """Orthogonal sparse bigrams of ``text`` within a window of ``n`` words (``osb(x, n)``: ``a__c``)."""
-    words = text.split()
+def ngram_count(n_words: np.ndarray, n: int) -> np.ndarray:
+    """How many tokens :func:`ngrams` gives a value of ``n_words`` words (int64 array), capped."""
+    w = np.minimum(np.asarray(n_words, dtype=np.int64), MAX_TOKENS_PER_VALUE)
+    total = np.zeros_like(w)
+    for k in range(1, n + 1):
+        total += np.maximum(w - k + 1, 0)
+    return np.minimum(total, MAX_TOKENS_PER_VALUE)
+
+
+def osb(text: str, n: int, cap: int = MAX_TOKENS_PER_VALUE) -> list[str]:
+    """Orthogonal sparse bigrams of ``text`` within a window of ``n`` words (``osb(x, n)``: ``a__c``), the
+    first ``cap`` of them."""
+    ws = words(text, cap)
     out: list[str] = []
-    for i, w in enumerate(words):
+    for i, w in enumerate(ws):
         for d in range(1, n):
-            if i + d < len(words):
-                out.append(w + "_" * d + words[i + d])
+            if i + d < len(ws):
+                if len(out) >= cap:
+                    return out
+                out.append(w + "_" * d + ws[i + d])
+    return out
+
+
+def osb_count(n_words: np.ndarray, n: int) -> np.ndarray:
+    """How many tokens :func:`osb` gives a value of ``n_words`` words (int64 array), capped."""
+    w = np.minimum(np.asarray(n_words, dtype=np.int64), MAX_TOKENS_PER_VALUE)
+    total = np.zeros_like(w)
+    for d in range(1, n):
+        total += np.maximum(w - d, 0)
+    return np.minimum(total, MAX_TOKENS_PER_VALUE)
+
+
+def cartesian_pairs(a: Sequence[str], b: Sequence[str], cap: int = MAX_TOKENS_PER_VALUE) -> list[str]:
+    """``cartesian``'s tokens: ``x_y`` for each token ``x`` of ``a`` and ``y`` of ``b``, the first ``cap``."""
+    out: list[str] = []
+    if not b:
+        return out
+    for x in a:
+        room = cap - len(out)
+        if room <= 0:
+            break
+        out.extend(f"{x}_{y}" for y in (b if len(b) <= room else b[:room]))
     return out
 
 
@@ -153,7 +207,7 @@ def tokens_of(kind: str, values: np.ndarray) -> np.ndarray:
     if kind == "TOKENS":
         return values
     if kind == "TEXT":
-        return obj_array([[] if v is None else v.split() for v in values])
+        return obj_array([[] if v is None else words(v) for v in values])
     return obj_array([[] if v is None else [v] for v in values])
 
 
