@@ -12,6 +12,7 @@ MODULES = [
     "amlflow.engine.dataset",
     "amlflow.engine.errors",
     "amlflow.engine.evaluation",
+    "amlflow.engine.limits",
     "amlflow.engine.model",
     "amlflow.engine.params",
     "amlflow.engine.rearrange",

@@ -11,7 +11,7 @@ The package is split by job; every public name is re-exported here, so
 * :mod:`~amlflow.engine.recipe.suggest`: :func:`suggest_recipe`, AML's suggested recipe.
 """
 
-from amlflow.engine.recipe.features import MAX_STANDARDISED, FeatureBuilder
+from amlflow.engine.recipe.features import MAX_STANDARDISED, FeatureBound, FeatureBuilder
 from amlflow.engine.recipe.parser import (
     FUNCTIONS,
     MAX_NAME,
@@ -33,6 +33,7 @@ __all__ = [
     "SECTIONS",
     "SUGGESTED_BINS",
     "Expr",
+    "FeatureBound",
     "FeatureBuilder",
     "Recipe",
     "parse_recipe",
