@@ -9,13 +9,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from prefect import get_run_logger, task
 
 from amlflow.client import storage
+from amlflow.storage.atomic import write_file_atomic
 from tasks._common import RETRY_POLICY
 
 __all__ = ["download_object", "file_sha256", "fingerprint_uri", "upload_inputs"]
@@ -134,15 +134,7 @@ def download_object(uri: str, destination: str, endpoint_url: str | None = None)
         'out/manifest.json'
     """
     dest = Path(destination).expanduser()
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as out, storage(endpoint_url=endpoint_url).open_read(uri) as src:
-            for chunk in iter(lambda: src.read(_CHUNK), b""):
-                out.write(chunk)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with storage(endpoint_url=endpoint_url).open_read(uri) as src:
+        write_file_atomic(dest, src)
     get_run_logger().info("downloaded %s to %s", uri, dest)
     return str(dest)

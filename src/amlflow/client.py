@@ -42,16 +42,19 @@ import os
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, BinaryIO, Literal
 
 import boto3
 from botocore.config import Config
+
+from amlflow.storage import S3Storage, parse_s3_uri
 
 if TYPE_CHECKING:
     from amlflow.settings import Settings
     from amlflow.storage import Storage
 
 __all__ = [
+    "BucketNotFoundError",
     "ClientOptions",
     "client_options",
     "ml_client",
@@ -66,9 +69,10 @@ __all__ = [
 Target = Literal["embedded", "endpoint", "aws"]
 
 _LOCK = threading.Lock()
-_EMBEDDED: dict[tuple[str, ...], Any] = {}
+#: The one client cache: ``("embedded", home, ...)`` → in-process client, ``("boto3", service, endpoint,
+#: ...)`` → boto3 client. Guarded by ``_LOCK`` (boto3 clients are thread-safe; creating them is not).
+_CLIENTS: dict[tuple[Any, ...], Any] = {}
 _OVERRIDE: dict[str, Any] = {}
-_REMOTE: dict[tuple[Any, ...], Any] = {}
 
 #: Used when a boto3 client talks to a local endpoint and no AWS credentials are configured: an
 #: ``amlflow serve`` endpoint (unless started with signature checks) and moto accept any key.
@@ -167,6 +171,7 @@ def _embedded_key(settings: Settings | None) -> tuple[str, ...]:
 
     resolved = settings if settings is not None else _Settings()
     return (
+        "embedded",
         str(resolved.home),
         resolved.storage,
         str(resolved.resolved_storage_root()),
@@ -208,13 +213,13 @@ def ml_client(
     if opts.target == "embedded":
         key = _embedded_key(settings)
         with _LOCK:
-            client = _EMBEDDED.get(key)
+            client = _CLIENTS.get(key)
             if client is None:
                 import amlflow
 
                 kwargs = settings.model_dump() if settings is not None else {}
                 client = amlflow.connect(**kwargs)
-                _EMBEDDED[key] = client
+                _CLIENTS[key] = client
             return client
     return _boto3_client("machinelearning", opts.endpoint_url, opts)
 
@@ -222,6 +227,7 @@ def ml_client(
 def _boto3_client(service: str, endpoint_url: str | None, opts: ClientOptions) -> Any:
     """A cached boto3 client (boto3 clients are thread-safe; creating them concurrently is not)."""
     key = (
+        "boto3",
         service,
         endpoint_url,
         opts.region,
@@ -231,7 +237,7 @@ def _boto3_client(service: str, endpoint_url: str | None, opts: ClientOptions) -
         tuple(os.environ.get(v, "") for v in ("AWS_ACCESS_KEY_ID", "AWS_PROFILE", "AWS_ENDPOINT_URL_S3")),
     )
     with _LOCK:
-        client = _REMOTE.get(key)
+        client = _CLIENTS.get(key)
         if client is None:
             client = boto3.session.Session().client(
                 service,
@@ -239,7 +245,7 @@ def _boto3_client(service: str, endpoint_url: str | None, opts: ClientOptions) -
                 config=opts.botocore_config(),
                 **_credentials_kwargs(endpoint_url),
             )
-            _REMOTE[key] = client
+            _CLIENTS[key] = client
         return client
 
 
@@ -260,13 +266,25 @@ def s3_client(*, endpoint_url: str | None = None, region: str | None = None) -> 
     return _boto3_client("s3", url, opts)
 
 
-def storage(settings: Settings | None = None, *, endpoint_url: str | None = None) -> Storage:
+def storage(
+    settings: Settings | None = None, *, endpoint_url: str | None = None, create_bucket: bool = False
+) -> Storage:
     """Return the storage that holds the pipeline's ``s3://`` inputs and outputs.
 
     Embedded: exactly the storage the in-process service reads. Endpoint or AWS: S3 through boto3
-    (``AWS_ENDPOINT_URL_S3`` honoured), unless ``AMLFLOW_STORAGE=local`` (a server on this machine
-    sharing ``AMLFLOW_STORAGE_ROOT``). ``endpoint_url`` (an AML endpoint given to a flow as a parameter
-    rather than through ``AWS_ENDPOINT_URL_MACHINE_LEARNING``) counts as the endpoint target.
+    (:func:`s3_client`, ``AWS_ENDPOINT_URL_S3`` honoured), unless ``AMLFLOW_STORAGE=local`` (a server on
+    this machine sharing ``AMLFLOW_STORAGE_ROOT``). ``endpoint_url`` (an AML endpoint given to a flow as a
+    parameter rather than through ``AWS_ENDPOINT_URL_MACHINE_LEARNING``) counts as the endpoint target.
+
+    On S3 a write into a bucket that does not exist raises :class:`BucketNotFoundError` (one line naming
+    the bucket and the S3 endpoint) instead of botocore's ``NoSuchBucket`` deep in a traceback; with
+    ``create_bucket=True`` (for a bucket the caller owns, such as the upload task's destination) the
+    bucket is created before the first write into it. Local storage needs neither: a bucket is a folder.
+
+    Args:
+        settings: amlflow settings (default: the environment).
+        endpoint_url: the AML endpoint the caller targets, if given as a parameter.
+        create_bucket: create a missing bucket on the first write into it (S3 only).
 
     Example:
         >>> store = storage()
@@ -283,7 +301,91 @@ def storage(settings: Settings | None = None, *, endpoint_url: str | None = None
     embedded = ClientOptions().target == "embedded" and not endpoint_url
     if embedded or os.environ.get("AMLFLOW_STORAGE", "").lower() == "local":
         return storage_from_settings(resolved)
-    return storage_from_settings(resolved.model_copy(update={"storage": "s3"}))
+    return BucketCheckedS3Storage(s3_client(), create_bucket=create_bucket)
+
+
+class BucketNotFoundError(LookupError):
+    """A write went to an S3 bucket that does not exist (permanent: never retried).
+
+    Attributes:
+        bucket: the bucket's name.
+        endpoint_url: the S3 endpoint that answered.
+    """
+
+    def __init__(self, bucket: str, endpoint_url: str) -> None:
+        self.bucket = bucket
+        self.endpoint_url = endpoint_url
+        super().__init__(
+            f"bucket {bucket!r} does not exist at {endpoint_url}; create it or pass create_bucket=True"
+        )
+
+
+def _is_no_such_bucket(exc: BaseException) -> bool:
+    """True for botocore's ``NoSuchBucket`` and boto3's transfer error wrapping it."""
+    from boto3.exceptions import S3UploadFailedError
+    from botocore.exceptions import ClientError
+
+    if isinstance(exc, ClientError):
+        return bool(exc.response.get("Error", {}).get("Code") == "NoSuchBucket")
+    return isinstance(exc, S3UploadFailedError) and "NoSuchBucket" in str(exc)
+
+
+class BucketCheckedS3Storage(S3Storage):
+    """:class:`~amlflow.storage.S3Storage` whose writes name a missing bucket, or create it.
+
+    Args:
+        client: a boto3 S3 client.
+        create_bucket: create a missing bucket before the first write into it.
+    """
+
+    def __init__(self, client: Any, *, create_bucket: bool = False) -> None:
+        super().__init__(client)
+        self.create_bucket = create_bucket
+        self._ready: set[str] = set()
+
+    def __repr__(self) -> str:
+        return (
+            f"BucketCheckedS3Storage(endpoint_url={self.endpoint_url!r}, create_bucket={self.create_bucket})"
+        )
+
+    @property
+    def endpoint_url(self) -> str:
+        """The S3 endpoint the client talks to."""
+        return str(self.client.meta.endpoint_url)
+
+    def ensure_bucket(self, bucket: str) -> None:
+        """Create ``bucket`` unless it exists (once per bucket and instance)."""
+        if bucket in self._ready:
+            return
+        from botocore.exceptions import ClientError
+
+        try:
+            self.client.head_bucket(Bucket=bucket)
+        except ClientError as exc:
+            if str(exc.response.get("Error", {}).get("Code")) not in ("404", "NoSuchBucket", "NotFound"):
+                raise
+            region = self.client.meta.region_name
+            kwargs: dict[str, Any] = {"Bucket": bucket}
+            if region and region != "us-east-1":
+                kwargs["CreateBucketConfiguration"] = {"LocationConstraint": region}
+            try:
+                self.client.create_bucket(**kwargs)
+            except ClientError as create_exc:
+                if create_exc.response.get("Error", {}).get("Code") != "BucketAlreadyOwnedByYou":
+                    raise
+        self._ready.add(bucket)
+
+    def write_atomic(self, uri: str, data_or_file: bytes | str | os.PathLike[str] | BinaryIO) -> None:
+        """``S3Storage.write_atomic``; a missing bucket is created or named (:class:`BucketNotFoundError`)."""
+        bucket, _ = parse_s3_uri(uri)
+        if self.create_bucket:
+            self.ensure_bucket(bucket)
+        try:
+            super().write_atomic(uri, data_or_file)
+        except Exception as exc:
+            if _is_no_such_bucket(exc):
+                raise BucketNotFoundError(bucket, self.endpoint_url) from None
+            raise
 
 
 def reports_for(client: Any) -> Any | None:
@@ -311,9 +413,8 @@ def reports_for(client: Any) -> Any | None:
 def reset_clients() -> None:
     """Forget the cached clients (closing embedded ones when they can be closed); for tests."""
     with _LOCK:
-        clients = list(_EMBEDDED.values())
-        _EMBEDDED.clear()
-        _REMOTE.clear()
+        clients = [client for key, client in _CLIENTS.items() if key[0] == "embedded"]
+        _CLIENTS.clear()
     for client in clients:
         close = getattr(client, "close", None)
         if callable(close):
