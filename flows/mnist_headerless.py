@@ -64,7 +64,7 @@ def mnist_headerless(
         salt=salt,
         endpoint_url=endpoint_url,
     )
-    result["accuracy"] = accuracy_from_batch_output(result["batch"]["local_files"])
+    result["accuracy"] = accuracy_from_batch_output(result["batch"]["local_files"], case="mnist-headerless")
     print(f"accuracy from the batch output's trueLabel column: {result['accuracy']['accuracy']:.4f}")
     result["flow_run_id"] = str(flow_run.get_id())
     return result

@@ -85,7 +85,10 @@ def mnist_pipeline(
         endpoint_url=endpoint_url,
     )
     result["submission"] = kaggle_submission(
-        result["batch"]["local_files"], f"{result['output_dir']}/submission.csv", test_labels=labels
+        result["batch"]["local_files"],
+        f"{result['output_dir']}/submission.csv",
+        test_labels=labels,
+        case="mnist",
     )
     sub = result["submission"]
     print(

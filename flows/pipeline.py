@@ -177,16 +177,18 @@ def aml_pipeline(
 
     # Reports.
     insight_futures = [
-        report_data_insights.submit(train_ds, "train", wait_for=[train_ready], **common),
-        report_data_insights.submit(eval_ds, "evaluation", wait_for=[eval_ready], **common),
+        report_data_insights.submit(train_ds, "train", case=name, wait_for=[train_ready], **common),
+        report_data_insights.submit(eval_ds, "evaluation", case=name, wait_for=[eval_ready], **common),
     ]
     if batch_ds is not None:
         insight_futures.append(
-            report_data_insights.submit(batch_ds, "batch", wait_for=[batch_ready], **common)
+            report_data_insights.submit(batch_ds, "batch", case=name, wait_for=[batch_ready], **common)
         )
-    evaluation_report = report_evaluation.submit(evaluation, out_dir, wait_for=[evaluation_done], **common)
+    evaluation_report = report_evaluation.submit(
+        evaluation, out_dir, case=name, wait_for=[evaluation_done], **common
+    )
     batch_report = (
-        report_batch_prediction.submit(batch_prediction, out_dir, wait_for=[batch_done], **common)
+        report_batch_prediction.submit(batch_prediction, out_dir, case=name, wait_for=[batch_done], **common)
         if batch_prediction is not None
         else None
     )

@@ -116,7 +116,7 @@ def retrain_champion(
     )
     challenger_done = wait_for_evaluation.submit(challenger_ev, **common)
     challenger_report = report_evaluation.submit(
-        challenger_ev, out_dir, label="challenger", wait_for=[challenger_done], **common
+        challenger_ev, out_dir, label="challenger", case=pipeline, wait_for=[challenger_done], **common
     )
 
     current = champion_id.result()
@@ -127,7 +127,7 @@ def retrain_champion(
         )
         champion_done = wait_for_evaluation.submit(champion_ev, **common)
         champion_report = report_evaluation.submit(
-            champion_ev, out_dir, label="champion", wait_for=[champion_done], **common
+            champion_ev, out_dir, label="champion", case=pipeline, wait_for=[champion_done], **common
         ).result()
     elif current is not None:
         champion_report = challenger_report.result()
@@ -186,7 +186,7 @@ def retrain_champion(
         )
         bp_done = wait_for_batch_prediction.submit(bp, **common)
         result["batch"] = report_batch_prediction.submit(
-            bp, out_dir, label="champion-batch", wait_for=[bp_done], **common
+            bp, out_dir, label="champion-batch", case=pipeline, wait_for=[bp_done], **common
         ).result()
     for future in (train_ready, eval_ready, challenger_ready, challenger_done):
         future.result()

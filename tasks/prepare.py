@@ -7,13 +7,13 @@ target (``quality >= 7``) and a MULTICLASS one (``bad / average / good``) from t
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import pandas as pd
 from prefect import get_run_logger, task
+
+from amlflow.storage.atomic import write_file_atomic
 
 __all__ = ["bin_target"]
 
@@ -66,15 +66,7 @@ def bin_target(
         repr((Path(source).read_bytes(), column, new_column, list(edges), list(labels))).encode()
     ).hexdigest()[:8]
     dest = Path(output_dir).expanduser() / f"{Path(source).stem}-{new_column}-{tag}.csv"
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
-            out.to_csv(fh, index=False)
-        os.replace(tmp, dest)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file_atomic(dest, out.to_csv(index=False, lineterminator="\n"))
     counts = out[new_column].value_counts().to_dict()
     get_run_logger().info("derived %s from %s: %s → %s", dest, source, column, counts)
     return str(dest)

@@ -18,9 +18,7 @@ import base64
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
 from amlflow.client import ml_client, reports_for, storage
+from amlflow.storage.atomic import write_file_atomic
 from tasks._common import RETRY_POLICY
 
 __all__ = [
@@ -55,18 +54,6 @@ def artifact_key(*parts: str) -> str:
     """A Prefect artifact key (lowercase letters, digits and dashes) built from ``parts``."""
     key = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
     return re.sub(r"-{2,}", "-", key)[:100] or "amlflow"
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _fmt(value: Any) -> str:
@@ -95,7 +82,7 @@ def _png_markdown(fig: Any, path: Path, title: str) -> str:
     fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
     plt.close(fig)
     data = buf.getvalue()
-    _write_atomic(path, data)
+    write_file_atomic(path, data)
     encoded = base64.b64encode(data).decode("ascii")
     return f"![{title}](data:image/png;base64,{encoded})\n\nImage file: `{path}`"
 
@@ -163,7 +150,7 @@ def _attribute_rows(insights: Mapping[str, Any]) -> list[list[Any]]:
 
 @task(name="report_data_insights", **RETRY_POLICY)
 def report_data_insights(
-    data_source_id: str, label: str, *, endpoint_url: str | None = None
+    data_source_id: str, label: str, *, case: str = "", endpoint_url: str | None = None
 ) -> dict[str, Any]:
     """Publish a datasource's data insights as a markdown artifact (``insights-<label>``).
 
@@ -211,7 +198,7 @@ def report_data_insights(
         lines += ["", "_Data insights are not available from this AML back end (endpoint or AWS)._"]
     create_markdown_artifact(
         "\n".join(lines),
-        key=artifact_key("insights", label),
+        key=artifact_key(case, "insights", label),
         description=f"Data insights: {label} datasource",
     )
     return {
@@ -310,6 +297,7 @@ def report_evaluation(
     output_dir: str,
     *,
     label: str = "evaluation",
+    case: str = "",
     endpoint_url: str | None = None,
 ) -> dict[str, Any]:
     """Publish the evaluation: metric vs baseline, confusion matrix or threshold table, alerts, an image.
@@ -380,7 +368,7 @@ def report_evaluation(
         lines += ["", "## Threshold table", "", _md_table(cols, [[r.get(c) for c in cols] for r in shown])]
         create_table_artifact(
             [dict(r) for r in thresholds],
-            key=artifact_key(label, "threshold-table"),
+            key=artifact_key(case, label, "threshold-table"),
             description=f"Threshold table of {evaluation_id}",
         )
         image_md = image_md or _threshold_figure(thresholds, out / f"{label}-thresholds.png")
@@ -388,7 +376,7 @@ def report_evaluation(
         image_md = _metric_figure(pretty, metric, baseline, out / f"{label}-metric.png")
     lines += ["", "## Image", "", image_md]
     create_markdown_artifact(
-        "\n".join(lines), key=artifact_key(label, "report"), description=f"Evaluation {evaluation_id}"
+        "\n".join(lines), key=artifact_key(case, label, "report"), description=f"Evaluation {evaluation_id}"
     )
 
     summary = {
@@ -401,7 +389,7 @@ def report_evaluation(
         "alerts": alerts,
         "report_available": bool(report),
     }
-    _write_atomic(
+    write_file_atomic(
         out / f"{label}-report.json",
         json.dumps({**summary, "report": report}, indent=2, default=str).encode(),
     )
@@ -457,6 +445,7 @@ def report_batch_prediction(
     *,
     label: str = "batch",
     preview_rows: int = 20,
+    case: str = "",
     endpoint_url: str | None = None,
 ) -> dict[str, Any]:
     """Copy the batch prediction's result file(s) to ``output_dir`` and publish link, table and image.
@@ -484,7 +473,7 @@ def report_batch_prediction(
     local_files: list[str] = []
     for result_uri in results.values():
         dest = out / result_uri.rsplit("/", 1)[-1]
-        _write_atomic(dest, store.read_bytes(result_uri))
+        write_file_atomic(dest, store.read_bytes(result_uri))
         local_files.append(str(dest))
     frame = (
         pd.concat([batch_result_frame(f) for f in local_files], ignore_index=True)
@@ -495,14 +484,14 @@ def report_batch_prediction(
         create_link_artifact(
             Path(local).resolve().as_uri(),
             link_text=f"{result_uri} (local copy)",
-            key=artifact_key(label, "result"),
+            key=artifact_key(case, label, "result"),
             description=f"Batch prediction {batch_prediction_id}",
         )
     preview = frame.head(preview_rows).fillna("").to_dict(orient="records")
     if preview:
         create_table_artifact(
             preview,
-            key=artifact_key(label, "preview"),
+            key=artifact_key(case, label, "preview"),
             description=f"First {len(preview)} rows of {batch_prediction_id}",
         )
 
@@ -531,7 +520,7 @@ def report_batch_prediction(
     ]
     create_markdown_artifact(
         "\n".join(lines),
-        key=artifact_key(label, "summary"),
+        key=artifact_key(case, label, "summary"),
         description=f"Batch prediction {batch_prediction_id}",
     )
     logger.info("batch prediction %s: %d rows → %s", batch_prediction_id, len(frame), ", ".join(local_files))
@@ -553,6 +542,7 @@ def kaggle_submission(
     output_path: str,
     *,
     test_labels: str | None = None,
+    case: str = "",
 ) -> dict[str, Any]:
     """Write a Kaggle "Digit Recognizer" submission (``ImageId,Label``) from MULTICLASS batch output.
 
@@ -576,7 +566,7 @@ def kaggle_submission(
     labels = _predicted_labels(frame)
     submission = pd.DataFrame({"ImageId": range(1, len(frame) + 1), "Label": labels.fillna("")})
     path = Path(output_path).expanduser()
-    _write_atomic(path, submission.to_csv(index=False).encode("utf-8"))
+    write_file_atomic(path, submission.to_csv(index=False).encode("utf-8"))
     accuracy = None
     if test_labels:
         truth = pd.read_csv(test_labels, dtype=str)
@@ -592,7 +582,7 @@ def kaggle_submission(
     create_markdown_artifact(
         f"# Kaggle submission\n\n* file: `{path}`\n* rows: {len(submission)}\n"
         + (f"* accuracy against `{test_labels}`: **{accuracy:.4f}**\n" if accuracy is not None else ""),
-        key="kaggle-submission",
+        key=artifact_key(case, "kaggle-submission"),
         description="Kaggle Digit Recognizer submission",
     )
     get_run_logger().info("Kaggle submission %s: %d rows, accuracy %s", path, len(submission), accuracy)
@@ -600,7 +590,7 @@ def kaggle_submission(
 
 
 @task(name="accuracy_from_batch_output")
-def accuracy_from_batch_output(batch_files: Sequence[str]) -> dict[str, Any]:
+def accuracy_from_batch_output(batch_files: Sequence[str], *, case: str = "") -> dict[str, Any]:
     """Accuracy of a classification batch output against its own ``trueLabel`` column.
 
     Example:
@@ -626,7 +616,7 @@ def accuracy_from_batch_output(batch_files: Sequence[str]) -> dict[str, Any]:
     create_markdown_artifact(
         f"# Accuracy from batch output\n\n* rows scored: {int(valid.sum())} of {len(frame)}\n"
         f"* accuracy (bestAnswer or top class vs trueLabel): **{accuracy:.4f}**\n",
-        key="batch-accuracy",
+        key=artifact_key(case, "batch-accuracy"),
         description="Accuracy read back from the batch output's trueLabel column",
     )
     return {"rows": int(valid.sum()), "accuracy": accuracy}
