@@ -10,6 +10,7 @@
 | region         | ``AMLFLOW_REGION``      | ``us-east-1``             |
 | predict_rate_limit | ``AMLFLOW_PREDICT_RATE_LIMIT`` | 200 Predict/s per model (AML's peak; 0 = off) |
 | waiter_delay   | ``AMLFLOW_WAITER_DELAY``| 1 s (embedded client's waiters; AML: 30 s) |
+| memory_limit   | ``AMLFLOW_MEMORY_LIMIT``| half of RAM / cgroup / rlimit (``2GB``, ``512MiB``, bytes) |
 
 See docs/configuration.md.
 """
@@ -19,7 +20,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import ByteSize, Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 __all__ = ["Settings"]
@@ -40,6 +41,9 @@ class Settings(BaseSettings):
     iam_user: str = "amlflow"
     predict_rate_limit: int = Field(default=200, ge=0)
     waiter_delay: float = Field(default=1.0, gt=0)
+    #: a job's memory budget in bytes (``2GB``, ``512MiB`` or a number); None: half of the smallest of
+    #: physical memory, the cgroup limit and the process's rlimit (``engine.limits.default_memory_budget``)
+    memory_limit: ByteSize | None = None
 
     def resolved_storage_root(self) -> Path:
         """The local storage root: ``storage_root`` or ``<home>/s3``."""

@@ -21,6 +21,7 @@ from amlflow.service.errors import (
     from_engine,
 )
 from amlflow.service.jobs import JobContext, JobFailed, JobResult
+from amlflow.service.validate import check_json_document
 
 __all__ = ["DataSources"]
 
@@ -60,6 +61,7 @@ class DataSources(EntityOps):
                 self._read_text(schema_uri, "DataSpec.DataSchemaLocationS3"),
                 "DataSpec.DataSchemaLocationS3",
             )
+            check_json_document(schema_text, member)
         else:
             raise InvalidInputException("DataSpec: one of DataSchema or DataSchemaLocationS3 is required.")
         try:

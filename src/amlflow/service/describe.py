@@ -4,9 +4,7 @@
 
 from __future__ import annotations
 
-import base64
 import datetime as _dt
-import json
 from typing import Any
 
 from amlflow.service.entities import DESCRIBE_FIELDS, EntityOps
@@ -14,6 +12,7 @@ from amlflow.service.errors import (
     InvalidInputException,
 )
 from amlflow.service.state import Entity
+from amlflow.service.validate import decode_next_token, encode_next_token
 
 __all__ = ["COMMON_FILTERS", "FILTERS", "Describe"]
 
@@ -83,10 +82,7 @@ class Describe(EntityOps):
         offset = 0
         token = params.get("NextToken")
         if token:
-            try:
-                offset = int(json.loads(base64.urlsafe_b64decode(token.encode()).decode())["offset"])
-            except (ValueError, KeyError, TypeError):
-                raise InvalidInputException("NextToken: not a token this service issued.") from None
+            offset = decode_next_token(token)
         is_time = variable in ("CreatedAt", "LastUpdatedAt")
 
         def value_of(e: Entity) -> Any:
@@ -134,9 +130,7 @@ class Describe(EntityOps):
         page = entities[offset : offset + limit]
         out: dict[str, Any] = {"Results": [self._out(e, DESCRIBE_FIELDS[kind]) for e in page]}
         if offset + limit < len(entities):
-            out["NextToken"] = base64.urlsafe_b64encode(
-                json.dumps({"offset": offset + limit}).encode()
-            ).decode()
+            out["NextToken"] = encode_next_token(offset + limit)
         return out
 
     def describe_data_sources(self, **params: Any) -> dict[str, Any]:

@@ -91,6 +91,7 @@ class Train(Protocol):
         *,
         seed: int = 0,
         log: Callable[[str], None] | None = None,
+        memory_budget: int | None = None,
     ) -> Model: ...
 
 

@@ -80,4 +80,6 @@ class InternalServerException(AmlError):
 def from_engine(exc: EngineError, context: str | None = None) -> InvalidInputException:
     """An engine error (bad schema, recipe, parameter, ...) as ``InvalidInputException``, context first."""
     message = exc.message
-    return InvalidInputException(f"{context}: {message}" if context else message)
+    if not context or message.startswith(f"{context}:"):
+        return InvalidInputException(message)
+    return InvalidInputException(f"{context}: {message}")

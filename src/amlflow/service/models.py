@@ -17,6 +17,7 @@ from amlflow.service.errors import (
     from_engine,
 )
 from amlflow.service.jobs import JobContext, JobResult
+from amlflow.service.validate import check_json_document
 
 __all__ = ["TARGET_TYPE", "Models"]
 
@@ -76,6 +77,7 @@ class Models(EntityOps):
         if RecipeUri:
             self._check_uri(RecipeUri, "RecipeUri")
             recipe_text = self._read_text(RecipeUri, "RecipeUri")
+            check_json_document(recipe_text, "RecipeUri")
         if recipe_text is not None:
             try:
                 parse_recipe(recipe_text, schema)
@@ -103,8 +105,16 @@ class Models(EntityOps):
             ctx.log("no recipe given: using the suggested recipe")
         recipe = parse_recipe(recipe_text, schema)
         params = parse_parameters(entity.internal["request"].get("Parameters") or None)
+        budget = self.settings.memory_limit
         model = self.engine.train(
-            table, schema, recipe, params, entity.attrs["MLModelType"], seed=self.settings.seed, log=ctx.log
+            table,
+            schema,
+            recipe,
+            params,
+            entity.attrs["MLModelType"],
+            seed=self.settings.seed,
+            log=ctx.log,
+            memory_budget=int(budget) if budget is not None else None,
         )
         folder = self._paths("MLModel", entity.id) / "model"
         if folder.exists():

@@ -10,12 +10,15 @@ import threading
 import time
 from typing import Any
 
+from amlflow.engine.errors import EngineError
+from amlflow.engine.limits import MAX_RECORD_BYTES, check_record
 from amlflow.service.entities import NO_ENDPOINT, EntityOps, strip_none
 from amlflow.service.errors import (
     InvalidInputException,
     LimitExceededException,
     PredictorNotMountedException,
     ResourceNotFoundException,
+    from_engine,
 )
 from amlflow.service.jobs import now
 from amlflow.service.state import Entity
@@ -23,7 +26,6 @@ from amlflow.service.state import Entity
 __all__ = ["MAX_RECORD_BYTES", "PEAK_RPS", "RateLimiter", "Realtime"]
 
 PEAK_RPS = 200
-MAX_RECORD_BYTES = 100 * 1024
 
 
 class RateLimiter:
@@ -105,16 +107,19 @@ class Realtime(EntityOps):
             raise PredictorNotMountedException(
                 f"ML model {MLModelId} has no READY realtime endpoint; call CreateRealtimeEndpoint first."
             )
-        size = sum(len(str(k)) + len(str(v)) for k, v in Record.items())
-        if size > MAX_RECORD_BYTES:
-            raise InvalidInputException(
-                f"Record: {size} bytes exceeds the limit of {MAX_RECORD_BYTES} bytes."
-            )
+        record = {str(k): str(v) for k, v in Record.items()}
+        try:
+            check_record(record, "Record")  # AML's 100 KB per observation, before any other work
+        except EngineError as exc:
+            raise from_engine(exc, "Record") from None
         if not self._limiter.allow(MLModelId):
             raise LimitExceededException(
                 f"ML model {MLModelId}: more than {self._limiter.rate} Predict requests per second."
             )
         model = self._model(MLModelId)
         threshold = float(entity.attrs.get("ScoreThreshold", 0.5))
-        prediction = model.predict_record({str(k): str(v) for k, v in Record.items()}, threshold)
+        try:  # a record whose features are over the per-record bound is an input error
+            prediction = model.predict_record(record, threshold)
+        except EngineError as exc:
+            raise from_engine(exc, "Record") from None
         return {"Prediction": strip_none(dict(prediction))}

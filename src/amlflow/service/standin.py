@@ -105,6 +105,7 @@ def standin_engine(
         *,
         seed: int = 0,
         log: Callable[[str], None] | None = None,
+        memory_budget: int | None = None,
     ) -> StandInModel:
         if train_error is not None and (error := train_error(schema, params, model_type)) is not None:
             raise error
