@@ -1,4 +1,5 @@
-"""Champion/challenger re-training on the fake AML client: promotion, tags, batch uses the champion."""
+"""Champion/challenger re-training on the real embedded service with stand-in ML: promotion, tags, the
+batch prediction uses the champion."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import pytest
 
 from flows.retrain import retrain_champion
 from tasks.champion import decide_promotion
-from tests.flows.fake_aml import FakeML
+from tests.flows.conftest import EmbeddedAML
 
 pytestmark = pytest.mark.prefect
 
@@ -18,7 +19,7 @@ SCHEMA = (
 )
 
 
-def test_retrain_promotes_first_model_then_keeps_the_champion(fake_aml: FakeML, tmp_path: Path) -> None:
+def test_retrain_promotes_first_model_then_keeps_the_champion(aml: EmbeddedAML, tmp_path: Path) -> None:
     data = tmp_path / "d.csv"
     data.write_text("x,y\n" + "".join(f"{i},{i * 2}\n" for i in range(30)))
     kwargs = {
@@ -33,27 +34,32 @@ def test_retrain_promotes_first_model_then_keeps_the_champion(fake_aml: FakeML, 
     first = retrain_champion(**kwargs)
     assert first["decision"]["promote"] is True
     champion = first["decision"]["champion"]
-    (first_eval_ds,) = {
-        e["params"]["EvaluationDataSourceId"] for e in fake_aml.entities["Evaluation"].values()
-    }
-    assert fake_aml.tags[champion]["amlflow:role"] == "champion"
-    assert fake_aml.tags[champion]["amlflow:pipeline"] == "toy"
+    (first_eval,) = aml.describe("Evaluation")
+    assert first_eval["MLModelId"] == champion
+    first_eval_ds = first_eval["EvaluationDataSourceId"]
+    assert aml.tags(champion)["amlflow:role"] == "champion"
+    assert aml.tags(champion)["amlflow:pipeline"] == "toy"
 
-    second = retrain_champion(**kwargs, salt="v2")  # a new challenger, same metric on the fake: not better
+    # a new challenger; every stand-in evaluation has the same RMSE, so it is not better
+    second = retrain_champion(**kwargs, salt="v2")
     assert second["decision"]["promote"] is False
     assert second["decision"]["champion"] == champion
     challenger = second["decision"]["challenger"]
     assert challenger != champion
-    assert fake_aml.tags[challenger]["amlflow:role"] == "rejected-challenger"
-    # both models were evaluated on the same evaluation datasource
+    assert aml.tags(challenger)["amlflow:role"] == "rejected-challenger"
+    assert aml.tags(champion)["amlflow:role"] == "champion"
+    # both models were evaluated on the same (the second run's) evaluation datasource
     second_evals = {
-        e["params"]["MLModelId"]: e["params"]["EvaluationDataSourceId"]
-        for e in fake_aml.entities["Evaluation"].values()
-        if e["params"]["EvaluationDataSourceId"] != first_eval_ds or e["params"]["MLModelId"] == challenger
+        e["MLModelId"]: e["EvaluationDataSourceId"]
+        for e in aml.describe("Evaluation")
+        if e["EvaluationDataSourceId"] != first_eval_ds
     }
+    assert set(second_evals) == {champion, challenger}
     assert second_evals[challenger] == second_evals[champion]
     # the batch predictions always used the champion
-    assert {bp["params"]["MLModelId"] for bp in fake_aml.entities["BatchPrediction"].values()} == {champion}
+    batch_predictions = aml.describe("BatchPrediction")
+    assert len(batch_predictions) == 2
+    assert {bp["MLModelId"] for bp in batch_predictions} == {champion}
 
 
 @pytest.mark.parametrize(
