@@ -3,6 +3,7 @@
 * data insights of each datasource (markdown);
 * the evaluation metric next to its baseline, the confusion matrix (MULTICLASS) or threshold table
   (BINARY), evaluation alerts, and a PNG image (markdown artifact embedding a ``data:`` URI, plus the file);
+  BINARY adds the score histogram per actual class with the cut-off, and the ROC curve;
 * the batch prediction: result files copied next to the run's other outputs, a link, a table of the first
   rows and a score image;
 * the Kaggle submission (``ImageId,Label``) and accuracies read back from batch output.
@@ -10,15 +11,15 @@
 The metric always comes from ``GetEvaluation``. Baselines, confusion matrices, threshold tables, alerts and
 data insights come from the embedded service's report side-channel (:func:`amlflow.client.reports_for`);
 against an endpoint or AWS they are absent and the reports say so instead of failing.
+
+This module holds the Prefect tasks; the work behind them lives in :mod:`tasks.report_formats` (reading the
+report documents), :mod:`tasks.report_render` (markdown and images) and :mod:`tasks.batch_output` (batch
+output files, Kaggle). The names below stay importable from here.
 """
 
 from __future__ import annotations
 
-import base64
-import io
 import json
-import math
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,11 +28,39 @@ import pandas as pd
 from prefect import get_run_logger, task
 from prefect.artifacts import create_link_artifact, create_markdown_artifact, create_table_artifact
 
-from amlflow.client import ml_client, reports_for, storage
+from amlflow.client import ml_client, reports_for
 from amlflow.storage.atomic import write_file_atomic
 from tasks._common import RETRY_POLICY
+from tasks.batch_output import (
+    batch_result_frame,
+    copy_results,
+    result_uris,
+    submission_accuracy,
+    submission_frame,
+    true_label_accuracy,
+)
+from tasks.report_formats import METRICS, cut_off, score_histogram
+from tasks.report_formats import alerts as _alerts
+from tasks.report_formats import attribute_rows as _attribute_rows  # noqa: F401  (re-exported: tests)
+from tasks.report_formats import baseline as _baseline
+from tasks.report_formats import confusion as _confusion
+from tasks.report_formats import threshold_rows as _threshold_rows
+from tasks.report_render import (
+    artifact_key,
+    batch_figure,
+    batch_summary_markdown,
+    binary_section,
+    confusion_figure,
+    confusion_section,
+    evaluation_header,
+    insights_markdown,
+    metric_figure,
+    threshold_figure,
+    threshold_section,
+)
 
 __all__ = [
+    "METRICS",
     "accuracy_from_batch_output",
     "artifact_key",
     "batch_result_frame",
@@ -40,60 +69,6 @@ __all__ = [
     "report_data_insights",
     "report_evaluation",
 ]
-
-
-#: Metric key → (label, higher is better).
-METRICS: dict[str, tuple[str, bool]] = {
-    "BinaryAUC": ("AUC", True),
-    "MulticlassAvgFScore": ("macro-average F1", True),
-    "RegressionRMSE": ("RMSE", False),
-}
-
-
-def artifact_key(*parts: str) -> str:
-    """A Prefect artifact key (lowercase letters, digits and dashes) built from ``parts``."""
-    key = re.sub(r"[^a-z0-9-]+", "-", "-".join(parts).lower()).strip("-")
-    return re.sub(r"-{2,}", "-", key)[:100] or "amlflow"
-
-
-def _fmt(value: Any) -> str:
-    if isinstance(value, float):
-        if math.isnan(value):
-            return "–"
-        return f"{value:.4g}"
-    if isinstance(value, Mapping):
-        return ", ".join(f"{k}: {_fmt(v)}" for k, v in list(value.items())[:6])
-    if isinstance(value, (list, tuple)):
-        return ", ".join(_fmt(v) for v in value[:6]) + (" …" if len(value) > 6 else "")
-    return "–" if value is None else str(value)
-
-
-def _md_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    lines = ["| " + " | ".join(str(h) for h in header) + " |", "|" + "---|" * len(header)]
-    lines += ["| " + " | ".join(_fmt(c).replace("|", "\\|") for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
-def _png_markdown(fig: Any, path: Path, title: str) -> str:
-    """Save a matplotlib figure to ``path`` (atomically) and return markdown embedding it."""
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=90, bbox_inches="tight")
-    plt.close(fig)
-    data = buf.getvalue()
-    write_file_atomic(path, data)
-    encoded = base64.b64encode(data).decode("ascii")
-    return f"![{title}](data:image/png;base64,{encoded})\n\nImage file: `{path}`"
-
-
-def _figure(width: float = 6.0, height: float = 4.5) -> tuple[Any, Any]:
-    import matplotlib
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt
-
-    return plt.subplots(figsize=(width, height))
 
 
 def _side_channel(method: str, entity: str, endpoint_url: str | None) -> dict[str, Any] | None:
@@ -111,41 +86,6 @@ def _side_channel(method: str, entity: str, endpoint_url: str | None) -> dict[st
 
 
 # --------------------------------------------------------------------------------------------- insights
-
-
-def _attribute_summary(attr: Mapping[str, Any]) -> dict[str, Any]:
-    """The type-specific part of one attribute's insights (docs/formats.md, "Data insights")."""
-    kind = attr.get("type")
-    if kind == "NUMERIC":
-        keys: tuple[str, ...] = ("min", "max", "mean", "median")
-    elif kind == "CATEGORICAL":
-        keys = ("distinct", "top_categories")
-    elif kind == "BINARY":
-        keys = ("true", "false")
-    elif kind == "TEXT":
-        keys = ("tokens", "distinct_tokens", "top_tokens")
-    else:
-        keys = ()
-    summary = {k: attr[k] for k in keys if attr.get(k) is not None}
-    for key in ("top_categories", "top_tokens"):
-        if key in summary:  # the first three, as value (count)
-            summary[key] = ", ".join(f"{c['value']} ({c['count']})" for c in summary[key][:3])
-    return summary
-
-
-def _attribute_rows(insights: Mapping[str, Any]) -> list[list[Any]]:
-    """One table row per attribute: name, type, missing, invalid, summary, correlation with the target."""
-    return [
-        [
-            a["name"],
-            a.get("type", ""),
-            a.get("missing"),
-            a.get("invalid"),
-            _attribute_summary(a) or "",
-            a.get("correlation"),
-        ]
-        for a in insights.get("attributes") or []
-    ]
 
 
 @task(name="report_data_insights", **RETRY_POLICY)
@@ -168,127 +108,21 @@ def report_data_insights(
     """
     ds = ml_client(endpoint_url=endpoint_url).get_data_source(DataSourceId=data_source_id)
     insights = _side_channel("get_data_insights", data_source_id, endpoint_url)
-    lines = [
-        f"# Data insights: {label} datasource `{data_source_id}`",
-        "",
-        f"* location: `{ds.get('DataLocationS3', '')}`",
-        f"* rearrangement: `{ds.get('DataRearrangement', '') or 'all rows'}`",
-        f"* size: {ds.get('DataSizeInBytes', '–')} bytes in {ds.get('NumberOfFiles', '–')} file(s)",
-        f"* statistics computed: {ds.get('ComputeStatistics', False)}",
-    ]
-    rows = None
-    if insights:
-        rows = insights.get("n_rows")
-        if rows is not None:
-            lines.append(f"* rows: {rows}")
-        if "n_rejected" in insights:
-            lines.append(f"* rejected rows: {insights['n_rejected']}")
-        target = insights.get("target")
-        if target:
-            lines.append(f"* target: {_fmt(target)}")
-        table = _attribute_rows(insights)
-        if table:
-            lines += [
-                "",
-                _md_table(
-                    ["attribute", "type", "missing", "invalid", "summary", "correlation with target"], table
-                ),
-            ]
-    else:
-        lines += ["", "_Data insights are not available from this AML back end (endpoint or AWS)._"]
+    markdown = insights_markdown(label, data_source_id, ds, insights)
     create_markdown_artifact(
-        "\n".join(lines),
+        markdown,
         key=artifact_key(case, "insights", label),
         description=f"Data insights: {label} datasource",
     )
     return {
         "data_source_id": data_source_id,
-        "rows": rows,
+        "rows": (insights or {}).get("n_rows"),
         "size_bytes": ds.get("DataSizeInBytes"),
         "insights": bool(insights),
     }
 
 
 # ------------------------------------------------------------------------------------------- evaluation
-
-
-def _confusion(report: Mapping[str, Any]) -> tuple[list[str], list[list[float]]] | None:
-    """``confusion_matrix`` of an evaluation report (docs/formats.md): labels, rows (actual × predicted)."""
-    cm = report.get("confusion_matrix")
-    if not cm:
-        return None
-    return [str(label) for label in cm["labels"]], [[float(x) for x in row] for row in cm["matrix"]]
-
-
-def _threshold_rows(report: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """``threshold_table`` of a BINARY evaluation report: one mapping per cut-off (empty otherwise)."""
-    return list(report.get("threshold_table") or [])
-
-
-def _baseline(report: Mapping[str, Any]) -> float | None:
-    """The baseline's value (``baseline.value``), None without a report or when undefined."""
-    value = (report.get("baseline") or {}).get("value")
-    return None if value is None else float(value)
-
-
-def _alerts(report: Mapping[str, Any]) -> list[str]:
-    """The messages of the triggered evaluation alerts."""
-    return [str(a.get("message") or a["name"]) for a in report.get("alerts") or [] if a.get("triggered")]
-
-
-def _confusion_figure(labels: list[str], matrix: list[list[float]], path: Path) -> str:
-    fig, ax = _figure(6.5, 5.5)
-    image = ax.imshow(matrix, cmap="Blues")
-    ax.set_xticks(range(len(labels)), labels)
-    ax.set_yticks(range(len(labels)), labels)
-    ax.set_xlabel("predicted")
-    ax.set_ylabel("actual")
-    top = max((max(row) for row in matrix), default=0)
-    for i, row in enumerate(matrix):
-        for j, value in enumerate(row):
-            text = f"{value:.0f}" if float(value).is_integer() else f"{value:.2f}"
-            ax.text(
-                j,
-                i,
-                text,
-                ha="center",
-                va="center",
-                fontsize=7,
-                color="white" if value > top / 2 else "black",
-            )
-    fig.colorbar(image, ax=ax)
-    ax.set_title("Confusion matrix (evaluation datasource)")
-    return _png_markdown(fig, path, "confusion matrix")
-
-
-def _threshold_figure(rows: list[Mapping[str, Any]], path: Path) -> str | None:
-    key_t = next((k for k in ("threshold", "cutoff", "cut_off") if rows and k in rows[0]), None)
-    if key_t is None:
-        return None
-    fig, ax = _figure()
-    xs = [float(r[key_t]) for r in rows]
-    for name in ("accuracy", "precision", "recall", "false_positive_rate", "fpr"):
-        if name in rows[0]:
-            ax.plot(xs, [float(r[name]) if r[name] is not None else math.nan for r in rows], label=name)
-    ax.set_xlabel("score threshold")
-    ax.set_ylim(0, 1.02)
-    ax.legend()
-    ax.set_title("Threshold table (evaluation datasource)")
-    return _png_markdown(fig, path, "threshold table")
-
-
-def _metric_figure(name: str, metric: float, baseline: float | None, path: Path) -> str:
-    fig, ax = _figure(4.5, 3.5)
-    labels, values = ["model"], [metric]
-    if baseline is not None:
-        labels.append("baseline")
-        values.append(baseline)
-    ax.bar(labels, values, color=["#2b6cb0", "#a0aec0"][: len(values)])
-    for i, v in enumerate(values):
-        ax.text(i, v, f"{v:.4g}", ha="center", va="bottom")
-    ax.set_ylabel(name)
-    ax.set_title(f"{name}: model vs baseline")
-    return _png_markdown(fig, path, f"{name} vs baseline")
 
 
 @task(name="report_evaluation", **RETRY_POLICY)
@@ -300,7 +134,7 @@ def report_evaluation(
     case: str = "",
     endpoint_url: str | None = None,
 ) -> dict[str, Any]:
-    """Publish the evaluation: metric vs baseline, confusion matrix or threshold table, alerts, an image.
+    """Publish the evaluation: metric vs baseline, confusion matrix or threshold table, alerts, images.
 
     Args:
         evaluation_id: a COMPLETED evaluation.
@@ -317,7 +151,8 @@ def report_evaluation(
         'RegressionRMSE'
     """
     logger = get_run_logger()
-    ev = ml_client(endpoint_url=endpoint_url).get_evaluation(EvaluationId=evaluation_id)
+    ml = ml_client(endpoint_url=endpoint_url)
+    ev = ml.get_evaluation(EvaluationId=evaluation_id)
     properties = ev.get("PerformanceMetrics", {}).get("Properties", {})
     if not properties:
         raise ValueError(
@@ -332,49 +167,29 @@ def report_evaluation(
     out = Path(output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
 
-    lines = [
-        f"# Evaluation `{evaluation_id}`",
-        "",
-        _md_table(["", pretty], [["model", metric], ["baseline", baseline]]),
-    ]
-    if baseline is not None:
-        better = metric > baseline if higher else metric < baseline
-        lines.append(
-            f"\nThe model is **{'better' if better else 'not better'}** than the baseline "
-            f"({'higher' if higher else 'lower'} is better)."
-        )
-    else:
-        lines.append("\n_No baseline: this AML back end does not expose evaluation reports._")
-    lines += ["", "## Evaluation alerts", ""]
-    lines += [f"* ⚠ {a}" for a in alerts] if alerts else (["* none"] if report else ["* not available"])
+    lines = evaluation_header(evaluation_id, pretty, metric, baseline, higher, alerts, bool(report))
 
     image_md: str | None = None
     confusion = _confusion(report)
     thresholds = _threshold_rows(report)
     if confusion is not None:
         labels, matrix = confusion
-        lines += ["", "## Confusion matrix (rows: actual, columns: predicted)", ""]
-        lines.append(
-            _md_table(
-                ["actual \\ predicted", *labels],
-                [[lab, *row] for lab, row in zip(labels, matrix, strict=True)],
-            )
-        )
-        image_md = _confusion_figure(labels, matrix, out / f"{label}-confusion-matrix.png")
+        lines += confusion_section(labels, matrix)
+        image_md = confusion_figure(labels, matrix, out / f"{label}-confusion-matrix.png")
     if thresholds:
-        step = max(1, len(thresholds) // 20)
-        shown = thresholds[::step]
-        cols = list(shown[0].keys())
-        lines += ["", "## Threshold table", "", _md_table(cols, [[r.get(c) for c in cols] for r in shown])]
+        lines += threshold_section(thresholds)
         create_table_artifact(
             [dict(r) for r in thresholds],
             key=artifact_key(case, label, "threshold-table"),
             description=f"Threshold table of {evaluation_id}",
         )
-        image_md = image_md or _threshold_figure(thresholds, out / f"{label}-thresholds.png")
+        image_md = image_md or threshold_figure(thresholds, out / f"{label}-thresholds.png")
     if image_md is None:
-        image_md = _metric_figure(pretty, metric, baseline, out / f"{label}-metric.png")
+        image_md = metric_figure(pretty, metric, baseline, out / f"{label}-metric.png")
     lines += ["", "## Image", "", image_md]
+    if score_histogram(report) is not None:  # BINARY, with the embedded service's report
+        model = ml.get_ml_model(MLModelId=ev["MLModelId"]) if ev.get("MLModelId") else None
+        lines += binary_section(report, cut_off(report, model), metric, out / f"{label}-score-roc.png")
     create_markdown_artifact(
         "\n".join(lines), key=artifact_key(case, label, "report"), description=f"Evaluation {evaluation_id}"
     )
@@ -407,37 +222,6 @@ def report_evaluation(
 # -------------------------------------------------------------------------------------- batch prediction
 
 
-def _result_uris(bp: Mapping[str, Any], endpoint_url: str | None = None) -> dict[str, str]:
-    """input URI → result URI, from the batch prediction's manifest."""
-    output = str(bp["OutputUri"])
-    manifest_uri = f"{output.rstrip('/')}/batch-prediction/{bp['BatchPredictionId']}.manifest"
-    return dict(json.loads(storage(endpoint_url=endpoint_url).read_bytes(manifest_uri).decode("utf-8")))
-
-
-def batch_result_frame(path_or_uri: str) -> pd.DataFrame:
-    """Read an AML batch prediction result (gzip CSV) with pandas; values kept as strings."""
-    if path_or_uri.startswith("s3://"):
-        with storage().open_read(path_or_uri) as fh:
-            return pd.read_csv(io.BytesIO(fh.read()), compression="gzip", dtype=str, skip_blank_lines=False)
-    return pd.read_csv(path_or_uri, compression="infer", dtype=str, skip_blank_lines=False)
-
-
-def _class_columns(frame: pd.DataFrame) -> list[str]:
-    return [c for c in frame.columns if c not in ("tag", "trueLabel", "bestAnswer", "score")]
-
-
-def _predicted_labels(frame: pd.DataFrame) -> pd.Series:
-    """Predicted label per row: ``bestAnswer`` (BINARY) or the class column with the highest probability."""
-    if "bestAnswer" in frame.columns:
-        return frame["bestAnswer"]
-    classes = _class_columns(frame)
-    if not classes:
-        raise ValueError("batch output has neither bestAnswer nor class columns (a REGRESSION model?)")
-    probs = frame[classes].astype(float)
-    out = probs.idxmax(axis=1)
-    return out.where(probs.notna().any(axis=1))
-
-
 @task(name="report_batch_prediction", **RETRY_POLICY)
 def report_batch_prediction(
     batch_prediction_id: str,
@@ -466,15 +250,10 @@ def report_batch_prediction(
     """
     logger = get_run_logger()
     bp = ml_client(endpoint_url=endpoint_url).get_batch_prediction(BatchPredictionId=batch_prediction_id)
-    results = _result_uris(bp, endpoint_url)
+    results = result_uris(bp, endpoint_url)
     out = Path(output_dir).expanduser()
     out.mkdir(parents=True, exist_ok=True)
-    store = storage(endpoint_url=endpoint_url)
-    local_files: list[str] = []
-    for result_uri in results.values():
-        dest = out / result_uri.rsplit("/", 1)[-1]
-        write_file_atomic(dest, store.read_bytes(result_uri))
-        local_files.append(str(dest))
+    local_files = copy_results(results, out, endpoint_url)
     frame = (
         pd.concat([batch_result_frame(f) for f in local_files], ignore_index=True)
         if local_files
@@ -495,31 +274,10 @@ def report_batch_prediction(
             description=f"First {len(preview)} rows of {batch_prediction_id}",
         )
 
-    image_md = ""
-    if not frame.empty:
-        fig, ax = _figure()
-        if "score" in frame.columns:
-            ax.hist(frame["score"].dropna().astype(float), bins=40, color="#2b6cb0")
-            ax.set_xlabel("score")
-            ax.set_title("Batch prediction: score histogram")
-        else:
-            counts = _predicted_labels(frame).value_counts().sort_index()
-            ax.bar([str(i) for i in counts.index], counts.values, color="#2b6cb0")
-            ax.set_xlabel("predicted class")
-            ax.set_title("Batch prediction: predicted classes")
-        ax.set_ylabel("rows")
-        image_md = _png_markdown(fig, out / f"{label}-histogram.png", "batch prediction histogram")
-    lines = [
-        f"# Batch prediction `{batch_prediction_id}`",
-        "",
-        f"* model: `{bp.get('MLModelId')}`; datasource: `{bp.get('BatchPredictionDataSourceId')}`",
-        f"* records: {bp.get('TotalRecordCount', '–')}, invalid: {bp.get('InvalidRecordCount', '–')}",
-        *[f"* result: `{uri}` → `{local}`" for uri, local in zip(results.values(), local_files, strict=True)],
-        "",
-        image_md,
-    ]
+    image_md = "" if frame.empty else batch_figure(frame, out / f"{label}-histogram.png")
+    markdown = batch_summary_markdown(batch_prediction_id, bp, results, local_files, image_md)
     create_markdown_artifact(
-        "\n".join(lines),
+        markdown,
         key=artifact_key(case, label, "summary"),
         description=f"Batch prediction {batch_prediction_id}",
     )
@@ -563,22 +321,10 @@ def kaggle_submission(
         0.93...
     """
     frame = pd.concat([batch_result_frame(f) for f in batch_files], ignore_index=True)
-    labels = _predicted_labels(frame)
-    submission = pd.DataFrame({"ImageId": range(1, len(frame) + 1), "Label": labels.fillna("")})
+    submission = submission_frame(frame)
     path = Path(output_path).expanduser()
     write_file_atomic(path, submission.to_csv(index=False).encode("utf-8"))
-    accuracy = None
-    if test_labels:
-        truth = pd.read_csv(test_labels, dtype=str)
-        merged = submission.astype({"ImageId": str}).merge(
-            truth.astype(str), on="ImageId", suffixes=("", "_true")
-        )
-        if len(merged) != len(submission):
-            raise ValueError(
-                f"test_labels {test_labels!r}: {len(merged)} of {len(submission)} ImageIds matched "
-                "(expected a file with columns ImageId,Label covering every test row)"
-            )
-        accuracy = float((merged["Label"] == merged["Label_true"]).mean())
+    accuracy = submission_accuracy(submission, test_labels) if test_labels else None
     create_markdown_artifact(
         f"# Kaggle submission\n\n* file: `{path}`\n* rows: {len(submission)}\n"
         + (f"* accuracy against `{test_labels}`: **{accuracy:.4f}**\n" if accuracy is not None else ""),
@@ -598,25 +344,11 @@ def accuracy_from_batch_output(batch_files: Sequence[str], *, case: str = "") ->
         0.9...
     """
     frame = pd.concat([batch_result_frame(f) for f in batch_files], ignore_index=True)
-    if "trueLabel" not in frame.columns:
-        raise ValueError(
-            "batch output has no trueLabel column: its datasource schema has no targetAttributeName"
-        )
-    predicted = _predicted_labels(frame)
-    valid = frame["trueLabel"].notna() & predicted.notna()
-
-    def norm(s: pd.Series) -> pd.Series:
-        return s.astype(str).str.strip().str.replace(r"\.0+$", "", regex=True)
-
-    accuracy = (
-        float((norm(predicted[valid]) == norm(frame.loc[valid, "trueLabel"])).mean())
-        if valid.any()
-        else math.nan
-    )
+    rows, accuracy = true_label_accuracy(frame)
     create_markdown_artifact(
-        f"# Accuracy from batch output\n\n* rows scored: {int(valid.sum())} of {len(frame)}\n"
+        f"# Accuracy from batch output\n\n* rows scored: {rows} of {len(frame)}\n"
         f"* accuracy (bestAnswer or top class vs trueLabel): **{accuracy:.4f}**\n",
         key=artifact_key(case, "batch-accuracy"),
         description="Accuracy read back from the batch output's trueLabel column",
     )
-    return {"rows": int(valid.sum()), "accuracy": accuracy}
+    return {"rows": rows, "accuracy": accuracy}

@@ -7,10 +7,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from sklearn.metrics import f1_score, roc_auc_score
+from sklearn.metrics import f1_score, roc_auc_score, roc_curve
 
 from amlflow.engine.errors import DataError
-from amlflow.engine.evaluation import ALERTS, evaluate
+from amlflow.engine.evaluation import ALERTS, ROC_POINTS, _roc_curve, evaluate
 from amlflow.engine.model import train
 from amlflow.engine.params import parse_parameters
 from amlflow.engine.recipe import parse_recipe
@@ -105,6 +105,29 @@ def test_evaluate_binary_wine_and_alerts(wine: pd.DataFrame) -> None:
     assert table[0]["recall"] == 1.0
     hist = r["score_histogram"]
     assert sum(hist["actual_0"]) + sum(hist["actual_1"]) == len(b)
+    assert sum(hist["actual_1"]) == int((b["good"] == "1").sum())
+    roc = r["roc_curve"]
+    fpr, tpr = np.array(roc["fpr"]), np.array(roc["tpr"])
+    assert 2 <= len(fpr) == len(tpr) <= 200
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+    # the area under the stored points is the AUC (thinning, when any, moves it by little)
+    assert float(np.trapezoid(tpr, fpr)) == pytest.approx(auc, abs=0.01)
+
+
+def test_roc_curve_is_thinned_to_a_bounded_number_of_points() -> None:
+    rng = np.random.default_rng(1)
+    y = rng.integers(0, 2, 20_000)
+    s = np.clip(rng.normal(0.4 + 0.2 * y, 0.2), 0.0, 1.0)
+    assert len(roc_curve(y, s)[0]) > 10 * ROC_POINTS  # many points before thinning
+    roc = _roc_curve(y, s)
+    fpr, tpr = np.array(roc["fpr"]), np.array(roc["tpr"])
+    assert len(fpr) == len(tpr) == ROC_POINTS
+    assert (fpr[0], tpr[0], fpr[-1], tpr[-1]) == (0.0, 0.0, 1.0, 1.0)
+    assert np.all(np.diff(fpr) >= 0) and np.all(np.diff(tpr) >= 0)
+    assert float(np.trapezoid(tpr, fpr)) == pytest.approx(roc_auc_score(y, s), abs=0.005)
+    few = _roc_curve(np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8]))
+    assert few == {"fpr": [0.0, 0.0, 0.5, 0.5, 1.0], "tpr": [0.0, 0.5, 0.5, 1.0, 1.0]}
 
 
 def test_evaluate_multiclass_macro_f1_baseline_and_invalid_targets(wine: pd.DataFrame) -> None:

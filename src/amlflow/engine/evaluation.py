@@ -6,8 +6,8 @@
   counted half), ``MulticlassAvgFScore`` (macro F1 over the classes of the evaluation data; a class never
   predicted has F1 0) or ``RegressionRMSE`` — its value a string holding the full-precision double
   (``repr``);
-* ``report``: baseline, confusion matrix, threshold table, histograms, per-class scores and the five
-  evaluation alerts (documented in docs/formats.md, "Evaluation report").
+* ``report``: baseline, confusion matrix, threshold table, histograms, the ROC curve (BINARY), per-class
+  scores and the five evaluation alerts (documented in docs/formats.md, "Evaluation report").
 
 Records whose target is missing or invalid are not scored; they are counted in ``n_invalid`` and raise
 the "All records from evaluation files were used" alert.
@@ -39,6 +39,8 @@ ALERTS = (
 )
 N_THRESHOLDS = 101
 HISTOGRAM_BINS = 20
+#: at most this many (false positive rate, true positive rate) points of the BINARY ROC curve are kept
+ROC_POINTS = 200
 #: distribution alert: total variation distance between class shares (classification) ...
 TV_LIMIT = 0.1
 #: ... or shift of the mean in training standard deviations / std ratio (regression)
@@ -95,6 +97,21 @@ def _threshold_table(y: np.ndarray, s: np.ndarray) -> list[dict[str, float]]:
             }
         )
     return rows
+
+
+def _roc_curve(y: np.ndarray, s: np.ndarray, max_points: int = ROC_POINTS) -> dict[str, list[float]]:
+    """The ROC curve (``sklearn.metrics.roc_curve``, collinear points dropped), thinned to ``max_points``.
+
+    Thinning keeps evenly spaced points of the curve, always the first (0, 0) and the last (1, 1); it
+    changes only the drawing, never the metric (``BinaryAUC`` is computed from every score).
+    """
+    from sklearn.metrics import roc_curve
+
+    fpr, tpr, _ = roc_curve(y, s)
+    if len(fpr) > max_points:
+        keep = np.unique(np.round(np.linspace(0, len(fpr) - 1, max_points)).astype(np.int64))
+        fpr, tpr = fpr[keep], tpr[keep]
+    return {"fpr": [float(x) for x in fpr], "tpr": [float(x) for x in tpr]}
 
 
 def _hist(values: np.ndarray, edges: np.ndarray) -> list[int]:
@@ -240,6 +257,7 @@ def evaluate(
                 "actual_0": _hist(scores[yb == 0], edges),
                 "actual_1": _hist(scores[yb == 1], edges),
             },
+            roc_curve=_roc_curve(yb, scores),
         )
         eval_dist = _distribution(mt, np.where(yb == 1, "1", "0").astype(object), ["0", "1"])
     elif mt == "MULTICLASS":
