@@ -10,6 +10,8 @@
 | region         | ``AMLFLOW_REGION``      | ``us-east-1``             |
 | predict_rate_limit | ``AMLFLOW_PREDICT_RATE_LIMIT`` | 200 Predict/s per model (AML's peak; 0 = off) |
 | waiter_delay   | ``AMLFLOW_WAITER_DELAY``| 1 s (embedded client's waiters; AML: 30 s) |
+| database_url   | ``AMLFLOW_DATABASE_URL``| SQLite ``$AMLFLOW_HOME/state.db`` (or ``postgresql://…``) |
+| lease_seconds  | ``AMLFLOW_LEASE_SECONDS``| 20 s (a job of a dead process is taken over after it) |
 | memory_limit   | ``AMLFLOW_MEMORY_LIMIT``| half of RAM / cgroup / rlimit (``2GB``, ``512MiB``, bytes) |
 
 See docs/configuration.md.
@@ -44,6 +46,20 @@ class Settings(BaseSettings):
     #: a job's memory budget in bytes (``2GB``, ``512MiB`` or a number); None: half of the smallest of
     #: physical memory, the cgroup limit and the process's rlimit (``engine.limits.default_memory_budget``)
     memory_limit: ByteSize | None = None
+    #: the state store: None is SQLite under ``home``; ``postgresql://user:pass@host:port/db`` shares
+    #: one state between processes on many machines (docs/shared-state.md)
+    database_url: str | None = None
+    #: a job lease's life without a heartbeat (renewed every quarter of it); a job of a process that
+    #: died is taken over by a live one after at most this long
+    lease_seconds: float = Field(default=20.0, gt=0, le=3600)
+    #: seconds between a process's scans of the shared state for jobs to run
+    job_poll_interval: float = Field(default=0.5, gt=0, le=60)
+
+    def resolved_database_url(self) -> str:
+        """``database_url``, or the SQLite file ``<home>/state.db``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{Path(self.home).expanduser() / 'state.db'}"
 
     def resolved_storage_root(self) -> Path:
         """The local storage root: ``storage_root`` or ``<home>/s3``."""

@@ -81,7 +81,14 @@ def test_lifecycle_timing_fields_and_dependencies(make: Callable[..., Service]) 
         MLModelId="ml-1", MLModelType="BINARY", TrainingDataSourceId="ds-1", Parameters={"sgd.maxPasses": "5"}
     ) == {"MLModelId": "ml-1"}
     assert started.wait(10)  # the datasource job runs (INPROGRESS) and holds until gate is set
-    assert service.health() == {"jobs_running": 1, "jobs_queued": 0, "jobs_waiting": 1}
+    health = service.health()
+    assert {k: health[k] for k in ("jobs_running", "jobs_queued", "jobs_waiting")} == {
+        "jobs_running": 1,
+        "jobs_queued": 0,
+        "jobs_waiting": 1,
+    }
+    assert health["jobs_owned"] == [{"kind": "DataSource", "id": "ds-1"}]
+    assert health["owner"] == service.jobs.owner
     model = service.get_ml_model(MLModelId="ml-1")
     assert model["Status"] == "PENDING"  # waits for its datasource
     assert "StartedAt" not in model and "FinishedAt" not in model and "ComputeTime" not in model
@@ -482,7 +489,8 @@ def test_restart_recovery(make: Callable[..., Service]) -> None:
         gate.wait(10)
         return JobResult({"DataSizeInBytes": 1})
 
-    first = make({"DataSource": slow}, max_jobs=1)
+    # a 1 s lease: first's heartbeat stops at its shutdown ("killed"), so its lease expires at once
+    first = make({"DataSource": slow}, max_jobs=1, lease_seconds=1)
     ds(first, "ds-done")
     assert wait(first, "DataSource", "ds-done")["Status"] == "COMPLETED"
     ds(first, "ds-running")
@@ -501,21 +509,25 @@ def test_restart_recovery(make: Callable[..., Service]) -> None:
             raise JobFailed("DataLocationS3: the input disappeared")
         return JobResult({"DataSizeInBytes": 99})
 
-    second = make({"DataSource": resumed})
+    second = make({"DataSource": resumed}, lease_seconds=1)
     assert wait(second, "DataSource", "ds-running")["DataSizeInBytes"] == 99
     assert wait(second, "DataSource", "ds-queued")["Status"] == "FAILED"
     assert wait(second, "MLModel", "ml-after")["Status"] == "FAILED"
     done = second.get_data_source(DataSourceId="ds-done")
     assert done["Status"] == "COMPLETED" and done["DataSizeInBytes"] == 7  # intact, not re-run
     assert sorted(calls) == ["ds-queued", "ds-running"]
-    gate.set()
+    gate.set()  # the "killed" first job ends now: its lease is gone, so its result is discarded
+    assert first.jobs.shutdown(timeout=10)
+    assert second.get_data_source(DataSourceId="ds-running")["DataSizeInBytes"] == 99
+    log = (second.jobs.log_path("DataSource", "ds-running")).read_text()
+    assert "result discarded" in log and "taken over from" in log, log
 
 
 def test_shutdown_leaves_queued_jobs_pending_for_the_next_service(make: Callable[..., Service]) -> None:
     first = make(max_jobs=1)
     first.shutdown(timeout=1)
     ds(first, "ds-late")  # created after shutdown: never queued, stays PENDING
-    assert first.health() == {"jobs_running": 0, "jobs_queued": 0, "jobs_waiting": 0}
+    assert _counts(first) == (0, 0, 0)
     assert first.get_data_source(DataSourceId="ds-late")["Status"] == "PENDING"
     second = make()
     assert wait(second, "DataSource", "ds-late")["Status"] == "COMPLETED"
@@ -536,9 +548,15 @@ def test_shutdown_waits_for_running_jobs_only(make: Callable[..., Service]) -> N
         ds(service, f"ds-s{i}")
     assert started.wait(5)
     assert service.shutdown(timeout=0) is False  # stops taking work: the queued two are dropped...
-    assert service.health() == {"jobs_running": 1, "jobs_queued": 0, "jobs_waiting": 0}
+    assert _counts(service) == (1, 0, 0)
     release.set()
     assert service.shutdown(timeout=10) is True  # ...and only the running one is waited for
     statuses = [service.get_data_source(DataSourceId=f"ds-s{i}")["Status"] for i in range(3)]
     assert statuses == ["COMPLETED", "PENDING", "PENDING"]
-    assert service.health() == {"jobs_running": 0, "jobs_queued": 0, "jobs_waiting": 0}
+    assert _counts(service) == (0, 0, 0)
+
+
+def _counts(service: Service) -> tuple[int, int, int]:
+    """(running, queued, waiting) of ``service``'s health."""
+    health = service.health()
+    return health["jobs_running"], health["jobs_queued"], health["jobs_waiting"]

@@ -57,7 +57,7 @@ from amlflow.service.jobs import JobFunction, JobRunner, now
 from amlflow.service.layout import PathRedactor, clean_leftovers
 from amlflow.service.models import Models
 from amlflow.service.realtime import RateLimiter, Realtime
-from amlflow.service.state import Entity, StateStore
+from amlflow.service.state import StateStore
 from amlflow.service.tags import Tags
 from amlflow.settings import Settings
 from amlflow.storage import Storage, storage_from_settings
@@ -101,7 +101,7 @@ class Service(DataSources, Models, Evaluations, BatchPredictions, Describe, Tags
         self.home.mkdir(parents=True, exist_ok=True)
         self.endpoint_url = endpoint_url or EMBEDDED_ENDPOINT_URL
         self.storage = storage if storage is not None else storage_from_settings(self.settings)
-        self.state = StateStore(self.home / "state.db")
+        self.state = StateStore(self.settings.resolved_database_url())
         self.iam_user = f"arn:aws:iam::{self.settings.account_id}:user/{self.settings.iam_user}"
         job_functions: dict[str, JobFunction] = {
             "DataSource": self._datasource_job,
@@ -118,6 +118,8 @@ class Service(DataSources, Models, Evaluations, BatchPredictions, Describe, Tags
             deps=self._deps,
             log_dir=self.home / "logs",
             redact=PathRedactor(home=self.home, storage_root=local_root),
+            lease_seconds=self.settings.lease_seconds,
+            poll_interval=self.settings.job_poll_interval,
         )
         self._models: dict[str, Model] = {}
         self._models_lock = threading.Lock()
@@ -138,24 +140,15 @@ class Service(DataSources, Models, Evaluations, BatchPredictions, Describe, Tags
         self.endpoint_url = url
 
     def recover(self) -> None:
-        """Restart recovery: crash leftovers removed; PENDING and INPROGRESS entities queued again."""
-        local_root = self.settings.resolved_storage_root() if self.settings.storage == "local" else None
-        for path in clean_leftovers(self.home, local_root):
-            log.info("removed a crash leftover: %s", path)
-        for entity in self.state.all(statuses=("PENDING", "INPROGRESS")):
-            if entity.status == "INPROGRESS":
-                stamp = now()
-
-                def reset(e: Entity, stamp: float = stamp) -> bool:
-                    if e.status != "INPROGRESS":
-                        return False
-                    e.attrs.update(Status="PENDING", LastUpdatedAt=stamp)
-                    e.attrs.pop("StartedAt", None)
-                    return True
-
-                self.state.update(entity.kind, entity.id, reset)
-                log.info("resuming interrupted %s %s", entity.kind, entity.id)
-            self.jobs.schedule(entity.kind, entity.id)
+        """Start-up: crash leftovers removed while no live process holds a job; then the job scanner and
+        the lease heartbeat start. Jobs nobody holds (PENDING ones, and those of a process that died) are
+        claimed by the scanner; jobs with a live lease are left to their owner."""
+        if not any(lease.expires >= now() for lease in self.state.leases()):
+            local_root = self.settings.resolved_storage_root() if self.settings.storage == "local" else None
+            for path in clean_leftovers(self.home, local_root):
+                log.info("removed a crash leftover: %s", path)
+        self.jobs.start()
+        self.jobs.scan()
 
     def shutdown(self, timeout: float | None = 30.0) -> bool:
         """Stop taking jobs; wait up to ``timeout`` s for running ones (the rest stay PENDING)."""
@@ -164,7 +157,8 @@ class Service(DataSources, Models, Evaluations, BatchPredictions, Describe, Tags
     close = shutdown
 
     def health(self) -> dict[str, Any]:
-        """Cheap status for ``GET /health``: job counts."""
+        """Cheap status for ``GET /health``: this process's lease owner id, its job counts and the jobs
+        it owns."""
         return dict(self.jobs.counts())
 
     # ------------------------------------------------------------------------------------ dispatch
