@@ -140,10 +140,25 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to wait for running jobs on SIGTERM (default 30)",
     )
     serve.add_argument(
+        "--public-url",
         "--advertised-url",
+        dest="advertised_url",
         default=None,
-        help="URL to report as the realtime EndpointUrl, e.g. a proxy in front "
-        "(default: http://<bound host>:<port>)",
+        help="URL to report as the realtime EndpointUrl, e.g. the load balancer in front of the "
+        "replicas (default: this replica's own http://<bound host>:<port>)",
+    )
+    shared = serve.add_argument_group("shared state (replicas; docs/shared-state.md)")
+    shared.add_argument(
+        "--database-url",
+        default=None,
+        help="state database: postgresql://user:pass@host:port/db shared by every replica "
+        "(env AMLFLOW_DATABASE_URL; default SQLite <home>/state.db; prefer the variable for passwords)",
+    )
+    shared.add_argument(
+        "--artifact-root",
+        default=None,
+        help="where models, encoded datasources, reports and job logs go: a folder or "
+        "s3://bucket/prefix/ every replica reads (env AMLFLOW_ARTIFACT_ROOT, default <home>)",
     )
 
     limits = serve.add_argument_group("connections")
@@ -212,7 +227,7 @@ def _settings_from(args: argparse.Namespace) -> Any:
     from amlflow.settings import Settings
 
     overrides: dict[str, Any] = {}
-    for name in ("home", "storage", "storage_root", "max_jobs"):
+    for name in ("home", "storage", "storage_root", "max_jobs", "database_url", "artifact_root"):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value

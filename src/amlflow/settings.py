@@ -11,6 +11,7 @@
 | predict_rate_limit | ``AMLFLOW_PREDICT_RATE_LIMIT`` | 200 Predict/s per model (AML's peak; 0 = off) |
 | waiter_delay   | ``AMLFLOW_WAITER_DELAY``| 1 s (embedded client's waiters; AML: 30 s) |
 | database_url   | ``AMLFLOW_DATABASE_URL``| SQLite ``$AMLFLOW_HOME/state.db`` (or ``postgresql://…``) |
+| artifact_root  | ``AMLFLOW_ARTIFACT_ROOT``| ``$AMLFLOW_HOME`` (or a folder, or ``s3://bucket/prefix/``) |
 | lease_seconds  | ``AMLFLOW_LEASE_SECONDS``| 20 s (a job of a dead process is taken over after it) |
 | memory_limit   | ``AMLFLOW_MEMORY_LIMIT``| half of RAM / cgroup / rlimit (``2GB``, ``512MiB``, bytes) |
 
@@ -49,6 +50,9 @@ class Settings(BaseSettings):
     #: the state store: None is SQLite under ``home``; ``postgresql://user:pass@host:port/db`` shares
     #: one state between processes on many machines (docs/shared-state.md)
     database_url: str | None = None
+    #: where entities' files go (models, encoded datasources, reports, insights, job logs): a local
+    #: folder (None: ``home``) or ``s3://bucket/prefix/`` that every replica reads (docs/shared-state.md)
+    artifact_root: str | None = None
     #: a job lease's life without a heartbeat (renewed every quarter of it); a job of a process that
     #: died is taken over by a live one after at most this long
     lease_seconds: float = Field(default=20.0, gt=0, le=3600)

@@ -4,7 +4,8 @@ Order of events:
 
 1. bind the listening socket (port 0 → a free port), so the server knows its URL;
 2. build the service with that URL as its realtime ``EndpointUrl`` (botocore sends ``Predict`` there);
-3. print ``amlflow serving on <url>`` on stdout, then serve;
+3. print ``amlflow serving on <url>`` on stdout (the bound address, even with ``--public-url``), then
+   serve;
 4. on SIGTERM / SIGINT (uvicorn's handlers): stop accepting, let open requests finish, then — in the
    app's shutdown hook — shut the service's job pool down, waiting up to ``shutdown_timeout`` seconds
    for running jobs; jobs still running after that are left to the service's restart recovery
@@ -161,7 +162,8 @@ def run(settings: Any, options: ServeOptions) -> None:
             "predict_timeout_s": options.predict_timeout,
         },
     )
-    print(f"amlflow serving on {url}", flush=True)
+    # the address this replica listens on (behind --public-url, the advertised URL is in the log line)
+    print(f"amlflow serving on {socket_url(sock)}", flush=True)
     sys.stdout.flush()
     server.run(sockets=[sock])
 

@@ -47,20 +47,21 @@ from typing import Any
 from botocore import xform_name
 
 from amlflow.service import validate as _validate
+from amlflow.service.artifacts import Artifacts
 from amlflow.service.batch import BatchPredictions
 from amlflow.service.datasources import DataSources
 from amlflow.service.describe import Describe
 from amlflow.service.engine_jobs import ENGINE, EngineJobs, Model
 from amlflow.service.errors import AmlError
 from amlflow.service.evaluations import Evaluations
-from amlflow.service.jobs import JobFunction, JobRunner, now
+from amlflow.service.jobs import JobContext, JobFunction, JobResult, JobRunner, now
 from amlflow.service.layout import PathRedactor, clean_leftovers
 from amlflow.service.models import Models
 from amlflow.service.realtime import RateLimiter, Realtime
 from amlflow.service.state import StateStore
 from amlflow.service.tags import Tags
 from amlflow.settings import Settings
-from amlflow.storage import Storage, storage_from_settings
+from amlflow.storage import S3Storage, Storage, storage_from_settings
 
 __all__ = ["EMBEDDED_ENDPOINT_URL", "Service"]
 
@@ -110,13 +111,17 @@ class Service(DataSources, Models, Evaluations, BatchPredictions, Describe, Tags
             "BatchPrediction": self._batch_job,
         }
         job_functions.update(jobs or {})
+        self.artifacts = Artifacts(self.home, self.settings.artifact_root, self._artifact_storage())
+        job_functions = {kind: self._publishing(kind, fn) for kind, fn in job_functions.items()}
         local_root = self.settings.resolved_storage_root() if self.settings.storage == "local" else None
         self.jobs = JobRunner(
             self.state,
             max_jobs=self.settings.max_jobs,
             jobs=job_functions,
             deps=self._deps,
-            log_dir=self.home / "logs",
+            log_dir=self.artifacts.base / "logs",
+            log_uri=self.artifacts.log_uri,
+            on_finish=lambda e: self.artifacts.publish_log(e.kind, e.id),
             redact=PathRedactor(home=self.home, storage_root=local_root),
             lease_seconds=self.settings.lease_seconds,
             poll_interval=self.settings.job_poll_interval,
@@ -132,6 +137,23 @@ class Service(DataSources, Models, Evaluations, BatchPredictions, Describe, Tags
         return (
             f"Service(home={str(self.home)!r}, storage={self.storage!r}, endpoint_url={self.endpoint_url!r})"
         )
+
+    def _artifact_storage(self) -> Storage | None:
+        """The storage reaching an ``s3://`` artifact root (the service's own storage when it is S3)."""
+        root = self.settings.artifact_root or ""
+        if not root.startswith("s3://"):
+            return None
+        return self.storage if isinstance(self.storage, S3Storage) else S3Storage()
+
+    def _publishing(self, kind: str, job: JobFunction) -> JobFunction:
+        """``job``, then its entity's files published to the artifact root (before COMPLETED)."""
+
+        def run(ctx: JobContext) -> JobResult:
+            result = job(ctx)
+            self.artifacts.publish(kind, ctx.entity.id)
+            return result
+
+        return run
 
     # ----------------------------------------------------------------------------------- lifecycle
 

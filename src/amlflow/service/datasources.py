@@ -172,7 +172,10 @@ class DataSources(EntityOps):
         the record counts and rejected samples (``"statistics_computed": false``, no attribute statistics).
         """
         entity = self._get("DataSource", data_source_id)
-        path = self._paths("DataSource", entity.id) / "insights.json"
+        try:
+            path = self._fetched("DataSource", entity.id) / "insights.json"
+        except FileNotFoundError:
+            path = self._paths("DataSource", entity.id) / "insights.json"
         if not path.is_file():
             raise ResourceNotFoundException(
                 f"DataSource {data_source_id} has no data insights (status {entity.status}, "

@@ -20,6 +20,7 @@ from amlflow.engine.dataset import EncodedTable
 from amlflow.engine.errors import EngineError
 from amlflow.engine.schema import Schema, parse_schema
 from amlflow.engine.table import Table
+from amlflow.service.artifacts import Artifacts
 from amlflow.service.engine_jobs import EngineJobs, Model
 from amlflow.service.errors import (
     IdempotentParameterMismatchException,
@@ -28,7 +29,6 @@ from amlflow.service.errors import (
     ResourceNotFoundException,
 )
 from amlflow.service.jobs import JobRunner, now
-from amlflow.service.layout import KIND_FOLDERS, entity_dir_name
 from amlflow.service.state import Entity, StateStore
 from amlflow.settings import Settings
 from amlflow.storage import Storage, parse_s3_uri
@@ -193,6 +193,7 @@ class EntityOps:
 
     settings: Settings
     home: Path
+    artifacts: Artifacts
     endpoint_url: str
     storage: Storage
     state: StateStore
@@ -306,14 +307,19 @@ class EntityOps:
 
     def _paths(self, kind: str, entity_id: str) -> Path:
         """The entity's own directory (docs: service/layout.py): never derived from the id as a path."""
-        return self.home / KIND_FOLDERS[kind] / entity_dir_name(kind, entity_id)
+        return self.artifacts.local(kind, entity_id)
+
+    def _fetched(self, kind: str, entity_id: str) -> Path:
+        """The entity's directory with its files, fetched from the artifact root if another replica
+        made them (:meth:`amlflow.service.artifacts.Artifacts.fetch`)."""
+        return self.artifacts.fetch(kind, entity_id)
 
     def _schema_of(self, ds: Entity) -> Schema:
         return parse_schema(ds.internal["schema"])
 
     def _table_of(self, ds_id: str) -> Table:
         try:
-            return EncodedTable.open(self._paths("DataSource", ds_id) / "table")
+            return EncodedTable.open(self._fetched("DataSource", ds_id) / "table")
         except (OSError, ValueError, EngineError):
             raise InvalidInputException(
                 f"DataSourceId: the encoded data of datasource {ds_id} is missing or damaged; "
@@ -325,7 +331,7 @@ class EntityOps:
             model = self._models.get(model_id)
         if model is None:
             try:
-                model = self.engine.load_model(self._paths("MLModel", model_id) / "model")
+                model = self.engine.load_model(self._fetched("MLModel", model_id) / "model")
             except (OSError, ValueError, KeyError, EngineError):
                 raise PredictorNotMountedException(
                     f"MLModelId: the saved model of ML model {model_id} is missing or damaged; "

@@ -93,7 +93,10 @@ class Evaluations(EntityOps):
     def get_evaluation_report(self, evaluation_id: str) -> dict[str, Any]:
         """The evaluation's report (engine.evaluation), or ResourceNotFound while there is none."""
         entity = self._get("Evaluation", evaluation_id)
-        path = self._paths("Evaluation", entity.id) / "report.json"
+        try:
+            path = self._fetched("Evaluation", entity.id) / "report.json"
+        except FileNotFoundError:
+            path = self._paths("Evaluation", entity.id) / "report.json"
         if not path.is_file():
             raise ResourceNotFoundException(
                 f"Evaluation {evaluation_id} has no report (status {entity.status})."

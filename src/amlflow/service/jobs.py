@@ -102,6 +102,7 @@ class JobRunner:
         owner: this process's lease owner id (default :func:`~amlflow.service.state.new_owner_id`).
         lease_seconds: how long a lease lives without a heartbeat.
         poll_interval: seconds between scans of the shared state.
+        log_uri: the ``LogUri`` of an entity's job log (default: the local log file's URI).
     """
 
     def __init__(
@@ -117,6 +118,7 @@ class JobRunner:
         owner: str | None = None,
         lease_seconds: float = 20.0,
         poll_interval: float = 0.5,
+        log_uri: Callable[[str, str], str] | None = None,
     ) -> None:
         self.state = state
         self.redact = redact
@@ -125,6 +127,7 @@ class JobRunner:
         self.log_dir = log_dir
         self.on_finish = on_finish
         self.owner = owner or new_owner_id()
+        self._log_uri = log_uri
         self.lease_seconds = float(lease_seconds)
         self.poll_interval = float(poll_interval)
         self.max_jobs = max_jobs
@@ -289,7 +292,12 @@ class JobRunner:
                 if e.status not in ("PENDING", "INPROGRESS"):
                     return False
                 e.attrs.update(Status="INPROGRESS", StartedAt=stamp, LastUpdatedAt=stamp)
-                e.attrs.setdefault("LogUri", self.log_path(kind, entity_id).as_uri())
+                uri = (
+                    self._log_uri(kind, entity_id)
+                    if self._log_uri
+                    else self.log_path(kind, entity_id).as_uri()
+                )
+                e.attrs.setdefault("LogUri", uri)
                 return True
 
             try:

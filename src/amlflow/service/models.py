@@ -121,9 +121,9 @@ class Models(EntityOps):
             shutil.rmtree(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         model.save(folder)
-        with self._models_lock:  # evaluations, batch predictions and Predict use the saved model
-            self._models.pop(entity.id, None)
-        model = self._model(entity.id)
+        model = self.engine.load_model(folder)  # what evaluations, batch predictions and Predict use
+        with self._models_lock:
+            self._models[entity.id] = model
         attrs: dict[str, Any] = {"SizeInBytes": int(model.size_in_bytes)}
         defaults = {"ScoreThreshold": 0.5} if entity.attrs["MLModelType"] == "BINARY" else {}
         schema_json = model.schema.to_json()
