@@ -39,7 +39,7 @@ def create_batch_prediction(
         >>> create_batch_prediction("ml-0a1b2c", "ds-9f8e7d", "s3://amlflow/banking/output/")
         'bp-...'
     """
-    bp_id = entity_id("bp", ml_model_id, batch_data_source_id, output_uri, score_threshold, salt)
+    bp_id = entity_id("bp", ml_model_id, batch_data_source_id, output_uri, score_threshold, name, salt)
     kwargs: dict[str, Any] = {
         "BatchPredictionId": bp_id,
         "MLModelId": ml_model_id,

@@ -88,6 +88,7 @@ def create_data_source_from_s3(
         schema_text or schema_uri,
         spec.get("DataRearrangement"),
         compute_statistics,
+        name,  # two flows asking for the same data under different names get their own datasources
         salt,
     )
     kwargs: dict[str, Any] = {

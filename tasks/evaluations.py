@@ -27,7 +27,7 @@ def create_evaluation(
         >>> create_evaluation("ml-0a1b2c", "ds-3d4e5f", name="wine evaluation")
         'ev-...'
     """
-    ev_id = entity_id("ev", ml_model_id, evaluation_data_source_id, salt)
+    ev_id = entity_id("ev", ml_model_id, evaluation_data_source_id, name, salt)
     kwargs: dict[str, Any] = {
         "EvaluationId": ev_id,
         "MLModelId": ml_model_id,

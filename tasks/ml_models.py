@@ -77,7 +77,9 @@ def create_ml_model(
         recipe_key = text or uri
     if params:
         kwargs["Parameters"] = params
-    ml_id = entity_id("ml", training_data_source_id, model_type, recipe_key, params, salt)
+    # the name is part of the id: the pipeline's model and the re-training's challenger on the same data
+    # are two models (one id with two names would be AML's IdempotentParameterMismatchException)
+    ml_id = entity_id("ml", training_data_source_id, model_type, recipe_key, params, name, salt)
     kwargs["MLModelId"] = ml_id
     if name:
         kwargs["MLModelName"] = name
