@@ -15,6 +15,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -127,3 +128,68 @@ def test_deploy_and_run_wine_regression_on_a_process_worker(
     assert list((out / "wine-regression").glob("bp-*.gz")), (
         "the batch prediction was copied to the output folder"
     )
+
+
+def _watch(deployment: str, params: dict[str, Any], env: dict[str, str]) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [
+            PREFECT,
+            "deployment",
+            "run",
+            deployment,
+            "--params",
+            json.dumps(params),
+            "--watch",
+            "--watch-timeout",
+            "600",
+        ],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def test_overlapping_deployment_runs_share_one_home_and_run_every_job_once(
+    prefect_server: dict[str, str], tmp_path: Path
+) -> None:
+    """Two runs of wine-regression and the nightly re-training at once, on one process worker: three flow
+    processes with embedded services on one AMLFLOW_HOME (issue 9). All complete; every AML job was
+    started exactly once (counted in the job logs)."""
+    env = prefect_server
+    _run([PREFECT, "work-pool", "create", "amlflow-process", "--type", "process"], env)
+    _run(
+        [PREFECT, "--no-prompt", "deploy", "--name", "wine-regression", "--name", "retrain-wine-nightly"], env
+    )
+    watches = [
+        _watch("wine-pipeline/wine-regression", {"output_dir": str(tmp_path / "a")}, env),
+        _watch("wine-pipeline/wine-regression", {"output_dir": str(tmp_path / "b")}, env),
+        _watch("retrain-champion/retrain-wine-nightly", {"output_dir": str(tmp_path / "c")}, env),
+    ]
+    outputs: list[str] = []
+    try:
+        time.sleep(3)  # the runs are scheduled before the worker polls
+        worker = _run(
+            [PREFECT, "worker", "start", "--pool", "amlflow-process", "--run-once", "--limit", "3"],
+            env,
+            timeout=600,
+        )
+        for watch in watches:
+            outputs.append(watch.communicate(timeout=600)[0])
+    finally:
+        for watch in watches:
+            if watch.poll() is None:
+                watch.kill()
+    for watch, watched in zip(watches, outputs, strict=True):
+        assert watch.returncode == 0 and "COMPLETED" in watched.upper(), (
+            f"a run did not complete:\n{watched}\nworker:\n{worker.stdout}\n{worker.stderr}"
+        )
+    logs = sorted((Path(env["AMLFLOW_HOME"]) / "logs").rglob("*.log"))
+    assert len(logs) >= 8, logs  # 3 datasources, models, evaluations, batch predictions
+    owners = set()
+    for log in logs:
+        starts = [line for line in log.read_text().splitlines() if ": started by " in line]
+        assert len(starts) == 1, f"{log.name}: started {len(starts)} times:\n{log.read_text()}"
+        owners.add(starts[0].rsplit("started by ", 1)[1])
+    assert len(owners) >= 2, f"the flow processes did not overlap: {owners}"
