@@ -160,6 +160,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="where models, encoded datasources, reports and job logs go: a folder or "
         "s3://bucket/prefix/ every replica reads (env AMLFLOW_ARTIFACT_ROOT, default <home>)",
     )
+    shared.add_argument(
+        "--dask-address",
+        default=None,
+        help="a Dask scheduler, e.g. tcp://scheduler:8786: evaluations and batch predictions are scored "
+        "by partition on its workers, which read models and tables from the artifact root "
+        "(env AMLFLOW_DASK_ADDRESS; needs amlflow[dask]; default: in-process)",
+    )
 
     limits = serve.add_argument_group("connections")
     limits.add_argument(
@@ -227,7 +234,15 @@ def _settings_from(args: argparse.Namespace) -> Any:
     from amlflow.settings import Settings
 
     overrides: dict[str, Any] = {}
-    for name in ("home", "storage", "storage_root", "max_jobs", "database_url", "artifact_root"):
+    for name in (
+        "home",
+        "storage",
+        "storage_root",
+        "max_jobs",
+        "database_url",
+        "artifact_root",
+        "dask_address",
+    ):
         value = getattr(args, name)
         if value is not None:
             overrides[name] = value

@@ -14,6 +14,7 @@
 | artifact_root  | ``AMLFLOW_ARTIFACT_ROOT``| ``$AMLFLOW_HOME`` (or a folder, or ``s3://bucket/prefix/``) |
 | lease_seconds  | ``AMLFLOW_LEASE_SECONDS``| 20 s (a job of a dead process is taken over after it) |
 | memory_limit   | ``AMLFLOW_MEMORY_LIMIT``| half of RAM / cgroup / rlimit (``2GB``, ``512MiB``, bytes) |
+| dask_address   | ``AMLFLOW_DASK_ADDRESS``| unset (in-process), or ``tcp://scheduler:8786`` |
 
 See docs/configuration.md.
 """
@@ -58,6 +59,10 @@ class Settings(BaseSettings):
     lease_seconds: float = Field(default=20.0, gt=0, le=3600)
     #: seconds between a process's scans of the shared state for jobs to run
     job_poll_interval: float = Field(default=0.5, gt=0, le=60)
+    #: a Dask scheduler (``tcp://scheduler:8786``): evaluations and batch predictions are scored by
+    #: partition on its workers, which read models and tables from the artifact root (docs/scale.md,
+    #: "Dask"; needs the ``amlflow[dask]`` extra); None: everything runs in-process
+    dask_address: str | None = None
 
     def resolved_database_url(self) -> str:
         """``database_url``, or the SQLite file ``<home>/state.db``."""
