@@ -79,6 +79,20 @@ class BatchPredictions(EntityOps):
         total = invalid = 0
         staged: list[tuple[Path, str, str]] = []  # (local part, result URI, input URI)
         published: list[str] = []
+        dask = None
+        if self.settings.dask_address:  # scored on a Dask cluster, same bytes (service/distributed.py)
+            from amlflow.service.distributed import BatchScorer
+
+            dask = BatchScorer(
+                self.settings.dask_address,
+                self.artifacts,
+                model_id=entity.attrs["MLModelId"],
+                datasource_id=ds.id,
+                schema_json=ds.internal["schema"],
+                threshold=threshold,
+                spans=[rows or (0, table.n_positions) for _, _, rows in spans],
+                log=ctx.log,
+            )
         work = Path(
             tempfile.mkdtemp(
                 prefix=f"{BATCH_WORK_PREFIX}{entity_dir_name('BatchPrediction', entity.id)}-", dir=self.home
@@ -93,9 +107,12 @@ class BatchPredictions(EntityOps):
                 name = name.removesuffix(".gz") or name
                 gz = work / f"part-{i}.gz"
                 with gzip.open(gz, "wb", compresslevel=6) as out:
-                    counts = self.engine.write_batch_output(
-                        model, table, schema, cast(BinaryIO, out), threshold=threshold, rows=rows
-                    )
+                    if dask is not None:
+                        counts = dask.write(i, cast(BinaryIO, out))
+                    else:
+                        counts = self.engine.write_batch_output(
+                            model, table, schema, cast(BinaryIO, out), threshold=threshold, rows=rows
+                        )
                 total += int(counts.total)
                 invalid += int(counts.invalid)
                 staged.append((gz, f"{base}result/{entity.id}-{name}.gz", input_uri))
@@ -115,6 +132,8 @@ class BatchPredictions(EntityOps):
                     ctx.log(f"could not remove {uri}: {exc}")
             raise
         finally:
+            if dask is not None:
+                dask.close()
             shutil.rmtree(work, ignore_errors=True)
         ctx.log(f"scored {total} records ({invalid} invalid), threshold {threshold}")
         return JobResult({"TotalRecordCount": total, "InvalidRecordCount": invalid})

@@ -71,6 +71,18 @@ class Evaluations(EntityOps):
             "evaluation_datasource_id": entity.attrs["EvaluationDataSourceId"],
             "score_threshold": float(model_entity.attrs.get("ScoreThreshold", 0.5)),
         }
+        if self.settings.dask_address:  # scored on a Dask cluster, same metric (service/distributed.py)
+            from amlflow.service.distributed import scored_model
+
+            model = scored_model(
+                self.settings.dask_address,
+                self.artifacts,
+                model,
+                model_id=entity.attrs["MLModelId"],
+                datasource_id=entity.attrs["EvaluationDataSourceId"],
+                n_rows=table.n_rows,
+                log=ctx.log,
+            )
         result = self.engine.evaluate(model, table, schema, training_info=training_info)
         undefined = [k for k, v in result.properties.items() if not math.isfinite(float(v))]
         if undefined:

@@ -1,0 +1,415 @@
+"""Job work on an existing Dask cluster (``AMLFLOW_DASK_ADDRESS``, ``amlflow serve --dask-address``).
+
+Without the setting nothing here runs: every job works in-process. With it, the evaluation and batch
+prediction jobs send their scoring to the cluster's workers by partition of the datasource's rows, and
+keep the rest — entity statuses, the metrics and the report, AML's batch output layout, the gzip and the
+upload — in the service:
+
+* **batch prediction**: each input file's span of the output sequence (``table.files``, as the
+  in-process job splits it) is cut into partitions of positions; a worker writes AML's CSV for its
+  partition with the engine's own :func:`~amlflow.engine.batch.write_batch_output` (``rows=(a, b)``) and
+  returns the bytes; the service writes the span's header once, then the partitions in order, into the
+  same gzip stream the in-process job writes. The CSV lines of a row do not depend on the partition
+  boundaries (every row is scored on its own), so the files are the in-process bytes.
+* **evaluation**: workers return the scores of their partition
+  (:meth:`~amlflow.engine.model.TrainedModel.predict_table` on ``[start, stop)``); the service
+  concatenates them and runs the engine's own ``evaluate`` on them (:class:`ScoredModel`), so the
+  metric and the report are exactly the in-process ones.
+
+Workers share no disk with the service: they read the model and the encoded table from the artifact root
+(``AMLFLOW_ARTIFACT_ROOT``). With an ``s3://`` root a worker fetches an entity's directory once into its
+own cache (a temporary folder per worker process, :class:`~amlflow.service.artifacts.Artifacts` with that
+home; S3 reached with the worker's own AWS environment); with a local folder the workers must see that
+folder at the same path (a ``LocalCluster`` on this machine, or a shared mount).
+
+What is shipped to a worker is plain data (the artifact root, entity ids, the schema's JSON text, a
+threshold, row ranges) and the module-level functions :func:`batch_part` and :func:`score_part`, which use
+only the engine and the storage; never a pickle read from storage, never the service.
+``distributed`` is imported lazily: without the ``amlflow[dask]`` extra a job FAILS saying
+``AMLFLOW_DASK_ADDRESS`` needs it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import io
+import math
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from amlflow.engine.batch import BatchCounts, write_batch_output
+from amlflow.engine.errors import EngineError
+from amlflow.engine.model import Predictions, TrainedModel, load_model
+from amlflow.engine.schema import Schema, parse_schema
+from amlflow.engine.table import EncodedTable, Table
+from amlflow.service.artifacts import Artifacts
+from amlflow.service.errors import AmlError
+from amlflow.service.jobs import JobFailed
+from amlflow.storage import S3Storage
+
+__all__ = [
+    "BatchScorer",
+    "ScoredModel",
+    "batch_part",
+    "client_for",
+    "close_clients",
+    "partitions",
+    "score_part",
+    "scored_model",
+]
+
+#: a partition holds at most this many rows (positions) ...
+MAX_PARTITION_ROWS = 50_000
+#: ... and at least this many, unless the span is shorter
+MIN_PARTITION_ROWS = 1_000
+#: partitions per worker thread: enough for the service's gzip to overlap the workers' scoring and for
+#: a slow worker's share to be taken by the others
+PARTITIONS_PER_THREAD = 4
+#: seconds to wait for the scheduler when connecting
+CONNECT_TIMEOUT = 30.0
+
+_Log = Callable[[str], None]
+
+
+# -------------------------------------------------------------------------------------- on the workers
+
+_worker_lock = threading.Lock()
+_worker_home: Path | None = None
+_worker_artifacts: dict[str, Artifacts] = {}
+_worker_models: OrderedDict[tuple[str, str], TrainedModel] = OrderedDict()
+_worker_tables: OrderedDict[tuple[str, str], EncodedTable] = OrderedDict()
+_KEEP_MODELS = 4
+_KEEP_TABLES = 8
+
+
+def _cache_home() -> Path:
+    """This worker process's own cache folder (removed when the process exits)."""
+    global _worker_home
+    if _worker_home is None:
+        _worker_home = Path(tempfile.mkdtemp(prefix=f"amlflow-dask-{os.getpid()}-"))
+        atexit.register(shutil.rmtree, _worker_home, True)
+    return _worker_home
+
+
+def _artifacts(root: str) -> Artifacts:
+    with _worker_lock:
+        arts = _worker_artifacts.get(root)
+        if arts is None:
+            if root.startswith("s3://"):
+                arts = Artifacts(_cache_home(), root, S3Storage())
+            else:
+                arts = Artifacts(Path(root), root, None)
+            _worker_artifacts[root] = arts
+        return arts
+
+
+def _remember(cache: OrderedDict[tuple[str, str], Any], key: tuple[str, str], value: Any, keep: int) -> None:
+    with _worker_lock:
+        cache[key] = value
+        cache.move_to_end(key)
+        while len(cache) > keep:
+            cache.popitem(last=False)
+
+
+def _cached(cache: OrderedDict[tuple[str, str], Any], key: tuple[str, str]) -> Any:
+    with _worker_lock:
+        value = cache.get(key)
+        if value is not None:
+            cache.move_to_end(key)
+        return value
+
+
+def _unreadable(kind: str, entity_id: str, root: str, exc: BaseException) -> RuntimeError:
+    where = f"{socket.gethostname()} (pid {os.getpid()})"
+    hint = (
+        ""
+        if root.startswith("s3://")
+        else "; a local artifact root must be mounted at the same path on every Dask worker "
+        "(or use AMLFLOW_ARTIFACT_ROOT=s3://bucket/prefix/)"
+    )
+    return RuntimeError(
+        f"the Dask worker on {where} cannot read the {kind} {entity_id} from the artifact root "
+        f"{root}: {type(exc).__name__}: {exc}{hint}"
+    )
+
+
+def _inputs(root: str, model_id: str, datasource_id: str) -> tuple[TrainedModel, EncodedTable]:
+    """The model and the encoded table, from this worker's cache or fetched from the artifact root."""
+    arts = _artifacts(root)
+    model: TrainedModel | None = _cached(_worker_models, (root, model_id))
+    if model is None:
+        try:
+            model = load_model(arts.fetch("MLModel", model_id) / "model")
+        except (OSError, ValueError, KeyError) as exc:
+            raise _unreadable("MLModel", model_id, root, exc) from None
+        _remember(_worker_models, (root, model_id), model, _KEEP_MODELS)
+    table: EncodedTable | None = _cached(_worker_tables, (root, datasource_id))
+    if table is None:
+        try:
+            table = EncodedTable.open(arts.fetch("DataSource", datasource_id) / "table")
+        except (OSError, ValueError, EngineError) as exc:
+            raise _unreadable("DataSource", datasource_id, root, exc) from None
+        _remember(_worker_tables, (root, datasource_id), table, _KEEP_TABLES)
+    return model, table
+
+
+def batch_part(
+    root: str,
+    model_id: str,
+    datasource_id: str,
+    schema_json: str,
+    threshold: float,
+    first: int,
+    stop: int,
+) -> tuple[bytes, bytes, int, int]:
+    """On a worker: AML's batch CSV for positions ``[first, stop)`` of the datasource's output sequence.
+
+    Returns ``(header, body, total, invalid)``: the header line(s) ``write_batch_output`` writes first,
+    the lines of the partition after it, and its :class:`~amlflow.engine.batch.BatchCounts`.
+    """
+    model, table = _inputs(root, model_id, datasource_id)
+    schema = parse_schema(schema_json)
+    head = io.BytesIO()
+    write_batch_output(model, table, schema, head, threshold=threshold, rows=(first, first))
+    out = io.BytesIO()
+    counts = write_batch_output(model, table, schema, out, threshold=threshold, rows=(first, stop))
+    header, data = head.getvalue(), out.getbuffer()
+    if bytes(data[: len(header)]) != header:  # the writer always starts with its header
+        raise RuntimeError(f"batch partition {first}:{stop}: the output does not start with the header")
+    return header, bytes(data[len(header) :]), int(counts.total), int(counts.invalid)
+
+
+def score_part(root: str, model_id: str, datasource_id: str, start: int, stop: int) -> np.ndarray:
+    """On a worker: the model's scores of table rows ``[start, stop)`` (``Predictions.scores``)."""
+    model, table = _inputs(root, model_id, datasource_id)
+    scores: np.ndarray = model.predict_table(table, start=start, stop=stop).scores
+    return scores
+
+
+# -------------------------------------------------------------------------------------- in the service
+
+_clients_lock = threading.Lock()
+_clients: dict[str, Any] = {}
+
+
+def _import_distributed() -> Any:
+    try:
+        import distributed
+    except ImportError as exc:
+        raise JobFailed(
+            "AMLFLOW_DASK_ADDRESS is set but the Dask extra is not installed (no module "
+            f"{exc.name or 'distributed'!r}): pip install 'amlflow[dask]', or unset AMLFLOW_DASK_ADDRESS "
+            "to run jobs in-process."
+        ) from None
+    return distributed
+
+
+def client_for(address: str) -> Any:
+    """The process's ``distributed.Client`` connected to ``address`` (one per address, reused).
+
+    Raises:
+        JobFailed: the Dask extra is missing, or the scheduler cannot be reached (the message names
+            ``AMLFLOW_DASK_ADDRESS``).
+    """
+    distributed = _import_distributed()
+    with _clients_lock:
+        client = _clients.get(address)
+        if client is not None and client.status == "running":
+            return client
+        try:
+            client = distributed.Client(address, set_as_default=False, timeout=CONNECT_TIMEOUT)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise JobFailed(
+                f"AMLFLOW_DASK_ADDRESS: cannot reach the Dask scheduler at {address}: "
+                f"{type(exc).__name__}: {exc}"
+            ) from None
+        _clients[address] = client
+        return client
+
+
+def close_clients() -> None:
+    """Close every client :func:`client_for` opened (tests; also at exit)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        with contextlib.suppress(Exception):  # closing at exit: the scheduler may be gone already
+            client.close(timeout=10)
+
+
+atexit.register(close_clients)
+
+
+def _threads(client: Any) -> int:
+    workers = client.scheduler_info().get("workers", {})
+    return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
+
+
+def partitions(spans: Sequence[tuple[int, int]], threads: int) -> list[list[tuple[int, int]]]:
+    """Each span ``(first, stop)`` cut into partitions ``(a, b)``: about :data:`PARTITIONS_PER_THREAD`
+    per worker thread over all spans, within :data:`MIN_PARTITION_ROWS`..:data:`MAX_PARTITION_ROWS`.
+    An empty span is one empty partition (its output is the header alone)."""
+    total = sum(b - a for a, b in spans)
+    size = math.ceil(total / max(1, PARTITIONS_PER_THREAD * threads)) if total else 1
+    size = max(1, min(MAX_PARTITION_ROWS, max(MIN_PARTITION_ROWS, size)))
+    out = []
+    for a, b in spans:
+        out.append([(p, min(p + size, b)) for p in range(a, b, size)] or [(a, a)])
+    return out
+
+
+def _root(artifacts: Artifacts) -> str:
+    """What a worker needs to reach the artifact root: its s3:// URI, or the local folder's path."""
+    return artifacts.uri if artifacts.remote else str(artifacts.base.resolve())
+
+
+def _result(future: Any, address: str) -> Any:
+    """``future.result()``; a failure on the cluster becomes a JobFailed naming it (engine and AML
+    errors keep their own message)."""
+    try:
+        return future.result()
+    except (EngineError, AmlError, JobFailed):
+        raise
+    except Exception as exc:
+        raise JobFailed(f"on the Dask cluster at {address} (AMLFLOW_DASK_ADDRESS): {exc}") from None
+
+
+class BatchScorer:
+    """A batch prediction's spans scored on the cluster (:func:`batch_part` per partition).
+
+    Every partition of every span is submitted at once; :meth:`write` then writes span ``i`` to ``out``
+    exactly as ``engine.write_batch_output(..., rows=spans[i])`` would, partition after partition as
+    they arrive.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        artifacts: Artifacts,
+        *,
+        model_id: str,
+        datasource_id: str,
+        schema_json: str,
+        threshold: float,
+        spans: Sequence[tuple[int, int]],
+        log: _Log | None = None,
+    ) -> None:
+        self.address = address
+        client = client_for(address)
+        threads = _threads(client)
+        root = _root(artifacts)
+        plan = partitions(spans, threads)
+        n = sum(len(p) for p in plan)
+        self._futures: list[list[Any]] = []
+        order = 0
+        for parts in plan:
+            futures = []
+            for a, b in parts:
+                futures.append(
+                    client.submit(
+                        batch_part,
+                        root,
+                        model_id,
+                        datasource_id,
+                        schema_json,
+                        float(threshold),
+                        a,
+                        b,
+                        pure=False,
+                        priority=n - order,  # in output order: the service writes them in that order
+                    )
+                )
+                order += 1
+            self._futures.append(futures)
+        if log is not None:
+            log(
+                f"scoring on the Dask cluster at {address}: {n} partition(s) of up to "
+                f"{max((b - a for p in plan for a, b in p), default=0)} rows over {threads} worker thread(s)"
+            )
+
+    def write(self, index: int, out: BinaryIO) -> BatchCounts:
+        """Write span ``index`` (its header once, then its partitions in order) to ``out``."""
+        total = invalid = 0
+        for k, future in enumerate(self._futures[index]):
+            header, body, t, i = _result(future, self.address)
+            future.release()
+            if k == 0:
+                out.write(header)
+            out.write(body)
+            total += t
+            invalid += i
+        self._futures[index] = []
+        return BatchCounts(total=total, invalid=invalid)
+
+    def close(self) -> None:
+        """Cancel what has not been written (a failed job leaves no work on the cluster)."""
+        left = [f for futures in self._futures for f in futures]
+        self._futures = []
+        if left:
+            with contextlib.suppress(Exception):  # the job's own failure is what matters
+                left[0].client.cancel(left)
+
+
+class ScoredModel:
+    """A model whose scores were computed elsewhere: ``predict_table`` answers from them, every other
+    attribute is the model's own (the engine's ``evaluate`` runs unchanged on it)."""
+
+    def __init__(self, model: Any, scores: np.ndarray) -> None:
+        self._model = model
+        self._scores = scores
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def predict_table(
+        self, table: Table, schema: Schema | None = None, *, start: int = 0, stop: int | None = None
+    ) -> Predictions:
+        if table.n_rows != len(self._scores):
+            raise ValueError(f"scores of {len(self._scores)} rows for a table of {table.n_rows}")
+        scores = self._scores[start:stop]
+        return Predictions(self._model.model_type, self._model.classes, scores, np.ones(len(scores), bool))
+
+
+def scored_model(
+    address: str,
+    artifacts: Artifacts,
+    model: Any,
+    *,
+    model_id: str,
+    datasource_id: str,
+    n_rows: int,
+    log: _Log | None = None,
+) -> Any:
+    """``model`` with the scores of the datasource's ``n_rows`` rows computed on the cluster
+    (:func:`score_part` per partition), as a :class:`ScoredModel`."""
+    if n_rows == 0:
+        return model
+    client = client_for(address)
+    threads = _threads(client)
+    (plan,) = partitions([(0, n_rows)], threads)
+    root = _root(artifacts)
+    futures = [
+        client.submit(score_part, root, model_id, datasource_id, a, b, pure=False, priority=len(plan) - k)
+        for k, (a, b) in enumerate(plan)
+    ]
+    if log is not None:
+        log(f"scoring on the Dask cluster at {address}: {len(plan)} partition(s) over {threads} thread(s)")
+    try:
+        parts = []
+        for future in futures:
+            parts.append(_result(future, address))
+            future.release()
+    except BaseException:
+        client.cancel(futures)
+        raise
+    return ScoredModel(model, np.concatenate(parts))

@@ -1,0 +1,276 @@
+"""Evaluation and batch prediction on a Dask cluster (``AMLFLOW_DASK_ADDRESS``, issue 10): a 2-worker
+``LocalCluster`` of processes whose only store shared with the service is moto's S3 (the artifact root
+``s3://artifacts/x/``), on the repository's MNIST sample. The Dask run must give the in-process run's
+batch output byte for byte and its evaluation."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from amlflow.service import distributed as dask_jobs
+from amlflow.service.core import Service
+from amlflow.service.embedded import build_client
+from amlflow.service.jobs import JobFailed
+from amlflow.settings import Settings
+from tests.server.aml_data import DATA
+from tests.service.support import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+ROOT = "s3://artifacts/x/"
+MNIST_PARAMETERS = {
+    "sgd.maxPasses": "10",
+    "sgd.l2RegularizationAmount": "1e-5",
+    "sgd.shuffleType": "auto",
+    "sgd.maxMLModelSizeInBytes": str(100 * 1024 * 1024),
+}
+#: the batch input: the sample's 1,000 test rows in two files, with malformed rows (AML writes an empty
+#: line for each) at positions 199 and 300 of the first file, on either side of a partition boundary
+FIRST_FILE_ROWS = 600
+BAD_POSITIONS = (199, 300)
+
+
+def _batch_files() -> tuple[bytes, bytes]:
+    lines = gzip.decompress((DATA / "mnist-sample" / "test.csv.gz").read_bytes()).splitlines(keepends=True)
+    header, rows = lines[0], lines[1:]
+    first = rows[:FIRST_FILE_ROWS]
+    for position in BAD_POSITIONS:
+        first.insert(position, b"1,2,3\n")  # 3 fields where the schema has 784: rejected
+    return header + b"".join(first), header + b"".join(rows[FIRST_FILE_ROWS:])
+
+
+@pytest.fixture
+def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """moto's S3 on loopback, set in the environment before any Dask worker starts (they inherit it)."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    url = f"http://{host}:{port}"
+    for key, value in {
+        "AWS_ENDPOINT_URL_S3": url,
+        "AWS_ACCESS_KEY_ID": "moto",
+        "AWS_SECRET_ACCESS_KEY": "moto",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.delenv("AWS_PROFILE", raising=False)
+    s3 = boto3.client("s3", endpoint_url=url)
+    for bucket in ("data", "artifacts"):
+        s3.create_bucket(Bucket=bucket)
+    s3.put_object(
+        Bucket="data", Key="mnist/train.csv.gz", Body=(DATA / "mnist-sample" / "train.csv.gz").read_bytes()
+    )
+    first, second = _batch_files()
+    s3.put_object(Bucket="data", Key="mnist/batch/part-1.csv", Body=first)
+    s3.put_object(Bucket="data", Key="mnist/batch/part-2.csv", Body=second)
+    try:
+        yield url
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def cluster(moto_s3: str) -> Iterator[Any]:
+    """A 2-worker LocalCluster of processes (one thread each), started after the S3 environment."""
+    from distributed import LocalCluster
+
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as c:
+        try:
+            yield c
+        finally:
+            dask_jobs.close_clients()
+
+
+def _settings(home: Path, db: Path, **extra: Any) -> Settings:
+    return Settings(
+        home=home,
+        storage="s3",
+        artifact_root=ROOT,
+        database_url=f"sqlite:///{db}",
+        job_poll_interval=0.2,
+        **extra,
+    )
+
+
+def _objects(s3: Any, prefix: str) -> dict[str, bytes]:
+    listed = s3.list_objects_v2(Bucket="data", Prefix=prefix).get("Contents", [])
+    return {
+        o["Key"][len(prefix) :]: s3.get_object(Bucket="data", Key=o["Key"])["Body"].read() for o in listed
+    }
+
+
+def _without_mtime(gz: bytes) -> bytes:
+    """A gzip file with its header's MTIME zeroed: the one field two in-process runs differ in."""
+    assert gz[:3] == b"\x1f\x8b\x08", gz[:10]
+    return gz[:4] + b"\0\0\0\0" + gz[8:]
+
+
+def test_dask_batch_and_evaluation_match_in_process(
+    cluster: Any, moto_s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # partitions of exactly 100 positions: 7 + 4 in the batch's two files, one per 100 rows in the evaluation
+    monkeypatch.setattr(dask_jobs, "MIN_PARTITION_ROWS", 100)
+    monkeypatch.setattr(dask_jobs, "MAX_PARTITION_ROWS", 100)
+    db = tmp_path / "state.db"
+    train_schema = (REPO / "schemas" / "mnist-train.csv.schema").read_text()
+    test_schema = (REPO / "schemas" / "mnist-test.csv.schema").read_text()
+
+    # 1. in-process: datasources, the model, the reference evaluation and batch prediction
+    local = Service(_settings(tmp_path / "local", db))
+    ml = build_client(local, local.settings)
+    try:
+        for ds_id, location, schema, split in (
+            ("ds-train", "s3://data/mnist/train.csv.gz", train_schema, (0, 70)),
+            ("ds-eval", "s3://data/mnist/train.csv.gz", train_schema, (70, 100)),
+            ("ds-batch", "s3://data/mnist/batch/", test_schema, None),
+        ):
+            spec = {"DataLocationS3": location, "DataSchema": schema}
+            if split:
+                spec["DataRearrangement"] = json.dumps(
+                    {"splitting": {"percentBegin": split[0], "percentEnd": split[1]}}
+                )
+            ml.create_data_source_from_s3(
+                DataSourceId=ds_id, DataSpec=spec, ComputeStatistics=ds_id == "ds-train"
+            )
+        ml.create_ml_model(
+            MLModelId="ml",
+            MLModelType="MULTICLASS",
+            TrainingDataSourceId="ds-train",
+            Recipe=(REPO / "recipes" / "mnist.recipe.json").read_text(),
+            Parameters=MNIST_PARAMETERS,
+        )
+        ml.create_evaluation(EvaluationId="ev-local", MLModelId="ml", EvaluationDataSourceId="ds-eval")
+        ml.create_batch_prediction(
+            BatchPredictionId="bp-local",
+            MLModelId="ml",
+            BatchPredictionDataSourceId="ds-batch",
+            OutputUri="s3://data/out-local/",
+        )
+        ev_local = wait_for(lambda: ml.get_evaluation(EvaluationId="ev-local"), timeout=120)
+        bp_local = wait_for(lambda: ml.get_batch_prediction(BatchPredictionId="bp-local"), timeout=120)
+        assert ev_local["Status"] == "COMPLETED" and bp_local["Status"] == "COMPLETED", (ev_local, bp_local)
+        report_local = local.get_evaluation_report("ev-local")
+        eval_rows = int(local.get_data_insights("ds-eval")["n_rows"])
+    finally:
+        local.shutdown(timeout=30)
+
+    # 2. another process's view (its own home, no files of the first): the same work on the cluster
+    service = Service(_settings(tmp_path / "dask", db, dask_address=cluster.scheduler_address))
+    ml = build_client(service, service.settings)
+    try:
+        ml.create_evaluation(EvaluationId="ev-dask", MLModelId="ml", EvaluationDataSourceId="ds-eval")
+        ml.create_batch_prediction(
+            BatchPredictionId="bp-dask",
+            MLModelId="ml",
+            BatchPredictionDataSourceId="ds-batch",
+            OutputUri="s3://data/out-dask/",
+        )
+        ev = wait_for(lambda: ml.get_evaluation(EvaluationId="ev-dask"), timeout=120)
+        bp = wait_for(lambda: ml.get_batch_prediction(BatchPredictionId="bp-dask"), timeout=120)
+        assert ev["Status"] == "COMPLETED" and bp["Status"] == "COMPLETED", (ev, bp)
+        logs = {
+            k: service.jobs.log_path(k, i).read_text()
+            for k, i in (("Evaluation", "ev-dask"), ("BatchPrediction", "bp-dask"))
+        }
+        report = service.get_evaluation_report("ev-dask")
+    finally:
+        service.shutdown(timeout=30)
+    assert "scoring on the Dask cluster at tcp://" in logs["BatchPrediction"], logs["BatchPrediction"]
+    assert "11 partition(s)" in logs["BatchPrediction"], logs["BatchPrediction"]
+    assert f"{-(-eval_rows // 100)} partition(s)" in logs["Evaluation"], logs["Evaluation"]
+
+    # evaluation: the in-process metric and report (the scores are the same numbers)
+    local_f1 = float(ev_local["PerformanceMetrics"]["Properties"]["MulticlassAvgFScore"])
+    dask_f1 = float(ev["PerformanceMetrics"]["Properties"]["MulticlassAvgFScore"])
+    assert abs(dask_f1 - local_f1) <= 0.002 and local_f1 > 0.8, (local_f1, dask_f1)
+    assert ev["PerformanceMetrics"] == ev_local["PerformanceMetrics"]
+    assert report == report_local
+
+    # batch: same counts, same files (gzip bytes equal but for the header's MTIME), same manifest
+    assert (bp["TotalRecordCount"], bp["InvalidRecordCount"]) == (1002, 2), bp
+    assert (bp_local["TotalRecordCount"], bp_local["InvalidRecordCount"]) == (1002, 2), bp_local
+    s3 = boto3.client("s3", endpoint_url=moto_s3)
+    local_files = _objects(s3, "out-local/batch-prediction/")
+    dask_files = _objects(s3, "out-dask/batch-prediction/")
+    assert sorted(local_files) == [
+        "bp-local.manifest",
+        "result/bp-local-part-1.csv.gz",
+        "result/bp-local-part-2.csv.gz",
+    ]
+    assert sorted(dask_files) == [k.replace("bp-local", "bp-dask") for k in sorted(local_files)]
+    for part in ("part-1.csv", "part-2.csv"):
+        mine, theirs = dask_files[f"result/bp-dask-{part}.gz"], local_files[f"result/bp-local-{part}.gz"]
+        assert gzip.decompress(mine) == gzip.decompress(theirs), part
+        assert _without_mtime(mine) == _without_mtime(theirs), part
+    lines = gzip.decompress(dask_files["result/bp-dask-part-1.csv.gz"]).decode().split("\n")
+    assert lines[0] == ",".join(str(d) for d in range(10))
+    assert [i - 1 for i, line in enumerate(lines[1:-1], 1) if not line] == list(BAD_POSITIONS)
+    manifest = json.loads(dask_files["bp-dask.manifest"])
+    expected = {
+        k: v.replace("out-local/", "out-dask/").replace("/bp-local-", "/bp-dask-")
+        for k, v in json.loads(local_files["bp-local.manifest"]).items()
+    }
+    assert manifest == expected and len(manifest) == 2, manifest
+
+    # the workers read the model and the tables from S3 into their own caches, not the service's homes
+    from distributed import Client
+
+    with Client(cluster.scheduler_address, set_as_default=False) as client:
+        caches = client.run(_worker_cache)
+    fetched = [c for c in caches.values() if c is not None]
+    assert fetched, caches
+    for home, folders in fetched:
+        assert not home.startswith(str(tmp_path)), home
+        assert set(folders) <= {"models", "datasources"} and "datasources" in folders, folders
+
+
+def _worker_cache() -> tuple[str, list[str]] | None:
+    """On a worker: its cache home and the folders fetched into it (None if it never fetched)."""
+    from amlflow.service import distributed as on_worker
+
+    home = on_worker._worker_home
+    if home is None:
+        return None
+    return str(home), sorted(p.name for p in home.iterdir() if p.is_dir())
+
+
+def test_without_the_extra_the_error_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "distributed", None)  # as if amlflow[dask] were not installed
+    with pytest.raises(JobFailed) as info:
+        dask_jobs.client_for("tcp://127.0.0.1:8786")
+    assert "AMLFLOW_DASK_ADDRESS" in str(info.value) and "amlflow[dask]" in str(info.value)
+
+
+def test_an_unreachable_scheduler_names_the_setting(monkeypatch: pytest.MonkeyPatch) -> None:
+    import socket
+
+    with socket.socket() as s:  # a loopback port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setattr(dask_jobs, "CONNECT_TIMEOUT", 1.0)
+    with pytest.raises(JobFailed) as info:
+        dask_jobs.client_for(f"tcp://127.0.0.1:{port}")
+    assert f"AMLFLOW_DASK_ADDRESS: cannot reach the Dask scheduler at tcp://127.0.0.1:{port}" in str(
+        info.value
+    )
+
+
+def test_partitions_cover_every_span_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dask_jobs, "MIN_PARTITION_ROWS", 10)
+    monkeypatch.setattr(dask_jobs, "MAX_PARTITION_ROWS", 1_000)
+    plan = dask_jobs.partitions([(0, 95), (95, 95), (95, 200)], threads=2)  # 200 rows / 8 → 25 each
+    assert plan == [
+        [(0, 25), (25, 50), (50, 75), (75, 95)],
+        [(95, 95)],
+        [(95, 120), (120, 145), (145, 170), (170, 195), (195, 200)],
+    ]
+    assert dask_jobs.partitions([(0, 5)], threads=4) == [[(0, 5)]]  # never below the minimum's span
