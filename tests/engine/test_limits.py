@@ -289,6 +289,7 @@ def test_a_small_memory_budget_fails_training_with_the_estimate() -> None:
             "BINARY",
             memory_budget=needed - 1,
             log=lines.append,
+            mode="memory",  # "auto" would stream instead (tests/engine/test_streaming.py)
         )
     message = err.value.message
     assert message.startswith(f"training would need ~{format_bytes(needed)}, over the job memory budget of ")

@@ -11,15 +11,19 @@ REGRESSION     least squares, averaged ``SGDRegressor``                     a nu
 ``sgd.maxPasses`` is the number of epochs (``max_iter``; SAGA may stop earlier when converged);
 ``sgd.l2RegularizationAmount``/``sgd.l1RegularizationAmount`` λ is AML's per-record penalty, i.e.
 ``C = 1 / (λ · n)`` for the classifiers, ``alpha = λ`` for SGDRegressor; λ = 0 means no penalty.
-``sgd.shuffleType`` has no effect (SAG/SAGA pick records at random, seeded). Rows whose target is
+In memory ``sgd.shuffleType`` has no effect (SAG/SAGA pick records at random, seeded). Rows whose target is
 missing or invalid are skipped and counted. ``rowWeight`` becomes ``sample_weight``.
 
-Memory: before any feature is built, :func:`estimate_training_bytes` bounds what the job will hold (the
-training matrix, the vocabularies, the weights and the solver's per-record state) from
-:meth:`FeatureBuilder.bound`; over the job's memory budget (``memory_budget``, default
-:func:`amlflow.engine.limits.default_memory_budget`) training fails with a :class:`TrainingError` saying so,
-never a ``MemoryError``. A realtime record is bounded the same way (at most
-:data:`~amlflow.engine.limits.MAX_RECORD_FEATURES` features, 100 KB).
+Memory and the two training modes (docs/scale.md): before any feature is built,
+:func:`estimate_training_bytes` bounds what the in-memory mode would hold (the training matrix, the
+vocabularies, the weights and the solver's per-record state) from :meth:`FeatureBuilder.bound`. Within the
+job's memory budget (``memory_budget``, default :func:`amlflow.engine.limits.default_memory_budget`) the
+table above is fitted in memory; over it (``mode="auto"``), or when asked (``mode="streaming"``), the table
+is streamed in chunks through mini-batch SGD (:mod:`amlflow.engine.sgd`: ``sgd.maxPasses`` passes,
+``sgd.shuffleType`` honoured, the same losses and λ), holding the vocabularies, the weights and one chunk
+(:func:`plan_streaming`). The job log says which mode and why. When even that is over the budget, training
+fails with a :class:`TrainingError` saying so, never a ``MemoryError``. A realtime record is bounded the
+same way (at most :data:`~amlflow.engine.limits.MAX_RECORD_FEATURES` features, 100 KB).
 
 Model size is accounted like AML's log (96 bytes per parameter, docs/aml-reference.md §6.4): when
 ``96 · K · features`` exceeds ``sgd.maxMLModelSizeInBytes`` the features with the smallest largest-|weight|
@@ -31,24 +35,35 @@ A trained model is saved as ``model.json`` + ``model.npz`` (arrays only, loaded 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import shutil
+import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
 
 from amlflow.engine.errors import DataError, TrainingError
-from amlflow.engine.limits import MAX_RECORD_FEATURES, check_memory, check_record
+from amlflow.engine.limits import (
+    MAX_RECORD_FEATURES,
+    check_memory,
+    check_record,
+    default_memory_budget,
+    format_bytes,
+)
 from amlflow.engine.params import TrainingParameters
 from amlflow.engine.recipe import FeatureBuilder, Recipe
 from amlflow.engine.recipe.features import FeatureBound, TableCache
 from amlflow.engine.schema import Schema, binary_view, numeric_view, parse_schema
+from amlflow.engine.sgd import Chunk, Loss, SGDConfig
+from amlflow.engine.sgd import fit as sgd_fit
 from amlflow.engine.table import Table
 
 __all__ = [
@@ -58,11 +73,17 @@ __all__ = [
     "BYTES_PER_TOKEN_FEATURE",
     "BYTES_PER_WEIGHT",
     "MAX_CLASSES",
+    "MIN_CHUNK_ROWS",
     "MODEL_TYPES",
+    "STREAM_CHUNK_BYTES",
+    "TRAINING_MODES",
     "Predictions",
+    "StreamingPlan",
     "TrainedModel",
+    "TrainingMode",
     "estimate_training_bytes",
     "load_model",
+    "plan_streaming",
     "target_view",
     "train",
 ]
@@ -472,6 +493,373 @@ def estimate_training_bytes(bound: FeatureBound, n_classes: int) -> int:
     )
 
 
+TrainingMode = Literal["auto", "memory", "streaming"]
+TRAINING_MODES = ("auto", "memory", "streaming")
+#: streaming: the features of one chunk are estimated at most this many bytes (fewer when the budget is small)
+STREAM_CHUNK_BYTES = 64 << 20
+#: streaming: a chunk holds at least this many rows (the budget must allow for it)
+MIN_CHUNK_ROWS = 256
+# streaming, per chunk row: its non-zeros are held twice (the chunk, its shuffled copy) plus the builder's
+# scratch, and the row's target, weight, scores and gradient (k + 4 float64)
+STREAM_COPIES = 3
+# streaming, spilled chunk features on disk: a float32 value and an int32 column per non-zero
+SPILL_BYTES_PER_NONZERO = 8
+
+
+@dataclass(frozen=True)
+class StreamingPlan:
+    """What the streaming mode holds: ``fixed`` bytes (vocabularies, weights and their average, the row
+    mask) plus chunks of ``chunk_rows`` rows estimated at ``row_bytes`` each."""
+
+    fixed: int
+    row_bytes: int
+    chunk_rows: int
+
+    @property
+    def needed(self) -> int:
+        return self.fixed + self.chunk_rows * self.row_bytes
+
+
+def plan_streaming(bound: FeatureBound, n_classes: int, budget: int) -> StreamingPlan:
+    """The streaming mode's working set for features bounded by ``bound``: the token vocabularies, the
+    weights (coefficients, their running average, the L1 bookkeeping), one byte per training row (the valid
+    mask) and one chunk, as many rows as fit in :data:`STREAM_CHUNK_BYTES` and in what ``budget`` leaves (at
+    least :data:`MIN_CHUNK_ROWS`, at most every row)."""
+    k = max(1, n_classes)
+    fixed = (
+        bound.token_features * BYTES_PER_TOKEN_FEATURE
+        + (bound.features + 1) * k * BYTES_PER_WEIGHT
+        + bound.rows
+    )
+    mean_row = math.ceil(bound.nonzeros / max(1, bound.rows)) + 1  # + the intercept column
+    row_bytes = mean_row * BYTES_PER_NONZERO * STREAM_COPIES + (k + 4) * 8
+    room = min(STREAM_CHUNK_BYTES, max(0, budget - fixed)) // row_bytes
+    rows = max(1, min(bound.rows, max(MIN_CHUNK_ROWS, int(room))))
+    return StreamingPlan(fixed, row_bytes, rows)
+
+
+@dataclass
+class _Target:
+    """The target of the training table, per dictionary entry and per row (nothing of the table's size
+    but the valid-row mask): ``entry`` maps a dictionary entry to its value (float: nan = invalid) or class
+    index (int: -1 = invalid); ``counts`` counts each entry's rows."""
+
+    name: str
+    entry: np.ndarray
+    counts: np.ndarray
+    valid: np.ndarray
+    classes: list[str]
+
+    @property
+    def n_valid(self) -> int:
+        return int(self.valid.sum())
+
+    def entry_ok(self) -> np.ndarray:
+        ok: np.ndarray = self.entry >= 0 if self.entry.dtype.kind == "i" else ~np.isnan(self.entry)
+        return ok
+
+    def values(self, table: Table, start: int, stop: int) -> np.ndarray:
+        """Targets of the valid rows of ``[start, stop)``."""
+        got: np.ndarray = self.entry[_codes(table, self.name, start, stop)][self.valid[start:stop]]
+        return got
+
+
+def _target(model_type: str, table: Table, target: str, batch_rows: int = 1 << 20) -> _Target:
+    """Read the target column in batches (as ``train`` always did, per dictionary entry then per row)."""
+    tview = target_view(model_type, table.dictionary(target))
+    counts = np.zeros(len(tview), dtype=np.int64)
+    for a, b in table.iter_row_batches(batch_rows):
+        counts += np.bincount(_codes(table, target, a, b), minlength=len(tview))
+    classes: list[str] = []
+    if model_type == "MULTICLASS":
+        present = np.array([v is not None for v in tview], dtype=bool)
+        names = sorted({tview[i] for i in np.flatnonzero(present & (counts > 0))})
+        if len(names) > MAX_CLASSES:
+            raise TrainingError(
+                f"{target}: {len(names)} distinct target values; "
+                f"a MULTICLASS model allows at most {MAX_CLASSES}",
+                field=target,
+            )
+        index = {c: i for i, c in enumerate(names)}
+        entry = np.array([index.get(v, -1) if v is not None else -1 for v in tview], dtype=np.int64)
+        classes = names
+    else:
+        entry = np.asarray(tview, dtype=np.float64)
+        classes = ["0", "1"] if model_type == "BINARY" else []
+    ok = entry >= 0 if model_type == "MULTICLASS" else ~np.isnan(entry)
+    valid = np.empty(table.n_rows, dtype=bool)
+    for a, b in table.iter_row_batches(batch_rows):
+        valid[a:b] = ok[_codes(table, target, a, b)]
+    return _Target(target, entry, counts, valid, classes)
+
+
+def _check_target(model_type: str, tgt: _Target) -> None:
+    target = tgt.name
+    if tgt.n_valid == 0:
+        raise TrainingError(f"{target}: no training record has a valid target value", field=target)
+    used = np.flatnonzero(tgt.entry_ok() & (tgt.counts > 0))
+    if model_type == "BINARY":
+        seen = np.unique(tgt.entry[used])
+        if len(seen) < 2:
+            raise TrainingError(
+                f"{target}: every valid training record has target {int(seen[0])}; "
+                "a BINARY model needs both 0 and 1",
+                field=target,
+            )
+    elif model_type == "MULTICLASS" and len(tgt.classes) < 2:
+        raise TrainingError(
+            f"{target}: only one target class ({tgt.classes[0]!r}); a MULTICLASS model needs at least 2",
+            field=target,
+        )
+
+
+def _choose_mode(mode: str, needed: int, budget: int, plan: StreamingPlan) -> tuple[str, str]:
+    """The training mode and why, for the job log."""
+    est = f"in-memory estimate {format_bytes(needed)}"
+    lim = f"the budget of {format_bytes(budget)}"
+    stream = f"streaming estimate {format_bytes(plan.needed)}, chunks of {plan.chunk_rows:,} rows"
+    if mode == "memory":
+        return "memory", f"requested; {est}, {lim}"
+    if mode == "streaming":
+        return "streaming", f"requested; {est}, {stream}, {lim}"
+    if needed <= budget:
+        return "memory", f"{est} within {lim}"
+    return "streaming", f"{est} over {lim}; {stream}"
+
+
+class _TableChunks:
+    """The training table as :class:`amlflow.engine.sgd.Chunks`: features of ``chunk_rows`` rows at a time
+    built with the fitted builder (valid rows only, the constant-1 column last), their targets and weights.
+
+    With a ``spill`` directory, each chunk is written there (plain ``.npy`` arrays) the first time it is
+    built and read back on later passes instead of being built again; without one every pass builds it."""
+
+    def __init__(
+        self,
+        table: Table,
+        builder: FeatureBuilder,
+        tgt: _Target,
+        chunk_rows: int,
+        model_type: str,
+        center: float,
+        weight: tuple[str, np.ndarray, float] | None,
+        spill: Path | None = None,
+    ) -> None:
+        self.table = table
+        self.builder = builder
+        self.enc = builder.encoder(table)
+        self.tgt = tgt
+        self.ranges = list(table.iter_row_batches(chunk_rows))
+        self.model_type = model_type
+        self.center = center
+        self.weight = weight  # (attribute, weight per dictionary entry, the largest weight)
+        self.spill = spill
+        self.spilled: set[int] = set()
+        self.kept: Chunk | None = None
+
+    def __len__(self) -> int:
+        return len(self.ranges)
+
+    def chunk(self, i: int) -> Chunk:
+        if self.kept is not None:  # a single chunk: held between passes (no more memory than within one)
+            return self.kept
+        if i in self.spilled:
+            return self._read(i)
+        a, b = self.ranges[i]
+        sel = self.tgt.valid[a:b]
+        X = self.builder.transform(self.table, a, b, _dicts=self.enc)
+        X = _with_bias(X if sel.all() else X[sel])
+        y = self.tgt.values(self.table, a, b)
+        if self.model_type == "REGRESSION":
+            y = y - self.center
+        w = None
+        if self.weight is not None:
+            name, per_entry, top = self.weight
+            w = per_entry[_codes(self.table, name, a, b)][sel] / top
+        out = Chunk(X, y, w)
+        if len(self.ranges) == 1:
+            self.kept = out
+        elif self.spill is not None:
+            self._write(i, X, y, w)
+        return out
+
+    def _arrays(self, i: int) -> dict[str, Path]:
+        assert self.spill is not None
+        return {k: self.spill / f"{i}.{k}.npy" for k in ("data", "indices", "indptr", "y", "w")}
+
+    def _write(self, i: int, X: sp.csr_matrix, y: np.ndarray, w: np.ndarray | None) -> None:
+        paths = self._arrays(i)
+        for key, arr in (("data", X.data), ("indices", X.indices), ("indptr", X.indptr), ("y", y), ("w", w)):
+            if arr is not None:
+                np.save(paths[key], arr, allow_pickle=False)
+        self.spilled.add(i)
+
+    def _read(self, i: int) -> Chunk:
+        paths = self._arrays(i)
+        indptr = np.load(paths["indptr"], allow_pickle=False)
+        X = sp.csr_matrix(
+            (
+                np.load(paths["data"], allow_pickle=False),
+                np.load(paths["indices"], allow_pickle=False),
+                indptr,
+            ),
+            shape=(len(indptr) - 1, self.builder.n_features + 1),
+        )
+        w = np.load(paths["w"], allow_pickle=False) if paths["w"].exists() else None
+        return Chunk(X, np.load(paths["y"], allow_pickle=False), w)
+
+
+def _weight_entries(table: Table, schema: Schema) -> tuple[str, np.ndarray] | None:
+    if schema.row_weight is None or schema.row_weight not in table.names:
+        return None
+    wv = numeric_view(table.dictionary(schema.row_weight))
+    return schema.row_weight, np.where(np.isnan(wv) | (wv < 0), 1.0, wv)
+
+
+def _count_quantiles(values: np.ndarray, counts: np.ndarray, qs: Sequence[float]) -> list[float]:
+    """``np.quantile`` (linear) of ``values`` repeated ``counts`` times, without repeating them."""
+    order = np.argsort(values, kind="stable")
+    v, c = values[order], counts[order]
+    ends = np.cumsum(c)
+    n = int(ends[-1])
+    out = []
+    for q in qs:
+        h = (n - 1) * q
+        lo = math.floor(h)
+        a = float(v[np.searchsorted(ends, lo, side="right")])
+        b = float(v[np.searchsorted(ends, min(lo + 1, n - 1), side="right")])
+        out.append(a + (h - lo) * (b - a))
+    return out
+
+
+def _spill_dir(
+    stack: contextlib.ExitStack[Any],
+    bound: FeatureBound,
+    *,
+    n_classes: int,
+    passes: int,
+    chunk_rows: int,
+    scratch: Path | str | None,
+    say: Callable[[str], None],
+) -> Path | None:
+    """A temporary directory (removed with ``stack``) to keep the chunks' features between passes, when
+    there is more than one pass and the disk under ``scratch`` (None: the system's temporary directory) has
+    twice the room the features need; otherwise None (every pass builds them again; a single chunk is kept in
+    memory)."""
+    if passes < 2 or bound.rows <= chunk_rows:
+        return None
+    need = (bound.nonzeros + bound.rows) * SPILL_BYTES_PER_NONZERO + bound.rows * 8 * (n_classes + 2)
+    where = Path(scratch) if scratch is not None else Path(tempfile.gettempdir())
+    try:
+        free = shutil.disk_usage(where).free
+    except OSError:
+        free = 0
+    if free < 2 * need:
+        say(f"streaming: chunk features rebuilt every pass (~{format_bytes(need)} would not fit on disk)")
+        return None
+    path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".amlflow-stream-", dir=where)))
+    say(f"streaming: chunk features kept on disk between passes (~{format_bytes(need)})")
+    return path
+
+
+def _train_streaming(
+    table: Table,
+    recipe: Recipe,
+    schema: Schema,
+    params: TrainingParameters,
+    model_type: str,
+    tgt: _Target,
+    plan: StreamingPlan,
+    bound: FeatureBound,
+    seed: int,
+    scratch: Path | str | None,
+    say: Callable[[str], None],
+    t0: float,
+) -> tuple[FeatureBuilder, np.ndarray, np.ndarray, dict[str, Any], float, float]:
+    """Fit by mini-batch SGD over chunks (:mod:`amlflow.engine.sgd`); returns the builder, coef, intercept,
+    the target distribution and the feature / fit times."""
+    used = tgt.entry_ok() & (tgt.counts > 0)
+    weights = _weight_entries(table, schema)
+    weight: tuple[str, np.ndarray, float] | None = None
+    wsum = float(tgt.n_valid)
+    ysum = 0.0
+    if weights is not None:  # the largest weight and the weighted target mean, in one pass of codes
+        name, per_entry = weights
+        top, wsum, ysum = 0.0, 0.0, 0.0
+        for a, b in table.iter_row_batches(1 << 20):
+            sel = tgt.valid[a:b]
+            wb = per_entry[_codes(table, name, a, b)][sel]
+            if len(wb):
+                top = max(top, float(wb.max()))
+                wsum += float(wb.sum())
+                if model_type == "REGRESSION":
+                    ysum += float(wb @ tgt.values(table, a, b))
+        weight = (name, per_entry, top if top > 0 else 1.0)
+    elif model_type == "REGRESSION":
+        ysum = float(tgt.entry[used] @ tgt.counts[used])
+    center = ysum / wsum if model_type == "REGRESSION" and wsum > 0 else 0.0
+    l1, l2 = params.l1, params.l2
+    if weight is not None:  # weights ≤ 1 and λ / top: the same objective as the in-memory mode
+        l1, l2 = l1 / weight[2], l2 / weight[2]
+
+    builder = FeatureBuilder.fit(recipe, schema, table, tgt.valid)
+    t_features = time.perf_counter() - t0
+    say(
+        f"features: outputs={len(builder.leaves)} features={builder.n_features} "
+        f"built-per-chunk chunk-rows={plan.chunk_rows} vocabularies-in={t_features:.2f}s"
+    )
+    k = len(tgt.classes) if model_type == "MULTICLASS" else 1
+    loss: Loss = (
+        "squared" if model_type == "REGRESSION" else "logistic" if model_type == "BINARY" else "softmax"
+    )
+    config = SGDConfig(
+        loss=loss,
+        n_outputs=k,
+        passes=params.max_passes,
+        shuffle=params.shuffle_type == "auto",
+        l1=l1,
+        l2=l2,
+        seed=seed,
+        # averaging helps without L1 (banking, wine, MNIST) but undoes L1's zeros and its AUC (docs/scale.md)
+        average=l1 == 0,
+    )
+    with contextlib.ExitStack() as stack:
+        spill = _spill_dir(
+            stack,
+            bound,
+            n_classes=k,
+            passes=config.passes,
+            chunk_rows=plan.chunk_rows,
+            scratch=scratch,
+            say=say,
+        )
+        chunks = _TableChunks(table, builder, tgt, plan.chunk_rows, model_type, center, weight, spill)
+        t1 = time.perf_counter()
+        result = sgd_fit(chunks, builder.n_features + 1, config, log=say)
+        t_fit = time.perf_counter() - t1
+    say(
+        f"streaming: passes={config.passes} shuffle={params.shuffle_type} chunks={len(chunks)} "
+        f"batch-rows={config.batch_rows} steps={result.steps} step={result.step_size:.4g} "
+        f"averaged-snapshots={result.snapshots}"
+    )
+    coef = np.ascontiguousarray(result.weights[:-1])
+    intercept = result.weights[-1].copy()
+    if model_type == "REGRESSION":
+        intercept = intercept + center
+        vals, cnts = tgt.entry[used], tgt.counts[used]
+        mean = float(vals @ cnts) / float(cnts.sum())
+        dist: dict[str, Any] = {
+            "mean": mean,
+            "std": math.sqrt(max(0.0, float(np.square(vals - mean) @ cnts) / float(cnts.sum()))),
+            "quantiles": _count_quantiles(vals, cnts, [0.0, 0.25, 0.5, 0.75, 1.0]),
+        }
+    else:
+        per_class = np.zeros(len(tgt.classes), dtype=np.int64)
+        np.add.at(per_class, tgt.entry[used].astype(np.int64), tgt.counts[used])
+        dist = {"counts": {c: int(n) for c, n in zip(tgt.classes, per_class, strict=True)}}
+    return builder, coef, intercept, dist, t_features, t_fit
+
+
 def train(
     table: Table,
     schema: Schema,
@@ -482,19 +870,30 @@ def train(
     seed: int = 0,
     log: Callable[[str], None] | None = None,
     memory_budget: int | None = None,
+    mode: TrainingMode = "auto",
+    scratch_dir: Path | str | None = None,
 ) -> TrainedModel:
     """Fit an AML model of ``model_type`` on ``table`` (read with ``schema``) and ``recipe`` features.
 
     ``memory_budget`` is the job's memory budget in bytes (None:
-    :func:`amlflow.engine.limits.default_memory_budget`); the estimate of :func:`estimate_training_bytes`
-    must fit in it.
+    :func:`amlflow.engine.limits.default_memory_budget`). ``mode``: ``"memory"`` builds the whole training
+    matrix and fits it with scikit-learn (the estimate of :func:`estimate_training_bytes` must fit in the
+    budget); ``"streaming"`` streams the table in chunks through mini-batch SGD (:mod:`amlflow.engine.sgd`;
+    the estimate of :func:`plan_streaming` must fit); ``"auto"`` is ``"memory"`` when its estimate fits the
+    budget, ``"streaming"`` otherwise. The choice and the reason are logged (``training mode: ...``). Both
+    modes give the same :class:`TrainedModel` (same features, same save format, same scoring). The streaming
+    mode keeps the chunks' features on disk between passes, in a temporary directory under ``scratch_dir``
+    (None: the system's), when there is room for them there.
 
     Raises:
         TrainingError: no target in the schema, no usable rows, a single class, more than 100 classes, or
-            features that would need more memory than ``memory_budget``.
+            features that would need more memory than ``memory_budget`` in the chosen mode (``"auto"``: even
+            streaming).
     """
     say = log or (lambda _msg: None)
     t0 = time.perf_counter()
+    if mode not in TRAINING_MODES:
+        raise ValueError(f"mode: {mode!r} is not one of {', '.join(TRAINING_MODES)}")
     if model_type not in MODEL_TYPES:
         raise TrainingError(
             f"MLModelType: {model_type!r} is not one of {', '.join(MODEL_TYPES)}", field="MLModelType"
@@ -515,71 +914,119 @@ def train(
         f"({params.max_model_size / 1048576:.2f} MB) rows={table.n_rows}"
     )
 
-    # ---- target
-    tview = target_view(model_type, table.dictionary(target))
-    codes = _codes(table, target)
-    classes: list[str]
-    if model_type == "MULTICLASS":
-        present = np.array([v is not None for v in tview], dtype=bool)
-        counts = np.bincount(codes, minlength=len(tview))
-        names = sorted({tview[i] for i in np.flatnonzero(present & (counts > 0))})
-        if len(names) > MAX_CLASSES:
-            raise TrainingError(
-                f"{target}: {len(names)} distinct target values; "
-                f"a MULTICLASS model allows at most {MAX_CLASSES}",
-                field=target,
-            )
-        index = {c: i for i, c in enumerate(names)}
-        entry_class = np.array([index.get(v, -1) if v is not None else -1 for v in tview], dtype=np.int64)
-        y_all = entry_class[codes]
-        valid = y_all >= 0
-        classes = names
-    else:
-        y_all = tview[codes]
-        valid = ~np.isnan(y_all)
-        classes = ["0", "1"] if model_type == "BINARY" else []
-    n_valid = int(valid.sum())
+    # ---- target: per dictionary entry, read in batches
+    tgt = _target(model_type, table, target)
+    _check_target(model_type, tgt)
+    classes = tgt.classes
+    valid = tgt.valid
+    n_valid = tgt.n_valid
     n_invalid = table.n_rows - n_valid
-    if n_valid == 0:
-        raise TrainingError(f"{target}: no training record has a valid target value", field=target)
-    y = y_all[valid]
-    if model_type == "BINARY":
-        y = y.astype(np.int64)
-        if len(np.unique(y)) < 2:
-            raise TrainingError(
-                f"{target}: every valid training record has target {int(y[0])}; "
-                "a BINARY model needs both 0 and 1",
-                field=target,
-            )
-    elif model_type == "MULTICLASS" and len(classes) < 2:
-        raise TrainingError(
-            f"{target}: only one target class ({classes[0]!r}); a MULTICLASS model needs at least 2",
-            field=target,
-        )
 
-    # ---- weights
-    w: np.ndarray | None = None
-    if schema.row_weight is not None and schema.row_weight in table.names:
-        wv = numeric_view(table.dictionary(schema.row_weight))
-        wv = np.where(np.isnan(wv) | (wv < 0), 1.0, wv)
-        w = wv[_codes(table, schema.row_weight)][valid]
-
-    # ---- memory: bounded before anything is built
+    # ---- memory: bounded before anything is built, and the mode chosen from it
     bound = FeatureBuilder.bound(recipe, schema, table, valid)
-    needed = estimate_training_bytes(bound, len(classes) if model_type == "MULTICLASS" else 1)
+    n_classes = len(classes) if model_type == "MULTICLASS" else 1
+    needed = estimate_training_bytes(bound, n_classes)
+    budget = default_memory_budget() if memory_budget is None else memory_budget
+    plan = plan_streaming(bound, n_classes, budget)
     say(
         f"memory-estimate: records={bound.rows} nonzeros<={bound.nonzeros} features<={bound.features} "
         f"max-per-record={bound.max_row} bytes<={needed}"
     )
-    check_memory(
-        needed,
-        memory_budget,
-        "training",
+    chosen, why = _choose_mode(mode, needed, budget, plan)
+    say(f"training mode: {'in-memory' if chosen == 'memory' else 'streaming'} ({why})")
+    shape = (
         f"{bound.rows:,} records with up to {bound.max_row:,} features each ({bound.nonzeros:,} non-zeros, "
-        f"up to {bound.features:,} feature columns). Train on fewer records (DataRearrangement), use a "
-        "recipe with fewer or smaller token outputs (ngram, osb, cartesian), or raise the memory budget "
-        "(AMLFLOW_MEMORY_LIMIT)",
+        f"up to {bound.features:,} feature columns)"
     )
+    if chosen == "memory":
+        check_memory(
+            needed,
+            budget,
+            "training",
+            f"{shape}. Train on fewer records (DataRearrangement), use a recipe with fewer or smaller token "
+            "outputs (ngram, osb, cartesian), or raise the memory budget (AMLFLOW_MEMORY_LIMIT)",
+        )
+    else:
+        check_memory(
+            plan.needed,
+            budget,
+            "training",
+            f"{shape}; streaming holds the vocabularies, the weights ({bound.features + 1:,} × {n_classes}) "
+            f"and chunks of {plan.chunk_rows:,} records (in memory it would need ~{format_bytes(needed)}). "
+            "Use a recipe with fewer or smaller token outputs (ngram, osb, cartesian), or raise the memory "
+            "budget (AMLFLOW_MEMORY_LIMIT)",
+        )
+
+    if chosen == "streaming":
+        builder, coef, intercept, dist, t_features, t_fit = _train_streaming(
+            table, recipe, schema, params, model_type, tgt, plan, bound, seed, scratch_dir, say, t0
+        )
+        say(f"finished-training: valid-records={n_valid} invalid-records={n_invalid} fit-time={t_fit:.2f}s")
+    else:
+        builder, coef, intercept, dist, t_features, t_fit = _train_memory(
+            table, recipe, schema, params, model_type, tgt, seed, say, t0
+        )
+
+    pruned = _prune(coef, params.max_model_size)
+    if pruned:
+        say(
+            f"final consolidation: pruned {pruned} of {builder.n_features} features to fit "
+            f"sgd.maxMLModelSizeInBytes={params.max_model_size}"
+        )
+    model = TrainedModel(
+        model_type=model_type,
+        schema=schema,
+        builder=builder,
+        coef=coef,
+        intercept=intercept,
+        classes=classes,
+        params=params,
+        training_info={
+            "n_rows": int(table.n_rows),
+            "n_valid": n_valid,
+            "n_invalid": n_invalid,
+            "target_distribution": dist,
+            "n_features": builder.n_features,
+            "n_pruned_features": pruned,
+            "feature_seconds": round(t_features, 3),
+            "fit_seconds": round(t_fit, 3),
+            "training_mode": chosen,
+        },
+    )
+    say(
+        f"saved final learner: model-size={model.size_in_bytes} parameters={model.n_parameters} "
+        f"total-time={time.perf_counter() - t0:.2f}s"
+    )
+    return model
+
+
+def _train_memory(
+    table: Table,
+    recipe: Recipe,
+    schema: Schema,
+    params: TrainingParameters,
+    model_type: str,
+    tgt: _Target,
+    seed: int,
+    say: Callable[[str], None],
+    t0: float,
+) -> tuple[FeatureBuilder, np.ndarray, np.ndarray, dict[str, Any], float, float]:
+    """The in-memory mode: the whole training matrix, fitted by scikit-learn (numerics unchanged since
+    before the streaming mode existed)."""
+    valid, classes = tgt.valid, tgt.classes
+    codes = _codes(table, tgt.name)
+    y = tgt.entry[codes][valid]
+    if model_type == "BINARY":
+        y = y.astype(np.int64)
+    n_valid = tgt.n_valid
+    n_invalid = table.n_rows - n_valid
+    del codes
+
+    # ---- weights
+    w: np.ndarray | None = None
+    weights = _weight_entries(table, schema)
+    if weights is not None:
+        w = weights[1][_codes(table, weights[0])][valid]
 
     # ---- features
     builder = FeatureBuilder.fit(recipe, schema, table, valid)
@@ -607,13 +1054,6 @@ def train(
     t_fit = time.perf_counter() - t1
     say(f"finished-training: valid-records={n_valid} invalid-records={n_invalid} fit-time={t_fit:.2f}s")
 
-    pruned = _prune(coef, params.max_model_size)
-    if pruned:
-        say(
-            f"final consolidation: pruned {pruned} of {builder.n_features} features to fit "
-            f"sgd.maxMLModelSizeInBytes={params.max_model_size}"
-        )
-
     # ---- training summary (used by evaluation alerts)
     if model_type == "REGRESSION":
         yf = y.astype(np.float64)
@@ -625,27 +1065,4 @@ def train(
     else:
         cnt = np.bincount(y, minlength=len(classes))
         dist = {"counts": {c: int(k) for c, k in zip(classes, cnt, strict=True)}}
-    model = TrainedModel(
-        model_type=model_type,
-        schema=schema,
-        builder=builder,
-        coef=coef,
-        intercept=intercept,
-        classes=classes,
-        params=params,
-        training_info={
-            "n_rows": int(table.n_rows),
-            "n_valid": n_valid,
-            "n_invalid": n_invalid,
-            "target_distribution": dist,
-            "n_features": builder.n_features,
-            "n_pruned_features": pruned,
-            "feature_seconds": round(t_features, 3),
-            "fit_seconds": round(t_fit, 3),
-        },
-    )
-    say(
-        f"saved final learner: model-size={model.size_in_bytes} parameters={model.n_parameters} "
-        f"total-time={time.perf_counter() - t0:.2f}s"
-    )
-    return model
+    return builder, coef, intercept, dist, t_features, t_fit
