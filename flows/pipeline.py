@@ -184,8 +184,13 @@ def aml_pipeline(
         insight_futures.append(
             report_data_insights.submit(batch_ds, "batch", case=name, wait_for=[batch_ready], **common)
         )
+    # the report reads the model's ScoreThreshold (its cut-off line): after update_ml_model set it
     evaluation_report = report_evaluation.submit(
-        evaluation, out_dir, case=name, wait_for=[evaluation_done], **common
+        evaluation,
+        out_dir,
+        case=name,
+        wait_for=[evaluation_done, *([threshold_set] if threshold_set is not None else [])],
+        **common,
     )
     batch_report = (
         report_batch_prediction.submit(batch_prediction, out_dir, case=name, wait_for=[batch_done], **common)

@@ -1,9 +1,9 @@
 """The ONE place where amlflow's boto3-style clients are built.
 
-Everything that talks to Amazon Machine Learning (the Prefect tasks, the benchmark, user scripts) gets its
-clients here, so the endpoint, region, retries and timeouts are applied in exactly one spot and are never
-dropped on the way (the bug of prefect-aws's ``client_waiter``, which rebuilds a client without
-``endpoint_url``).
+Everything that talks to Amazon Machine Learning or S3 (the Prefect tasks, the benchmark, user scripts,
+and the service's own :class:`~amlflow.storage.S3Storage`) gets its clients here, so the endpoint,
+region, retries and timeouts are applied in exactly one spot and are never dropped on the way (the bug
+of prefect-aws's ``client_waiter``, which rebuilds a client without ``endpoint_url``).
 
 Which AML client you get (:func:`ml_client`):
 

@@ -18,6 +18,7 @@ pytestmark = pytest.mark.server
 
 
 def _start(home: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
+    err = log.open("a")  # the child keeps its own copy of the descriptor
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -32,10 +33,11 @@ def _start(home: Path, log: Path) -> tuple[subprocess.Popen[str], str]:
             "warning",
         ],
         stdout=subprocess.PIPE,
-        stderr=log.open("a"),
+        stderr=err,
         text=True,
         env=dict(os.environ),
     )
+    err.close()
     assert proc.stdout is not None
     line = proc.stdout.readline()
     assert line.startswith("amlflow serving on "), line + log.read_text()
@@ -80,6 +82,8 @@ def test_sigkill_mid_job_then_restart_resumes(tmp_path: Path) -> None:
     finally:
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
+        assert proc.stdout is not None
+        proc.stdout.close()
     proc2, url2 = _start(home, log)
     try:
         ml2 = make_client(url2)
@@ -92,3 +96,5 @@ def test_sigkill_mid_job_then_restart_resumes(tmp_path: Path) -> None:
     finally:
         proc2.send_signal(signal.SIGTERM)
         proc2.wait(timeout=60)
+        assert proc2.stdout is not None
+        proc2.stdout.close()

@@ -19,7 +19,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -38,12 +38,27 @@ REPO = Path(__file__).resolve().parents[2]
 # ------------------------------------------------------------------------------------------- store
 
 
+@pytest.fixture
+def open_store() -> Iterator[Callable[[Any], StateStore]]:
+    """``StateStore(url)``, closed after the test."""
+    opened: list[StateStore] = []
+
+    def factory(url: Any) -> StateStore:
+        store = StateStore(url)
+        opened.append(store)
+        return store
+
+    yield factory
+    for store in opened:
+        store.close()
+
+
 def _pending(store: StateStore, entity_id: str, created: float = 1.0) -> None:
     assert store.insert(Entity("DataSource", entity_id, {"Status": "PENDING", "CreatedAt": created}))
 
 
-def test_one_claim_wins_among_many(database_url: str) -> None:
-    store = StateStore(database_url)
+def test_one_claim_wins_among_many(database_url: str, open_store: Callable[[Any], StateStore]) -> None:
+    store = open_store(database_url)
     _pending(store, "ds")
     winners: list[str] = []
     barrier = threading.Barrier(8)
@@ -63,8 +78,10 @@ def test_one_claim_wins_among_many(database_url: str) -> None:
     assert store.claimable() == []
 
 
-def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_write(database_url: str) -> None:
-    store = StateStore(database_url)
+def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_write(
+    database_url: str, open_store: Callable[[Any], StateStore]
+) -> None:
+    store = open_store(database_url)
     _pending(store, "ds")
     assert store.claim("DataSource", "ds", "old", ttl=0.2) is not None
     assert store.claim("DataSource", "ds", "new", ttl=30) is None  # live lease: refused
@@ -83,8 +100,10 @@ def test_an_expired_lease_is_taken_over_and_the_old_owner_cannot_write(database_
     assert store.claim("DataSource", "ds", "late", ttl=30) is None  # done: nothing to claim
 
 
-def test_a_dead_owner_lease_is_claimable_at_once(database_url: str) -> None:
-    store = StateStore(database_url)
+def test_a_dead_owner_lease_is_claimable_at_once(
+    database_url: str, open_store: Callable[[Any], StateStore]
+) -> None:
+    store = open_store(database_url)
     _pending(store, "ds")
     assert store.claim("DataSource", "ds", "dead-one", ttl=600) is not None
     assert store.claim("DataSource", "ds", "me", ttl=30) is None
@@ -92,18 +111,22 @@ def test_a_dead_owner_lease_is_claimable_at_once(database_url: str) -> None:
     assert claimed is not None and claimed[1] == "dead-one"
 
 
-def test_schema_is_versioned_and_reopening_does_not_migrate_again(database_url: str) -> None:
-    store = StateStore(database_url)
+def test_schema_is_versioned_and_reopening_does_not_migrate_again(
+    database_url: str, open_store: Callable[[Any], StateStore]
+) -> None:
+    store = open_store(database_url)
     assert store.schema_version() == SCHEMA_VERSION
     _pending(store, "kept")
     store.set_tags("DataSource", "kept", [("k", "v")])
     store.close()
-    again = StateStore(database_url)
+    again = open_store(database_url)
     assert again.schema_version() == SCHEMA_VERSION
     assert again.get("DataSource", "kept") is not None and again.tags("DataSource", "kept") == [("k", "v")]
 
 
-def test_an_unversioned_sqlite_state_of_before_is_migrated_in_place(tmp_path: Path) -> None:
+def test_an_unversioned_sqlite_state_of_before_is_migrated_in_place(
+    tmp_path: Path, open_store: Callable[[Any], StateStore]
+) -> None:
     path = tmp_path / "state.db"
     conn = sqlite3.connect(path)
     conn.executescript(
@@ -118,14 +141,16 @@ def test_an_unversioned_sqlite_state_of_before_is_migrated_in_place(tmp_path: Pa
     )
     conn.commit()
     conn.close()
-    store = StateStore(path)
+    store = open_store(path)
     assert store.schema_version() == SCHEMA_VERSION
     # an INPROGRESS job of a process from before the leases has no lease: any process takes it
     assert [e.id for e in store.claimable()] == ["old"]
 
 
-def test_a_database_newer_than_the_code_is_refused(database_url: str) -> None:
-    store = StateStore(database_url)
+def test_a_database_newer_than_the_code_is_refused(
+    database_url: str, open_store: Callable[[Any], StateStore]
+) -> None:
+    store = open_store(database_url)
     with store.engine.begin() as conn:
         conn.exec_driver_sql(f"UPDATE amlflow_schema SET version = {SCHEMA_VERSION + 1}")
     with pytest.raises(RuntimeError, match="newer than this amlflow"):

@@ -173,8 +173,11 @@ class Service(DataSources, Models, Evaluations, BatchPredictions, Describe, Tags
         self.jobs.scan()
 
     def shutdown(self, timeout: float | None = 30.0) -> bool:
-        """Stop taking jobs; wait up to ``timeout`` s for running ones (the rest stay PENDING)."""
-        return self.jobs.shutdown(timeout)
+        """Stop taking jobs; wait up to ``timeout`` s for running ones (the rest stay PENDING); close the
+        state store's idle connections (a job still running opens its own when it writes)."""
+        done = self.jobs.shutdown(timeout)
+        self.state.close()
+        return done
 
     close = shutdown
 

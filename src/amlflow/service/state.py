@@ -224,7 +224,11 @@ class StateStore:
             self.path = None
             self.engine = sa.create_engine(self.url, pool_pre_ping=True, pool_size=8, max_overflow=8)
         self._lock = threading.RLock()
-        self.migrate()
+        try:
+            self.migrate()
+        except BaseException:
+            self.engine.dispose()
+            raise
 
     def __repr__(self) -> str:
         return f"StateStore({redact_url(self.url)!r})"

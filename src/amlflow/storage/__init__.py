@@ -193,7 +193,11 @@ class _Body(io.RawIOBase):
 
 
 class S3Storage:
-    """Objects on S3 through boto3 (``boto3.client("s3")`` honours ``AWS_ENDPOINT_URL_S3``)."""
+    """Objects on S3 through boto3 (``AWS_ENDPOINT_URL_S3`` honoured).
+
+    ``client``: a boto3 S3 client; default :func:`amlflow.client.s3_client` (the one client factory:
+    region, retries and timeouts as every other amlflow client, cached).
+    """
 
     def __init__(self, client: Any = None) -> None:
         self._client = client
@@ -201,9 +205,9 @@ class S3Storage:
     @property
     def client(self) -> Any:
         if self._client is None:
-            import boto3
+            from amlflow.client import s3_client  # the one factory (imported late: it imports storage)
 
-            self._client = boto3.session.Session().client("s3")
+            self._client = s3_client()
         return self._client
 
     def __repr__(self) -> str:
