@@ -13,6 +13,7 @@ from typing import Any
 from prefect import flow
 from prefect.futures import PrefectFuture
 
+from flows.task_runners import task_runner_from_env
 from tasks.batch_predictions import create_batch_prediction, wait_for_batch_prediction
 from tasks.data_sources import create_data_source_from_s3, split, wait_for_data_source
 from tasks.evaluations import create_evaluation, wait_for_evaluation
@@ -235,3 +236,7 @@ def aml_pipeline(
 def _num(value: object) -> str:
     """A number for a log line (6 significant digits), anything else as is."""
     return f"{value:.6g}" if isinstance(value, int | float) else str(value)
+
+
+if (_runner := task_runner_from_env()) is not None:  # AMLFLOW_PREFECT_TASK_RUNNER (flows/task_runners.py)
+    aml_pipeline = aml_pipeline.with_options(task_runner=_runner)

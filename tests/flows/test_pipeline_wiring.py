@@ -276,3 +276,41 @@ def test_failed_entity_fails_the_flow_with_its_message(
     (model,) = aml.describe("MLModel")
     assert model["Status"] == "FAILED" and model["Message"] == REFUSAL
     assert aml.describe("Evaluation") == [] and aml.describe("BatchPrediction") == []
+
+
+def test_the_pipeline_runs_on_a_dask_task_runner(
+    start_aml: Callable[..., EmbeddedAML], tiny_csv: Path, tmp_path: Path
+) -> None:
+    """AMLFLOW_PREFECT_TASK_RUNNER=dask: the same pipeline, its tasks on prefect-dask's DaskTaskRunner."""
+    from prefect_dask import DaskTaskRunner
+
+    from flows.task_runners import task_runner_from_env
+
+    runner = task_runner_from_env({"AMLFLOW_PREFECT_TASK_RUNNER": "dask"})
+    assert isinstance(runner, DaskTaskRunner)
+    start_aml()
+    on_dask = aml_pipeline.with_options(task_runner=runner)
+    result = on_dask(
+        name="tiny",
+        train_data=str(tiny_csv),
+        data_schema=SCHEMA,
+        model_type="BINARY",
+        batch_data=str(tiny_csv),
+        output_dir=str(tmp_path / "out"),
+    )
+    assert result["evaluation"]["metric"] == STANDIN_METRIC
+    assert set(result["data_sources"]) == {"train", "evaluation", "batch"}
+    assert result["batch_prediction"]["Status"] == "COMPLETED"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [("", None), ("threads", None), ("dask:tcp://10.0.0.1:8786", "tcp://10.0.0.1:8786")],
+)
+def test_task_runner_from_env(value: str, expected: str | None) -> None:
+    from flows.task_runners import task_runner_from_env
+
+    runner = task_runner_from_env({"AMLFLOW_PREFECT_TASK_RUNNER": value})
+    assert (runner.address if runner is not None else None) == expected
+    with pytest.raises(ValueError, match="expected threads, dask or dask:tcp://host:port"):
+        task_runner_from_env({"AMLFLOW_PREFECT_TASK_RUNNER": "ray"})
