@@ -38,7 +38,7 @@ def task_runner_from_env(env: Mapping[str, str] | None = None) -> Any | None:
             f"AMLFLOW_PREFECT_TASK_RUNNER: {spec!r}; expected threads, dask or dask:tcp://host:port"
         )
     try:
-        from prefect_dask import DaskTaskRunner
+        from prefect_dask.task_runners import DaskTaskRunner
     except ImportError as exc:
         raise ImportError(
             "AMLFLOW_PREFECT_TASK_RUNNER=dask needs prefect-dask: pip install 'amlflow[dask]'"
