@@ -22,6 +22,7 @@ MODULES = [
     "amlflow.engine.recipe.suggest",
     "amlflow.engine.recipe.transforms",
     "amlflow.engine.schema",
+    "amlflow.engine.sgd",
     "amlflow.engine.stats",
     "amlflow.engine.table",
 ]
