@@ -18,6 +18,7 @@ MODULES = [
     "amlflow.engine.rearrange",
     "amlflow.engine.recipe",
     "amlflow.engine.recipe.features",
+    "amlflow.engine.recipe.leaves",
     "amlflow.engine.recipe.parser",
     "amlflow.engine.recipe.suggest",
     "amlflow.engine.recipe.transforms",
