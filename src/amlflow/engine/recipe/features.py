@@ -10,14 +10,22 @@ NUMERIC (a variable, ``normalize``) one real feature, standardised with training
                                     (missing/invalid → absent, i.e. the training mean)
 CATEGORICAL, BINARY, ``quantile_bin``  one indicator per category seen in training except the most
                                     frequent one (the *mode*), plus one "≠ mode" flag set for every
-                                    other value (missing and unseen too); equivalent under L2 to a
-                                    full one-hot but sparse (MNIST: ~300 non-zeros per row, not 784)
+                                    other value (missing and unseen too); the same models as a full
+                                    one-hot with an intercept (the mode's indicator is 1 - flag) but
+                                    sparse (MNIST: ~300 non-zeros per row, not 784)
 TEXT, ``ngram``, ``osb``, ``cartesian`` one indicator per token seen in training (presence)
 =================================== =============================================================
 
 All work is done per distinct value (on an encoded table's dictionaries,
 :mod:`amlflow.engine.recipe.transforms`) and then gathered with numpy by integer codes; there are no
 per-row Python loops except in ``cartesian`` (per distinct pair).
+
+Leaving the mode implicit is not what cost accuracy against a full one-hot (Kaggle MNIST at AML's settings,
+10 SAGA passes: macro-F1 0.9144 with the mode implicit and an intercept column of 1, 0.9216 with
+scikit-learn's ``OneHotEncoder``, 0.8553 with the mode dropped and no flag): the shared baseline the mode
+indicators carry falls to the intercept, which SAGA then learns too slowly. ``model.train`` scales the
+intercept column for that (``model._intercept_column_value``): 0.9224 at ~300 non-zeros per row instead of
+the full one-hot's 784. The flag is not the same L2 penalty either, but at AML's λ that does not show.
 
 Bounds: every token list is capped (:data:`~amlflow.engine.limits.MAX_TOKENS_PER_VALUE`), so a row has at
 most that many features per bag output; :meth:`FeatureBuilder.bound` and :meth:`FeatureBuilder.record_bound`
