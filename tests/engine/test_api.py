@@ -24,8 +24,10 @@ MODULES = [
     "amlflow.engine.recipe.transforms",
     "amlflow.engine.schema",
     "amlflow.engine.sgd",
+    "amlflow.engine.streaming",
     "amlflow.engine.stats",
     "amlflow.engine.table",
+    "amlflow.engine.trained",
 ]
 
 # names imported from these paths before the split (by the service, tests and benches)
