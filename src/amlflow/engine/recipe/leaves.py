@@ -109,7 +109,8 @@ class _Leaf:
         if self.implicit is None:
             return [(np.where(idx >= 0, idx + self.offset, -1).astype(np.int32), ones)]
         # The mode has no feature of its own; every other value (missing and unseen included) sets the
-        # "≠ mode" flag. Under L2 this is the same model as a full one-hot, with far fewer non-zeros.
+        # "≠ mode" flag: far fewer non-zeros than a full one-hot (the intercept column makes up for what
+        # the mode's share of it would learn: model._intercept_column_value).
         is_mode = np.fromiter((v == self.implicit for v in values), dtype=bool, count=len(values))
         flag = np.where(is_mode, -1, self.offset).astype(np.int32)
         return [(flag, ones), (np.where(idx >= 0, idx + self.offset + 1, -1).astype(np.int32), ones)]
