@@ -14,30 +14,15 @@ from prefect import flow
 from amlflow.client import BucketNotFoundError, storage
 from tasks._common import is_transient
 from tasks.storage import upload_inputs
+from tests.s3 import moto_s3_server
 
 
 @pytest.fixture
 def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """moto's S3 server on 127.0.0.1 (no bucket in it), the flow's process pointed at it."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    for key, value in {
-        "AWS_ENDPOINT_URL_S3": url,
-        "AWS_ACCESS_KEY_ID": "moto",
-        "AWS_SECRET_ACCESS_KEY": "moto",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    monkeypatch.delenv("AMLFLOW_STORAGE", raising=False)
-    try:
+    with moto_s3_server(monkeypatch) as url:
+        monkeypatch.delenv("AMLFLOW_STORAGE", raising=False)
         yield url
-    finally:
-        server.stop()
 
 
 def _buckets(url: str) -> list[str]:

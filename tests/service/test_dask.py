@@ -20,6 +20,7 @@ from amlflow.service.core import Service
 from amlflow.service.embedded import build_client
 from amlflow.service.jobs import JobFailed
 from amlflow.settings import Settings
+from tests.s3 import moto_s3_server
 from tests.server.aml_data import DATA
 from tests.service.support import wait_for
 
@@ -49,33 +50,19 @@ def _batch_files() -> tuple[bytes, bytes]:
 @pytest.fixture
 def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
     """moto's S3 on loopback, set in the environment before any Dask worker starts (they inherit it)."""
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    for key, value in {
-        "AWS_ENDPOINT_URL_S3": url,
-        "AWS_ACCESS_KEY_ID": "moto",
-        "AWS_SECRET_ACCESS_KEY": "moto",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    s3 = boto3.client("s3", endpoint_url=url)
-    for bucket in ("data", "artifacts"):
-        s3.create_bucket(Bucket=bucket)
-    s3.put_object(
-        Bucket="data", Key="mnist/train.csv.gz", Body=(DATA / "mnist-sample" / "train.csv.gz").read_bytes()
-    )
-    first, second = _batch_files()
-    s3.put_object(Bucket="data", Key="mnist/batch/part-1.csv", Body=first)
-    s3.put_object(Bucket="data", Key="mnist/batch/part-2.csv", Body=second)
-    try:
+    with moto_s3_server(monkeypatch) as url:
+        s3 = boto3.client("s3", endpoint_url=url)
+        for bucket in ("data", "artifacts"):
+            s3.create_bucket(Bucket=bucket)
+        s3.put_object(
+            Bucket="data",
+            Key="mnist/train.csv.gz",
+            Body=(DATA / "mnist-sample" / "train.csv.gz").read_bytes(),
+        )
+        first, second = _batch_files()
+        s3.put_object(Bucket="data", Key="mnist/batch/part-1.csv", Body=first)
+        s3.put_object(Bucket="data", Key="mnist/batch/part-2.csv", Body=second)
         yield url
-    finally:
-        server.stop()
 
 
 @pytest.fixture

@@ -15,34 +15,19 @@ import pytest
 from amlflow.service.core import Service
 from amlflow.service.embedded import build_client
 from amlflow.settings import Settings
+from tests.s3 import moto_s3_server
 from tests.server import aml_data
 from tests.service.support import wait_for
 
 
 @pytest.fixture
 def moto_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    from moto.server import ThreadedMotoServer
-
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    url = f"http://{host}:{port}"
-    for key, value in {
-        "AWS_ENDPOINT_URL_S3": url,
-        "AWS_ACCESS_KEY_ID": "moto",
-        "AWS_SECRET_ACCESS_KEY": "moto",
-        "AWS_DEFAULT_REGION": "us-east-1",
-    }.items():
-        monkeypatch.setenv(key, value)
-    monkeypatch.delenv("AWS_PROFILE", raising=False)
-    s3 = boto3.client("s3", endpoint_url=url)
-    for bucket in ("data", "artifacts"):
-        s3.create_bucket(Bucket=bucket)
-    s3.put_object(Bucket="data", Key="wine.csv", Body=aml_data.wine_binary_csv())
-    try:
+    with moto_s3_server(monkeypatch) as url:
+        s3 = boto3.client("s3", endpoint_url=url)
+        for bucket in ("data", "artifacts"):
+            s3.create_bucket(Bucket=bucket)
+        s3.put_object(Bucket="data", Key="wine.csv", Body=aml_data.wine_binary_csv())
         yield url
-    finally:
-        server.stop()
 
 
 def _replica(home: Path, url: str, *, start: bool = True) -> tuple[Service, Any]:
