@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from amlflow.engine.batch import _aml_number_decimal, aml_number
+from amlflow.engine.batch import aml_number
+from amlflow.engine.numfmt import _aml_number_decimal
 
 REPO = Path(__file__).resolve().parents[2]
 GOLDEN = REPO / "data/aml-banking/aml-batch-prediction-bp-sp7EvkPwfHS.csv"

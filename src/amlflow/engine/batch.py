@@ -8,53 +8,17 @@ trailing zeros removed, ``E`` and a signed exponent without ``+`` or padding —
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
-from decimal import ROUND_HALF_EVEN, Decimal
 from typing import BinaryIO
 
 import numpy as np
 
 from amlflow.engine.model import TrainedModel
+from amlflow.engine.numfmt import WIDTH, aml_number, format_numbers, format_rows
 from amlflow.engine.schema import Schema, binary_view
 from amlflow.engine.table import Table
 
 __all__ = ["BatchCounts", "aml_number", "write_batch_output"]
-
-_SIX = Decimal("1.000000")
-
-
-def _aml_number_decimal(x: float) -> str:
-    """The reference implementation (exact half-even rounding of ``repr(x)``)."""
-    d = Decimal(repr(x))
-    exp = d.adjusted()
-    m = d.scaleb(-exp).quantize(_SIX, rounding=ROUND_HALF_EVEN)
-    if abs(m) >= 10:
-        m, exp = m / 10, exp + 1
-    return f"{format(m.normalize(), 'f')}E{exp}"
-
-
-def aml_number(x: float) -> str:
-    """Format a score the way AML's batch output does (``0.1237027`` → ``1.237027E-1``).
-
-    Non-finite values (never produced by a fitted model) are written as Java does: ``NaN``, ``Infinity``,
-    ``-Infinity``.
-    """
-    x = float(x)
-    if x == 0:
-        return "0E0"
-    if not math.isfinite(x):
-        return "NaN" if math.isnan(x) else ("Infinity" if x > 0 else "-Infinity")
-    # ``%.6e`` rounds the exact binary value; Java rounds the shortest decimal. They differ only when the
-    # shortest decimal is itself a tie at the 7th significant digit (then take the exact decimal path).
-    t = f"{x:.7e}"
-    if t[9 if x < 0 else 8] == "5" and float(t) == x:
-        return _aml_number_decimal(x)
-    m, e = f"{x:.6e}".split("e")
-    if "." in m:
-        m = m.rstrip("0").rstrip(".")
-    return f"{m}E{int(e)}"
-
 
 # ------------------------------------------------------------------------------------------- the writer
 
@@ -79,6 +43,24 @@ def _row_positions(rejected: np.ndarray, rows: np.ndarray) -> np.ndarray:
         return rows
     shifted = rejected - np.arange(len(rejected))
     return rows + np.searchsorted(shifted, rows, side="right")
+
+
+def _score_lines(model_type: str, scores: np.ndarray, threshold: float) -> bytes:
+    """The score columns of AML's batch output for a batch of rows: one ``\\n``-ended line per row (BINARY
+    ``bestAnswer,score``, MULTICLASS one number per class, REGRESSION ``score``), each number as
+    :func:`aml_number` writes it (:mod:`amlflow.engine.numfmt`)."""
+    s = np.asarray(scores, dtype=np.float64)
+    n = s.shape[0]
+    if model_type == "MULTICLASS":
+        k = s.shape[1]
+        chars, keep = format_numbers(s.reshape(-1))
+        chars, keep = chars.reshape(n, k, WIDTH), keep.reshape(n, k, WIDTH)
+        return format_rows([(chars[:, j], keep[:, j]) for j in range(k)])
+    chars, keep = format_numbers(s.reshape(-1))
+    if model_type == "BINARY":
+        best = np.where(s.reshape(-1) >= threshold, ord("1"), ord("0")).astype(np.uint8).reshape(n, 1)
+        return format_rows([(best, np.ones((n, 1), dtype=bool)), (chars, keep)])
+    return format_rows([(chars, keep)])
 
 
 def write_batch_output(
@@ -147,18 +129,17 @@ def write_batch_output(
     for a, b, pred in batches:
         positions = _row_positions(rejected, np.arange(a, b, dtype=np.int64))
         prefix = [list(text[np.asarray(table.codes(name, a, b), dtype=np.int64)]) for name, text in leading]
-        if mt == "BINARY":
-            s = pred.scores
-            body = [f"{'1' if x >= threshold else '0'},{aml_number(x)}" for x in s.tolist()]
-        elif mt == "MULTICLASS":
-            body = [",".join(aml_number(x) for x in row) for row in pred.scores.tolist()]
-        else:
-            body = [aml_number(x) for x in pred.scores.tolist()]
-        if prefix:
-            body = [",".join(parts) for parts in zip(*prefix, body, strict=True)]
+        blob = _score_lines(mt, pred.scores, threshold)
         # empty lines before each row: the gap to the previous written position
         gaps = np.diff(np.concatenate([[last_pos], positions]))
         gaps[1:] -= 1
+        if not prefix and not gaps.any():  # the common case: the score lines as they are
+            out.write(blob)
+            last_pos = int(positions[-1]) + 1 if len(positions) else last_pos
+            continue
+        body = blob.decode("ascii").split("\n")[:-1]
+        if prefix:
+            body = [",".join(parts) for parts in zip(*prefix, body, strict=True)]
         chunks = []
         for gap, line in zip(gaps.tolist(), body, strict=True):
             if gap:

@@ -395,18 +395,24 @@ class FeatureBuilder:
         n_single = sum(lf.size for lf in singles)
         if singles:
             width = sum(lf.slots for lf in singles)
-            cols = np.empty((n, width), dtype=np.int32)
+            # slot-major while filling (each slot's column is contiguous: 2-3x faster than writing strided
+            # columns of a row-major matrix), then one transposed copy into the row order CSR needs
+            cols_t = np.empty((width, n), dtype=np.int32)
             numeric = any(lf.mode == "numeric" for lf in singles)
-            vals = np.ones((n, width), dtype=np.float32) if numeric else None
+            vals_t = np.ones((width, n), dtype=np.float32) if numeric else None
             j = 0
             for lf in singles:
                 (a,) = lf.expr.attributes()
                 codes = dicts.codes(a, start, stop)
                 for col_map, val_map in self._single_maps(dicts, lf):
-                    np.take(col_map, codes, out=cols[:, j])
-                    if vals is not None and lf.mode == "numeric":  # indicators are all 1.0
-                        vals[:, j] = val_map[codes]
+                    cols_t[j] = col_map[codes]
+                    if vals_t is not None and lf.mode == "numeric":  # indicators are all 1.0
+                        vals_t[j] = val_map[codes]
                     j += 1
+            cols = np.ascontiguousarray(cols_t.T)
+            del cols_t
+            vals = np.ascontiguousarray(vals_t.T) if vals_t is not None else None
+            del vals_t
             mask = cols >= 0
             indptr = np.zeros(n + 1, dtype=np.int64)
             np.cumsum(mask.sum(axis=1), out=indptr[1:])
