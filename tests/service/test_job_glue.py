@@ -68,7 +68,12 @@ def fake_write_batch_output(
 
 
 def fake_evaluate(
-    model: Any, table: Table, schema: Schema, *, training_info: Mapping[str, Any] | None = None
+    model: Any,
+    table: Table,
+    schema: Schema,
+    *,
+    training_info: Mapping[str, Any] | None = None,
+    memory_budget: int | None = None,
 ) -> EvaluationResult:
     return EvaluationResult(
         {"BinaryAUC": "0.875"}, {"rows": table.n_rows, "seen": sorted(training_info or {})}

@@ -23,11 +23,13 @@ from typing import Any
 import numpy as np
 
 from amlflow.engine.errors import DataError
+from amlflow.engine.evaluation_bounded import bounded_evaluation
+from amlflow.engine.limits import default_memory_budget
 from amlflow.engine.model import TrainedModel, target_view
 from amlflow.engine.schema import Schema, parse_schema
 from amlflow.engine.table import Table
 
-__all__ = ["ALERTS", "METRICS", "EvaluationResult", "evaluate"]
+__all__ = ["ALERTS", "METRICS", "EvaluationResult", "evaluate", "exact_evaluation_bytes"]
 
 METRICS = {"BINARY": "BinaryAUC", "MULTICLASS": "MulticlassAvgFScore", "REGRESSION": "RegressionRMSE"}
 ALERTS = (
@@ -178,8 +180,20 @@ def _undefined(metric: str, info: Mapping[str, Any], why: str) -> DataError:
     )
 
 
+def exact_evaluation_bytes(model_type: str, n_classes: int, n_rows: int) -> int:
+    """What the exact path holds for ``n_rows`` evaluation rows: their scores, targets and the metric
+    functions' copies (8 bytes × (outputs + 3) × 3 per row)."""
+    k = n_classes if model_type == "MULTICLASS" else 1
+    return n_rows * 8 * (k + 3) * 3
+
+
 def evaluate(
-    model: TrainedModel, table: Table, schema: Schema, *, training_info: Mapping[str, Any] | None = None
+    model: TrainedModel,
+    table: Table,
+    schema: Schema,
+    *,
+    training_info: Mapping[str, Any] | None = None,
+    memory_budget: int | None = None,
 ) -> EvaluationResult:
     """Evaluate ``model`` on ``table`` (read with the model's types; ``schema`` is the evaluation
     datasource's own schema, used for the schema alert).
@@ -191,6 +205,11 @@ def evaluate(
 
     The metric is never NaN: an evaluation it would be undefined for (no record with a usable target value;
     BINARY: a single target class) raises instead, as AML FAILS an evaluation it cannot compute.
+
+    ``memory_budget`` (bytes; None: :func:`amlflow.engine.limits.default_memory_budget`): when the exact
+    path's scores (:func:`exact_evaluation_bytes`) would take more than a quarter of it, the evaluation is
+    computed batch by batch in bounded memory (:mod:`amlflow.engine.evaluation_bounded`; the report says
+    ``"evaluation_mode": "bounded"``).
 
     Raises:
         DataError: the table has no column for the model's target, or the metric is undefined on it.
@@ -205,19 +224,19 @@ def evaluate(
             field="targetAttributeName",
         )
     tview = target_view(mt, table.dictionary(target))
-    codes = np.asarray(table.codes(target), dtype=np.int64)
     if mt == "MULTICLASS":
         entry_ok = np.array([v is not None for v in tview], dtype=bool)
     else:
         entry_ok = ~np.isnan(tview.astype(np.float64))
-    valid = entry_ok[codes]
-    n_eval = int(valid.sum())
+    entry_counts = np.zeros(len(tview), dtype=np.int64)
+    for a, b in table.iter_row_batches(1 << 20):
+        entry_counts += np.bincount(
+            np.asarray(table.codes(target, a, b), dtype=np.int64), minlength=len(tview)
+        )
+    n_eval = int(entry_counts[entry_ok].sum())
     if n_eval == 0:
         raise _undefined(METRICS[mt], info, f"it has no record with a usable target value {target!r}")
     n_invalid = int(table.n_rows - n_eval) + len(table.rejected_positions)
-    pred = model.predict_table(table, schema)
-    scores = pred.scores[valid]
-    y = tview[codes[valid]]
     metric = METRICS[mt]
     train_dist = info.get("target_distribution") or model.training_info.get("target_distribution", {})
     report: dict[str, Any] = {
@@ -226,6 +245,40 @@ def evaluate(
         "n_evaluated": n_eval,
         "n_invalid": n_invalid,
     }
+    budget = memory_budget if memory_budget is not None else default_memory_budget()
+    if exact_evaluation_bytes(mt, len(model.classes), n_eval) > budget // 4:
+        threshold = float(info.get("score_threshold", 0.5))
+        value, parts, eval_dist = bounded_evaluation(
+            model,
+            table,
+            schema,
+            target=target,
+            tview=tview,
+            entry_ok=entry_ok,
+            entry_counts=entry_counts,
+            train_dist=train_dist,
+            metric=metric,
+            threshold=threshold,
+            thresholds=np.round(np.linspace(0.0, 1.0, N_THRESHOLDS), 2),
+            histogram_bins=HISTOGRAM_BINS,
+        )
+        if math.isnan(value):  # BINARY with one class: as the exact path says it
+            only = int(tview[entry_ok & (entry_counts > 0)][0])
+            raise _undefined(
+                metric,
+                info,
+                f"every record with a usable target value has {target!r} = {only} (AUC needs both)",
+            )
+        report["evaluation_mode"] = "bounded"
+        report.update(parts)
+        return _finish(model, schema, info, report, value, train_dist, eval_dist, n_eval, n_invalid)
+
+    codes = np.asarray(table.codes(target), dtype=np.int64)
+    valid = entry_ok[codes]
+    pred = model.predict_table(table, schema)
+    scores = pred.scores[valid]
+    y = tview[codes[valid]]
+    report["evaluation_mode"] = "exact"
 
     if mt == "BINARY":
         from sklearn.metrics import confusion_matrix
@@ -335,7 +388,22 @@ def evaluate(
             score_histogram={"edges": s_edges.tolist(), "counts": _hist(scores, s_edges)},
         )
         eval_dist = _distribution(mt, yr, [])
+    return _finish(model, schema, info, report, value, train_dist, eval_dist, n_eval, n_invalid)
 
+
+def _finish(
+    model: TrainedModel,
+    schema: Schema,
+    info: Mapping[str, Any],
+    report: dict[str, Any],
+    value: float,
+    train_dist: Mapping[str, Any],
+    eval_dist: Mapping[str, Any],
+    n_eval: int,
+    n_invalid: int,
+) -> EvaluationResult:
+    """The report's common part (value, distributions, the five alerts) and the result."""
+    mt, metric = model.model_type, METRICS[model.model_type]
     # strict JSON: an undefined metric (AUC of one class, no valid record) is null in the report
     report["value"] = None if math.isnan(value) else value
     if isinstance(report["baseline"]["value"], float) and math.isnan(report["baseline"]["value"]):

@@ -105,7 +105,13 @@ class Evaluate(Protocol):
     """``engine.evaluation.evaluate``: metrics and report of ``model`` on ``table``."""
 
     def __call__(
-        self, model: Any, table: Table, schema: Schema, *, training_info: Mapping[str, Any] | None = None
+        self,
+        model: Any,
+        table: Table,
+        schema: Schema,
+        *,
+        training_info: Mapping[str, Any] | None = None,
+        memory_budget: int | None = None,
     ) -> EvaluationResult: ...
 
 

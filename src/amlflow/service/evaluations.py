@@ -83,7 +83,14 @@ class Evaluations(EntityOps):
                 n_rows=table.n_rows,
                 log=ctx.log,
             )
-        result = self.engine.evaluate(model, table, schema, training_info=training_info)
+        budget = self.settings.memory_limit
+        result = self.engine.evaluate(
+            model,
+            table,
+            schema,
+            training_info=training_info,
+            memory_budget=int(budget) if budget is not None else None,
+        )
         undefined = [k for k, v in result.properties.items() if not math.isfinite(float(v))]
         if undefined:
             ds_id = entity.attrs["EvaluationDataSourceId"]

@@ -120,7 +120,12 @@ def standin_engine(
         return StandInModel.load(directory)
 
     def evaluate(
-        model: StandInModel, table: Table, schema: Schema, *, training_info: Mapping[str, Any] | None = None
+        model: StandInModel,
+        table: Table,
+        schema: Schema,
+        *,
+        training_info: Mapping[str, Any] | None = None,
+        memory_budget: int | None = None,
     ) -> EvaluationResult:
         value = float(metric(model.model_type) if callable(metric) else metric)
         name = METRIC[model.model_type]
