@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import boto3
 import pytest
 
+from amlflow.service import batch as batch_jobs
 from amlflow.service import distributed as dask_jobs
 from amlflow.service.core import Service
 from amlflow.service.embedded import build_client
@@ -95,18 +97,26 @@ def _objects(s3: Any, prefix: str) -> dict[str, bytes]:
     }
 
 
-def _without_mtime(gz: bytes) -> bytes:
-    """A gzip file with its header's MTIME zeroed: the one field two in-process runs differ in."""
-    assert gz[:3] == b"\x1f\x8b\x08", gz[:10]
-    return gz[:4] + b"\0\0\0\0" + gz[8:]
+def _members(gz: bytes) -> int:
+    """How many gzip members ``gz`` holds (a reader that stops after the first would lose the rest)."""
+    count = 0
+    while gz:
+        d = zlib.decompressobj(31)
+        d.decompress(gz)
+        assert d.eof, "a truncated gzip member"
+        gz, count = d.unused_data, count + 1
+    return count
 
 
 def test_dask_batch_and_evaluation_match_in_process(
     cluster: Any, moto_s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    # partitions of exactly 100 positions: 7 + 4 in the batch's two files, one per 100 rows in the evaluation
+    # partitions of exactly 100 positions: 7 + 4 in the batch's two files, one per 100 rows in the
+    # evaluation; batch blocks of 100 rows too (in both runs: the block size is the data's, not the cluster's)
     monkeypatch.setattr(dask_jobs, "MIN_PARTITION_ROWS", 100)
     monkeypatch.setattr(dask_jobs, "MAX_PARTITION_ROWS", 100)
+    monkeypatch.setattr(batch_jobs, "MIN_BLOCK_ROWS", 100)
+    monkeypatch.setattr(batch_jobs, "MAX_BLOCK_ROWS", 100)
     db = tmp_path / "state.db"
     train_schema = (REPO / "schemas" / "mnist-train.csv.schema").read_text()
     test_schema = (REPO / "schemas" / "mnist-test.csv.schema").read_text()
@@ -173,6 +183,7 @@ def test_dask_batch_and_evaluation_match_in_process(
         service.shutdown(timeout=30)
     assert "scoring on the Dask cluster at tcp://" in logs["BatchPrediction"], logs["BatchPrediction"]
     assert "11 partition(s)" in logs["BatchPrediction"], logs["BatchPrediction"]
+    assert "compressed there in blocks of 100 rows" in logs["BatchPrediction"], logs["BatchPrediction"]
     assert f"{-(-eval_rows // 100)} partition(s)" in logs["Evaluation"], logs["Evaluation"]
 
     # evaluation: the in-process metric and report (the scores are the same numbers)
@@ -182,7 +193,7 @@ def test_dask_batch_and_evaluation_match_in_process(
     assert ev["PerformanceMetrics"] == ev_local["PerformanceMetrics"]
     assert report == report_local
 
-    # batch: same counts, same files (gzip bytes equal but for the header's MTIME), same manifest
+    # batch: same counts, same files (the same gzip bytes), same manifest
     assert (bp["TotalRecordCount"], bp["InvalidRecordCount"]) == (1002, 2), bp
     assert (bp_local["TotalRecordCount"], bp_local["InvalidRecordCount"]) == (1002, 2), bp_local
     s3 = boto3.client("s3", endpoint_url=moto_s3)
@@ -197,7 +208,10 @@ def test_dask_batch_and_evaluation_match_in_process(
     for part in ("part-1.csv", "part-2.csv"):
         mine, theirs = dask_files[f"result/bp-dask-{part}.gz"], local_files[f"result/bp-local-{part}.gz"]
         assert gzip.decompress(mine) == gzip.decompress(theirs), part
-        assert _without_mtime(mine) == _without_mtime(theirs), part
+        assert mine == theirs, part
+        assert _members(mine) == 1, part  # one member: its CRC-32 and length cover the whole file
+    # the first file: 7 blocks of 100 positions, each ending in a sync flush's empty stored block
+    assert dask_files["result/bp-dask-part-1.csv.gz"].count(b"\x00\x00\xff\xff") >= 7
     lines = gzip.decompress(dask_files["result/bp-dask-part-1.csv.gz"]).decode().split("\n")
     assert lines[0] == ",".join(str(d) for d in range(10))
     assert [i - 1 for i, line in enumerate(lines[1:-1], 1) if not line] == list(BAD_POSITIONS)
@@ -261,3 +275,19 @@ def test_partitions_cover_every_span_in_order(monkeypatch: pytest.MonkeyPatch) -
         [(95, 120), (120, 145), (145, 170), (170, 195), (195, 200)],
     ]
     assert dask_jobs.partitions([(0, 5)], threads=4) == [[(0, 5)]]  # never below the minimum's span
+
+
+def test_batch_partitions_are_whole_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(dask_jobs, "MIN_PARTITION_ROWS", 10)
+    monkeypatch.setattr(dask_jobs, "MAX_PARTITION_ROWS", 1_000)
+    # 200 rows / 8 → 25, rounded down to blocks of 20; every partition starts a block of its span
+    plan = dask_jobs.partitions([(0, 95), (95, 95), (95, 200)], threads=2, block=20)
+    assert plan == [
+        [(0, 20), (20, 40), (40, 60), (60, 80), (80, 95)],
+        [(95, 95)],
+        [(95, 115), (115, 135), (135, 155), (155, 175), (175, 195), (195, 200)],
+    ]
+    # fewer, larger partitions than a block: one block each, never less
+    assert dask_jobs.partitions([(0, 100)], threads=1, block=64) == [[(0, 64), (64, 100)]]
+    with pytest.raises(ValueError, match="does not start a block"):
+        dask_jobs.batch_part("/nowhere", "ml", "ds", "{}", 0.5, 30, 50, 0, 20)

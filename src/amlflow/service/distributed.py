@@ -34,7 +34,6 @@ from __future__ import annotations
 import atexit
 import contextlib
 import dataclasses
-import io
 import math
 import os
 import shutil
@@ -54,9 +53,11 @@ from amlflow.engine.model import Predictions, TrainedModel, load_model
 from amlflow.engine.schema import Schema, parse_schema
 from amlflow.engine.table import EncodedTable, Table
 from amlflow.service.artifacts import Artifacts
+from amlflow.service.batch import RecordBlocks
 from amlflow.service.errors import AmlError
 from amlflow.service.jobs import JobFailed
 from amlflow.storage import S3Storage
+from amlflow.storage.gzip_blocks import BlockGzipWriter, DeflatedBlock, deflate_block
 
 __all__ = [
     "BatchScorer",
@@ -200,22 +201,34 @@ def batch_part(
     threshold: float,
     first: int,
     stop: int,
-) -> tuple[bytes, bytes, int, int]:
-    """On a worker: AML's batch CSV for positions ``[first, stop)`` of the datasource's output sequence.
+    span_first: int,
+    block_rows: int,
+) -> tuple[list[tuple[bytes, int, int]], int, int]:
+    """On a worker: the compressed blocks of AML's batch CSV for positions ``[first, stop)`` of the
+    datasource's output sequence, in the span that starts at ``span_first``.
 
-    Returns ``(header, body, total, invalid)``: the header line(s) ``write_batch_output`` writes first,
-    the lines of the partition after it, and its :class:`~amlflow.engine.batch.BatchCounts`.
+    ``first - span_first`` is a multiple of ``block_rows``, so the partition's blocks are the span's own
+    (:class:`~amlflow.service.batch.RecordBlocks`; the span's header opens its first block, a later
+    partition drops it). Returns ``(blocks, total, invalid)``: each block as ``(deflate bytes, CRC-32,
+    uncompressed length)`` (:func:`~amlflow.storage.gzip_blocks.deflate_block`), and the partition's
+    :class:`~amlflow.engine.batch.BatchCounts`.
     """
+    if (first - span_first) % block_rows:
+        raise ValueError(f"batch partition {first}:{stop} does not start a block of {block_rows} rows")
     model, table = _inputs(root, model_id, datasource_id)
     schema = parse_schema(schema_json)
-    head = io.BytesIO()
-    write_batch_output(model, table, schema, head, threshold=threshold, rows=(first, first))
-    out = io.BytesIO()
-    counts = write_batch_output(model, table, schema, out, threshold=threshold, rows=(first, stop))
-    header, data = head.getvalue(), out.getbuffer()
-    if bytes(data[: len(header)]) != header:  # the writer always starts with its header
-        raise RuntimeError(f"batch partition {first}:{stop}: the output does not start with the header")
-    return header, bytes(data[len(header) :]), int(counts.total), int(counts.invalid)
+    blocks: list[tuple[bytes, int, int]] = []
+
+    def deflate(raw: bytes) -> None:
+        block = deflate_block(raw)
+        blocks.append((block.data, block.crc, block.size))
+
+    sink = RecordBlocks(block_rows, header=first == span_first, emit=deflate)
+    counts = write_batch_output(
+        model, table, schema, cast(BinaryIO, sink), threshold=threshold, rows=(first, stop)
+    )
+    sink.close()
+    return blocks, int(counts.total), int(counts.invalid)
 
 
 def score_part(root: str, model_id: str, datasource_id: str, start: int, stop: int) -> np.ndarray:
@@ -284,13 +297,15 @@ def _threads(client: Any) -> int:
     return max(1, sum(int(w.get("nthreads", 1)) for w in workers.values()))
 
 
-def partitions(spans: Sequence[tuple[int, int]], threads: int) -> list[list[tuple[int, int]]]:
+def partitions(spans: Sequence[tuple[int, int]], threads: int, block: int = 1) -> list[list[tuple[int, int]]]:
     """Each span ``(first, stop)`` cut into partitions ``(a, b)``: about :data:`PARTITIONS_PER_THREAD`
-    per worker thread over all spans, within :data:`MIN_PARTITION_ROWS`..:data:`MAX_PARTITION_ROWS`.
-    An empty span is one empty partition (its output is the header alone)."""
+    per worker thread over all spans, within :data:`MIN_PARTITION_ROWS`..:data:`MAX_PARTITION_ROWS`,
+    rounded down to a multiple of ``block`` rows (at least one block), so that every partition starts
+    ``first + k * block``. An empty span is one empty partition (its output is the header alone)."""
     total = sum(b - a for a, b in spans)
     size = math.ceil(total / max(1, PARTITIONS_PER_THREAD * threads)) if total else 1
     size = max(1, min(MAX_PARTITION_ROWS, max(MIN_PARTITION_ROWS, size)))
+    size = max(block, size // block * block)
     out = []
     for a, b in spans:
         out.append([(p, min(p + size, b)) for p in range(a, b, size)] or [(a, a)])
@@ -314,11 +329,12 @@ def _result(future: Any, address: str) -> Any:
 
 
 class BatchScorer:
-    """A batch prediction's spans scored on the cluster (:func:`batch_part` per partition).
+    """A batch prediction's spans scored and compressed on the cluster (:func:`batch_part` per
+    partition, partitions of whole blocks of ``block_rows`` positions).
 
-    Every partition of every span is submitted at once; :meth:`write` then writes span ``i`` to ``out``
-    exactly as ``engine.write_batch_output(..., rows=spans[i])`` would, partition after partition as
-    they arrive.
+    Every partition of every span is submitted at once; :meth:`write` then adds span ``i``'s blocks to a
+    :class:`~amlflow.storage.gzip_blocks.BlockGzipWriter`, partition after partition as they arrive:
+    the same blocks, so the same bytes, as the in-process job's.
     """
 
     def __init__(
@@ -331,17 +347,18 @@ class BatchScorer:
         schema_json: str,
         threshold: float,
         spans: Sequence[tuple[int, int]],
+        block_rows: int,
         log: _Log | None = None,
     ) -> None:
         self.address = address
         client = client_for(address)
         threads = _threads(client)
         root = _root(artifacts)
-        plan = partitions(spans, threads)
+        plan = partitions(spans, threads, block_rows)
         n = sum(len(p) for p in plan)
         self._futures: list[list[Any]] = []
         order = 0
-        for parts in plan:
+        for (span_first, _), parts in zip(spans, plan, strict=True):
             futures = []
             for a, b in parts:
                 futures.append(
@@ -354,6 +371,8 @@ class BatchScorer:
                         float(threshold),
                         a,
                         b,
+                        span_first,
+                        block_rows,
                         pure=False,
                         priority=n - order,  # in output order: the service writes them in that order
                     )
@@ -363,18 +382,18 @@ class BatchScorer:
         if log is not None:
             log(
                 f"scoring on the Dask cluster at {address}: {n} partition(s) of up to "
-                f"{max((b - a for p in plan for a, b in p), default=0)} rows over {threads} worker thread(s)"
+                f"{max((b - a for p in plan for a, b in p), default=0)} rows over {threads} worker "
+                f"thread(s), compressed there in blocks of {block_rows} rows"
             )
 
-    def write(self, index: int, out: BinaryIO) -> BatchCounts:
-        """Write span ``index`` (its header once, then its partitions in order) to ``out``."""
+    def write(self, index: int, out: BlockGzipWriter) -> BatchCounts:
+        """Add span ``index``'s blocks (its partitions' in order) to ``out``."""
         total = invalid = 0
-        for k, future in enumerate(self._futures[index]):
-            header, body, t, i = _result(future, self.address)
+        for future in self._futures[index]:
+            blocks, t, i = _result(future, self.address)
             future.release()
-            if k == 0:
-                out.write(header)
-            out.write(body)
+            for data, crc, size in blocks:
+                out.add(DeflatedBlock(data, crc, size))
             total += t
             invalid += i
         self._futures[index] = []
