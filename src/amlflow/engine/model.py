@@ -31,6 +31,12 @@ are pruned.
 
 A trained model is saved as ``model.json`` + ``model.npz`` (arrays only, loaded with
 ``allow_pickle=False``); scoring rebuilds the predictor from the arrays, never from an sklearn object.
+
+A data-parallel fit (docs/scale.md, "Training on Dask") is the streaming mode with its passes run over
+shards of the table elsewhere: :func:`prepare_parallel` does what ``train`` does before the passes (and
+says when the in-memory mode should be used instead), :func:`finish_parallel` turns the
+:class:`~amlflow.engine.sgd.SGDResult` into the same :class:`TrainedModel`; :func:`train_sharded` runs the
+shards one after the other in this process (the reference the distributed runs are checked against).
 """
 
 from __future__ import annotations
@@ -38,9 +44,10 @@ from __future__ import annotations
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import scipy.sparse as sp
@@ -55,20 +62,29 @@ from amlflow.engine.params import TrainingParameters
 from amlflow.engine.recipe import FeatureBuilder, Recipe
 from amlflow.engine.recipe.features import FeatureBound, TableCache
 from amlflow.engine.schema import Schema
+from amlflow.engine.sgd import SGDConfig, SGDResult, SGDState, fit_parallel, run_shard, shard_config
 from amlflow.engine.streaming import (
     MIN_CHUNK_ROWS,
     STREAM_CHUNK_BYTES,
     TRAINING_MODES,
+    ShardSpec,
     StreamingPlan,
     TrainingMode,
     _check_target,
     _choose_mode,
+    _shard_spec,
+    _streaming_result,
+    _streaming_setup,
+    _StreamSetup,
     _Target,
     _target,
     _train_streaming,
     _weight_entries,
     _with_bias,
+    measure_shard,
+    open_shard,
     plan_streaming,
+    shard_ranges,
 )
 from amlflow.engine.table import Table
 from amlflow.engine.trained import (
@@ -97,15 +113,19 @@ __all__ = [
     "MODEL_TYPES",
     "STREAM_CHUNK_BYTES",
     "TRAINING_MODES",
+    "ParallelFit",
     "Predictions",
     "StreamingPlan",
     "TrainedModel",
     "TrainingMode",
     "estimate_training_bytes",
+    "finish_parallel",
     "load_model",
     "plan_streaming",
+    "prepare_parallel",
     "target_view",
     "train",
+    "train_sharded",
 ]
 
 # -------------------------------------------------------------------------------------------- training
@@ -314,6 +334,58 @@ def train(
     t0 = time.perf_counter()
     if mode not in TRAINING_MODES:
         raise ValueError(f"mode: {mode!r} is not one of {', '.join(TRAINING_MODES)}")
+    tgt = _start(table, schema, params, model_type, say)
+    classes = tgt.classes
+    valid = tgt.valid
+    n_valid = tgt.n_valid
+    n_invalid = table.n_rows - n_valid
+
+    # ---- memory: bounded before anything is built, and the mode chosen from it
+    bound = FeatureBuilder.bound(recipe, schema, table, valid)
+    n_classes = len(classes) if model_type == "MULTICLASS" else 1
+    needed = estimate_training_bytes(bound, n_classes)
+    budget = default_memory_budget() if memory_budget is None else memory_budget
+    plan = plan_streaming(bound, n_classes, budget)
+    say(
+        f"memory-estimate: records={bound.rows} nonzeros<={bound.nonzeros} features<={bound.features} "
+        f"max-per-record={bound.max_row} bytes<={needed}"
+    )
+    chosen, why = _choose_mode(mode, needed, budget, plan)
+    say(f"training mode: {'in-memory' if chosen == 'memory' else 'streaming'} ({why})")
+    if chosen == "memory":
+        _check_memory_mode(bound, needed, budget)
+    else:
+        _check_streaming(bound, n_classes, needed, budget, plan)
+
+    if chosen == "streaming":
+        builder, coef, intercept, dist, t_features, t_fit = _train_streaming(
+            table, recipe, schema, params, model_type, tgt, plan, bound, seed, scratch_dir, say, t0
+        )
+        say(f"finished-training: valid-records={n_valid} invalid-records={n_invalid} fit-time={t_fit:.2f}s")
+    else:
+        builder, coef, intercept, dist, t_features, t_fit = _train_memory(
+            table, recipe, schema, params, model_type, tgt, seed, say, t0
+        )
+    return _finish_model(
+        table,
+        schema,
+        params,
+        model_type,
+        tgt,
+        builder,
+        coef,
+        intercept,
+        dist,
+        say,
+        t0,
+        {"feature_seconds": round(t_features, 3), "fit_seconds": round(t_fit, 3), "training_mode": chosen},
+    )
+
+
+def _start(
+    table: Table, schema: Schema, params: TrainingParameters, model_type: str, say: Callable[[str], None]
+) -> _Target:
+    """The checks every training starts with, its first log line, and the target (read in batches)."""
     if model_type not in MODEL_TYPES:
         raise TrainingError(
             f"MLModelType: {model_type!r} is not one of {', '.join(MODEL_TYPES)}", field="MLModelType"
@@ -333,60 +405,59 @@ def train(
         f"max-passes={params.max_passes} max-model-size={params.max_model_size} "
         f"({params.max_model_size / 1048576:.2f} MB) rows={table.n_rows}"
     )
-
-    # ---- target: per dictionary entry, read in batches
     tgt = _target(model_type, table, target)
     _check_target(model_type, tgt)
-    classes = tgt.classes
-    valid = tgt.valid
-    n_valid = tgt.n_valid
-    n_invalid = table.n_rows - n_valid
+    return tgt
 
-    # ---- memory: bounded before anything is built, and the mode chosen from it
-    bound = FeatureBuilder.bound(recipe, schema, table, valid)
-    n_classes = len(classes) if model_type == "MULTICLASS" else 1
-    needed = estimate_training_bytes(bound, n_classes)
-    budget = default_memory_budget() if memory_budget is None else memory_budget
-    plan = plan_streaming(bound, n_classes, budget)
-    say(
-        f"memory-estimate: records={bound.rows} nonzeros<={bound.nonzeros} features<={bound.features} "
-        f"max-per-record={bound.max_row} bytes<={needed}"
-    )
-    chosen, why = _choose_mode(mode, needed, budget, plan)
-    say(f"training mode: {'in-memory' if chosen == 'memory' else 'streaming'} ({why})")
-    shape = (
+
+def _shape(bound: FeatureBound) -> str:
+    return (
         f"{bound.rows:,} records with up to {bound.max_row:,} features each ({bound.nonzeros:,} non-zeros, "
         f"up to {bound.features:,} feature columns)"
     )
-    if chosen == "memory":
-        check_memory(
-            needed,
-            budget,
-            "training",
-            f"{shape}. Train on fewer records (DataRearrangement), use a recipe with fewer or smaller token "
-            "outputs (ngram, osb, cartesian), or raise the memory budget (AMLFLOW_MEMORY_LIMIT)",
-        )
-    else:
-        check_memory(
-            plan.needed,
-            budget,
-            "training",
-            f"{shape}; streaming holds the vocabularies, the weights ({bound.features + 1:,} × {n_classes}) "
-            f"and chunks of {plan.chunk_rows:,} records (in memory it would need ~{format_bytes(needed)}). "
-            "Use a recipe with fewer or smaller token outputs (ngram, osb, cartesian), or raise the memory "
-            "budget (AMLFLOW_MEMORY_LIMIT)",
-        )
 
-    if chosen == "streaming":
-        builder, coef, intercept, dist, t_features, t_fit = _train_streaming(
-            table, recipe, schema, params, model_type, tgt, plan, bound, seed, scratch_dir, say, t0
-        )
-        say(f"finished-training: valid-records={n_valid} invalid-records={n_invalid} fit-time={t_fit:.2f}s")
-    else:
-        builder, coef, intercept, dist, t_features, t_fit = _train_memory(
-            table, recipe, schema, params, model_type, tgt, seed, say, t0
-        )
 
+def _check_memory_mode(bound: FeatureBound, needed: int, budget: int) -> None:
+    check_memory(
+        needed,
+        budget,
+        "training",
+        f"{_shape(bound)}. Train on fewer records (DataRearrangement), use a recipe with fewer or smaller "
+        "token outputs (ngram, osb, cartesian), or raise the memory budget (AMLFLOW_MEMORY_LIMIT)",
+    )
+
+
+def _check_streaming(
+    bound: FeatureBound, n_classes: int, needed: int, budget: int, plan: StreamingPlan
+) -> None:
+    check_memory(
+        plan.needed,
+        budget,
+        "training",
+        f"{_shape(bound)}; streaming holds the vocabularies, the weights "
+        f"({bound.features + 1:,} × {n_classes}) and chunks of {plan.chunk_rows:,} records "
+        f"(in memory it would need ~{format_bytes(needed)}). "
+        "Use a recipe with fewer or smaller token outputs (ngram, osb, cartesian), or raise the memory "
+        "budget (AMLFLOW_MEMORY_LIMIT)",
+    )
+
+
+def _finish_model(
+    table: Table,
+    schema: Schema,
+    params: TrainingParameters,
+    model_type: str,
+    tgt: _Target,
+    builder: FeatureBuilder,
+    coef: np.ndarray,
+    intercept: np.ndarray,
+    dist: dict[str, Any],
+    say: Callable[[str], None],
+    t0: float,
+    info: Mapping[str, Any],
+) -> TrainedModel:
+    """The model of a fit: ``sgd.maxMLModelSizeInBytes`` pruning, the training summary, the last log line."""
+    n_valid = tgt.n_valid
     pruned = _prune(coef, params.max_model_size)
     if pruned:
         say(
@@ -399,18 +470,16 @@ def train(
         builder=builder,
         coef=coef,
         intercept=intercept,
-        classes=classes,
+        classes=tgt.classes,
         params=params,
         training_info={
             "n_rows": int(table.n_rows),
             "n_valid": n_valid,
-            "n_invalid": n_invalid,
+            "n_invalid": int(table.n_rows) - n_valid,
             "target_distribution": dist,
             "n_features": builder.n_features,
             "n_pruned_features": pruned,
-            "feature_seconds": round(t_features, 3),
-            "fit_seconds": round(t_fit, 3),
-            "training_mode": chosen,
+            **info,
         },
     )
     say(
@@ -418,6 +487,185 @@ def train(
         f"total-time={time.perf_counter() - t0:.2f}s"
     )
     return model
+
+
+# ------------------------------------------------------------------------------------ data-parallel
+
+
+@dataclass
+class ParallelFit:
+    """A streaming fit prepared for shards that run elsewhere (:func:`prepare_parallel`).
+
+    Attributes:
+        spec: what every shard needs besides the table (plain JSON: :meth:`ShardSpec.to_json`).
+        config: the SGD configuration (the shards' is ``spec.sgd_config()``, the same).
+        n_columns: weight rows (the features and the intercept column).
+        n_rows: the training table's rows (to deal to the shards: :func:`shard_ranges`).
+        reason: why it is not trained in memory, for the log.
+    """
+
+    spec: ShardSpec
+    config: SGDConfig
+    n_columns: int
+    n_rows: int
+    reason: str
+    _table: Table
+    _schema: Schema
+    _params: TrainingParameters
+    _model_type: str
+    _tgt: _Target
+    _setup: _StreamSetup
+    _t0: float
+    _say: Callable[[str], None]
+
+    def finish(self, result: SGDResult, info: Mapping[str, Any]) -> TrainedModel:
+        """See :func:`finish_parallel`."""
+        coef, intercept, dist = _streaming_result(
+            self._model_type, self._tgt, self._setup.center, result.weights
+        )
+        say = self._say
+        say(
+            f"finished-training: valid-records={self._tgt.n_valid} "
+            f"invalid-records={self.n_rows - self._tgt.n_valid} fit-time={info.get('fit_seconds', 0.0):.2f}s"
+        )
+        return _finish_model(
+            self._table,
+            self._schema,
+            self._params,
+            self._model_type,
+            self._tgt,
+            self._setup.builder,
+            coef,
+            intercept,
+            dist,
+            say,
+            self._t0,
+            {"feature_seconds": round(self._setup.t_features, 3), **info},
+        )
+
+
+def prepare_parallel(
+    table: Table,
+    schema: Schema,
+    recipe: Recipe,
+    params: TrainingParameters,
+    model_type: str,
+    *,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+    memory_budget: int | None = None,
+    when: Literal["auto", "always"] = "auto",
+    label: str = "data-parallel",
+) -> ParallelFit | None:
+    """What :func:`train` does before a streaming fit's passes (the checks, the target, the memory
+    estimates, the vocabularies, the SGD configuration), for a fit whose passes run over shards.
+
+    ``when="auto"``: None when the in-memory estimate fits ``memory_budget`` (train in memory with
+    :func:`train` instead; nothing is logged), else the fit. ``"always"``: the fit. Either way its working
+    set per shard is the streaming mode's, which must fit the budget. The log gets ``train``'s lines, with
+    ``training mode: <label> (...)``.
+
+    Raises:
+        TrainingError: as :func:`train`.
+    """
+    say = log or (lambda _msg: None)
+    lines: list[str] = []
+    t0 = time.perf_counter()
+    tgt = _start(table, schema, params, model_type, lines.append)
+    bound = FeatureBuilder.bound(recipe, schema, table, tgt.valid)
+    n_classes = len(tgt.classes) if model_type == "MULTICLASS" else 1
+    needed = estimate_training_bytes(bound, n_classes)
+    budget = default_memory_budget() if memory_budget is None else memory_budget
+    plan = plan_streaming(bound, n_classes, budget)
+    if when == "auto" and needed <= budget:
+        return None
+    for line in lines:
+        say(line)
+    say(
+        f"memory-estimate: records={bound.rows} nonzeros<={bound.nonzeros} features<={bound.features} "
+        f"max-per-record={bound.max_row} bytes<={needed}"
+    )
+    _, why = _choose_mode("streaming" if when == "always" else "auto", needed, budget, plan)
+    say(f"training mode: {label} ({why})")
+    _check_streaming(bound, n_classes, needed, budget, plan)
+    setup = _streaming_setup(table, recipe, schema, params, model_type, tgt, plan, seed, say, t0)
+    spec = _shard_spec(setup, schema, model_type, tgt, plan, bound)
+    return ParallelFit(
+        spec=spec,
+        config=setup.config,
+        n_columns=spec.n_columns,
+        n_rows=int(table.n_rows),
+        reason=why,
+        _table=table,
+        _schema=schema,
+        _params=params,
+        _model_type=model_type,
+        _tgt=tgt,
+        _setup=setup,
+        _t0=t0,
+        _say=say,
+    )
+
+
+def finish_parallel(fit: ParallelFit, result: SGDResult, info: Mapping[str, Any]) -> TrainedModel:
+    """The :class:`TrainedModel` of a data-parallel fit whose passes ended in ``result``: the same model a
+    streaming fit makes (coef, intercept, pruning, training summary); ``info`` goes into
+    ``training_info`` (``training_mode``, ``fit_seconds``, ...)."""
+    return fit.finish(result, info)
+
+
+def train_sharded(
+    table: Table,
+    schema: Schema,
+    recipe: Recipe,
+    params: TrainingParameters,
+    model_type: str,
+    *,
+    shards: int,
+    syncs: int = 1,
+    gain: float = 1.0,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+    memory_budget: int | None = None,
+) -> TrainedModel:
+    """A data-parallel fit with its ``shards`` run one after the other in this process: the algorithm the
+    distributed runs use, step for step (shards of :func:`shard_ranges`, a measured mean squared norm,
+    :func:`~amlflow.engine.sgd.fit_parallel` with ``syncs`` averagings per pass), so their models are this
+    one's. ``training_info["training_mode"]`` is ``"sharded"``."""
+    fit = prepare_parallel(
+        table,
+        schema,
+        recipe,
+        params,
+        model_type,
+        seed=seed,
+        log=log,
+        memory_budget=memory_budget,
+        when="always",
+        label="sharded",
+    )
+    assert fit is not None
+    spec = ShardSpec.from_json(fit.spec.to_json())  # what a shard elsewhere gets
+    config = shard_config(spec.sgd_config(), shards)
+    chunks = [open_shard(table, spec, ranges) for ranges in shard_ranges(fit.n_rows, spec.chunk_rows, shards)]
+    t1 = time.perf_counter()
+    sums = [measure_shard(c) for c in chunks]
+    mean_sq = sum(t for t, _ in sums) / max(1, sum(r for _, r in sums))
+
+    def step(p: int, s: int, state: SGDState) -> Sequence[SGDState]:
+        return [
+            run_shard(c, state, config, pass_index=p, shard=i, sync=s, syncs=syncs, mean_sq_norm=mean_sq)
+            for i, c in enumerate(chunks)
+        ]
+
+    result = fit_parallel(step, fit.n_columns, config, syncs=syncs, gain=gain, mean_sq_norm=mean_sq, log=log)
+    info = {
+        "fit_seconds": round(time.perf_counter() - t1, 3),
+        "training_mode": "sharded",
+        "shards": shards,
+        "syncs": syncs,
+    }
+    return finish_parallel(fit, result, info)
 
 
 def _train_memory(

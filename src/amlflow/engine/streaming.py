@@ -2,11 +2,18 @@
 (:mod:`amlflow.engine.sgd`) when the in-memory matrix would not fit the job's memory budget —
 :func:`plan_streaming` sizes the chunks, ``_train_streaming`` runs ``sgd.maxPasses`` passes. Chosen by
 :func:`amlflow.engine.model.train`.
+
+A data-parallel fit (docs/scale.md, "Training on Dask") prepares the same fit in one place and runs its
+passes over shards elsewhere: :class:`ShardSpec` is what a shard needs besides the table (plain JSON: the
+fitted builder as ``model.json`` stores it, the target's classes, the SGD configuration),
+:func:`shard_ranges` deals the table's rows to the shards and :func:`open_shard` gives a shard's rows as
+:class:`~amlflow.engine.sgd.Chunks`, built exactly as the streaming mode builds its chunks.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import shutil
 import tempfile
@@ -26,8 +33,8 @@ from amlflow.engine.limits import (
 from amlflow.engine.params import TrainingParameters
 from amlflow.engine.recipe import FeatureBuilder, Recipe
 from amlflow.engine.recipe.features import FeatureBound
-from amlflow.engine.schema import Schema, numeric_view
-from amlflow.engine.sgd import Chunk, Loss, SGDConfig
+from amlflow.engine.schema import Schema, numeric_view, parse_schema
+from amlflow.engine.sgd import Chunk, Chunks, Loss, SGDConfig
 from amlflow.engine.sgd import fit as sgd_fit
 from amlflow.engine.table import Table
 from amlflow.engine.trained import (
@@ -41,11 +48,17 @@ from amlflow.engine.trained import (
 
 __all__ = [
     "MIN_CHUNK_ROWS",
+    "PIECES_PER_SHARD",
     "STREAM_CHUNK_BYTES",
     "TRAINING_MODES",
+    "ShardSpec",
     "StreamingPlan",
     "TrainingMode",
+    "measure_shard",
+    "open_shard",
     "plan_streaming",
+    "shard_ranges",
+    "shard_spill_bytes",
 ]
 
 
@@ -78,6 +91,9 @@ MIN_CHUNK_ROWS = 256
 STREAM_COPIES = 3
 # streaming, spilled chunk features on disk: a float32 value and an int32 column per non-zero
 SPILL_BYTES_PER_NONZERO = 8
+#: data-parallel: the table is dealt to the shards in pieces, at least this many per shard when the rows
+#: allow (pieces of at least MIN_CHUNK_ROWS rows), so that each shard's rows come from all over the table
+PIECES_PER_SHARD = 4
 
 
 @dataclass(frozen=True)
@@ -138,6 +154,14 @@ class _Target:
         return got
 
 
+def _entries(model_type: str, tview: np.ndarray, classes: Sequence[str]) -> np.ndarray:
+    """The target per dictionary entry: the class index (-1: invalid) for MULTICLASS, else the value."""
+    if model_type == "MULTICLASS":
+        index = {c: i for i, c in enumerate(classes)}
+        return np.array([index.get(v, -1) if v is not None else -1 for v in tview], dtype=np.int64)
+    return np.asarray(tview, dtype=np.float64)
+
+
 def _target(model_type: str, table: Table, target: str, batch_rows: int = 1 << 20) -> _Target:
     """Read the target column in batches (as ``train`` always did, per dictionary entry then per row)."""
     tview = target_view(model_type, table.dictionary(target))
@@ -154,12 +178,10 @@ def _target(model_type: str, table: Table, target: str, batch_rows: int = 1 << 2
                 f"a MULTICLASS model allows at most {MAX_CLASSES}",
                 field=target,
             )
-        index = {c: i for i, c in enumerate(names)}
-        entry = np.array([index.get(v, -1) if v is not None else -1 for v in tview], dtype=np.int64)
         classes = names
     else:
-        entry = np.asarray(tview, dtype=np.float64)
         classes = ["0", "1"] if model_type == "BINARY" else []
+    entry = _entries(model_type, tview, classes)
     ok = entry >= 0 if model_type == "MULTICLASS" else ~np.isnan(entry)
     valid = np.empty(table.n_rows, dtype=bool)
     for a, b in table.iter_row_batches(batch_rows):
@@ -218,12 +240,13 @@ class _TableChunks:
         center: float,
         weight: tuple[str, np.ndarray, float] | None,
         spill: Path | None = None,
+        ranges: Sequence[tuple[int, int]] | None = None,
     ) -> None:
         self.table = table
         self.builder = builder
         self.enc = builder.encoder(table)
         self.tgt = tgt
-        self.ranges = list(table.iter_row_batches(chunk_rows))
+        self.ranges = list(table.iter_row_batches(chunk_rows)) if ranges is None else list(ranges)
         self.model_type = model_type
         self.center = center
         self.weight = weight  # (attribute, weight per dictionary entry, the largest weight)
@@ -336,7 +359,19 @@ def _spill_dir(
     return path
 
 
-def _train_streaming(
+@dataclass
+class _StreamSetup:
+    """A streaming fit before its passes: the fitted builder, the SGD configuration, the regression
+    target's centre, the row weights (attribute, weight per dictionary entry, the largest weight)."""
+
+    builder: FeatureBuilder
+    config: SGDConfig
+    center: float
+    weight: tuple[str, np.ndarray, float] | None
+    t_features: float
+
+
+def _streaming_setup(
     table: Table,
     recipe: Recipe,
     schema: Schema,
@@ -344,14 +379,12 @@ def _train_streaming(
     model_type: str,
     tgt: _Target,
     plan: StreamingPlan,
-    bound: FeatureBound,
     seed: int,
-    scratch: Path | str | None,
     say: Callable[[str], None],
     t0: float,
-) -> tuple[FeatureBuilder, np.ndarray, np.ndarray, dict[str, Any], float, float]:
-    """Fit by mini-batch SGD over chunks (:mod:`amlflow.engine.sgd`); returns the builder, coef, intercept,
-    the target distribution and the feature / fit times."""
+) -> _StreamSetup:
+    """Everything a streaming fit settles before its first pass (one pass of codes for the weights and the
+    regression centre, the vocabularies, the SGD configuration)."""
     used = tgt.entry_ok() & (tgt.counts > 0)
     weights = _weight_entries(table, schema)
     weight: tuple[str, np.ndarray, float] | None = None
@@ -397,27 +430,17 @@ def _train_streaming(
         # averaging helps without L1 (banking, wine, MNIST) but undoes L1's zeros and its AUC (docs/scale.md)
         average=l1 == 0,
     )
-    with contextlib.ExitStack() as stack:
-        spill = _spill_dir(
-            stack,
-            bound,
-            n_classes=k,
-            passes=config.passes,
-            chunk_rows=plan.chunk_rows,
-            scratch=scratch,
-            say=say,
-        )
-        chunks = _TableChunks(table, builder, tgt, plan.chunk_rows, model_type, center, weight, spill)
-        t1 = time.perf_counter()
-        result = sgd_fit(chunks, builder.n_features + 1, config, log=say)
-        t_fit = time.perf_counter() - t1
-    say(
-        f"streaming: passes={config.passes} shuffle={params.shuffle_type} chunks={len(chunks)} "
-        f"batch-rows={config.batch_rows} steps={result.steps} step={result.step_size:.4g} "
-        f"averaged-snapshots={result.snapshots}"
-    )
-    coef = np.ascontiguousarray(result.weights[:-1])
-    intercept = result.weights[-1].copy()
+    return _StreamSetup(builder, config, center, weight, t_features)
+
+
+def _streaming_result(
+    model_type: str, tgt: _Target, center: float, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, dict[str, Any]]:
+    """coef, intercept (the last row of ``weights``, plus the centre for REGRESSION) and the target
+    distribution of a streamed fit."""
+    used = tgt.entry_ok() & (tgt.counts > 0)
+    coef = np.ascontiguousarray(weights[:-1])
+    intercept = weights[-1].copy()
     if model_type == "REGRESSION":
         intercept = intercept + center
         vals, cnts = tgt.entry[used], tgt.counts[used]
@@ -431,4 +454,169 @@ def _train_streaming(
         per_class = np.zeros(len(tgt.classes), dtype=np.int64)
         np.add.at(per_class, tgt.entry[used].astype(np.int64), tgt.counts[used])
         dist = {"counts": {c: int(n) for c, n in zip(tgt.classes, per_class, strict=True)}}
-    return builder, coef, intercept, dist, t_features, t_fit
+    return coef, intercept, dist
+
+
+def _train_streaming(
+    table: Table,
+    recipe: Recipe,
+    schema: Schema,
+    params: TrainingParameters,
+    model_type: str,
+    tgt: _Target,
+    plan: StreamingPlan,
+    bound: FeatureBound,
+    seed: int,
+    scratch: Path | str | None,
+    say: Callable[[str], None],
+    t0: float,
+) -> tuple[FeatureBuilder, np.ndarray, np.ndarray, dict[str, Any], float, float]:
+    """Fit by mini-batch SGD over chunks (:mod:`amlflow.engine.sgd`); returns the builder, coef, intercept,
+    the target distribution and the feature / fit times."""
+    setup = _streaming_setup(table, recipe, schema, params, model_type, tgt, plan, seed, say, t0)
+    builder, config = setup.builder, setup.config
+    with contextlib.ExitStack() as stack:
+        spill = _spill_dir(
+            stack,
+            bound,
+            n_classes=config.n_outputs,
+            passes=config.passes,
+            chunk_rows=plan.chunk_rows,
+            scratch=scratch,
+            say=say,
+        )
+        chunks = _TableChunks(
+            table, builder, tgt, plan.chunk_rows, model_type, setup.center, setup.weight, spill
+        )
+        t1 = time.perf_counter()
+        result = sgd_fit(chunks, builder.n_features + 1, config, log=say)
+        t_fit = time.perf_counter() - t1
+    say(
+        f"streaming: passes={config.passes} shuffle={params.shuffle_type} chunks={len(chunks)} "
+        f"batch-rows={config.batch_rows} steps={result.steps} step={result.step_size:.4g} "
+        f"averaged-snapshots={result.snapshots}"
+    )
+    coef, intercept, dist = _streaming_result(model_type, tgt, setup.center, result.weights)
+    return builder, coef, intercept, dist, setup.t_features, t_fit
+
+
+# ------------------------------------------------------------------------------------ data-parallel
+
+
+@dataclass(frozen=True)
+class ShardSpec:
+    """What a shard of a data-parallel fit needs besides the table: plain data (:meth:`to_json`), never
+    a pickle. ``builder`` is the fitted feature builder as ``model.json`` stores it, ``schema`` the
+    training schema's JSON, ``classes`` the target's classes (MULTICLASS), ``center`` the REGRESSION
+    target's centre, ``weight_top`` the largest row weight (None: no ``rowWeight``), ``config`` the
+    :class:`~amlflow.engine.sgd.SGDConfig` (:meth:`~amlflow.engine.sgd.SGDConfig.to_json`),
+    ``nonzeros_per_row`` the features' estimated non-zeros per row (for the spill's size)."""
+
+    model_type: str
+    schema: str
+    builder: dict[str, Any]
+    target: str
+    classes: list[str]
+    center: float
+    weight_top: float | None
+    chunk_rows: int
+    config: dict[str, Any]
+    n_columns: int
+    nonzeros_per_row: float
+
+    def to_json(self) -> str:
+        return json.dumps(self.__dict__, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> ShardSpec:
+        return cls(**json.loads(text))
+
+    def sgd_config(self) -> SGDConfig:
+        return SGDConfig.from_json(self.config)
+
+
+def _shard_spec(
+    setup: _StreamSetup,
+    schema: Schema,
+    model_type: str,
+    tgt: _Target,
+    plan: StreamingPlan,
+    bound: FeatureBound,
+) -> ShardSpec:
+    return ShardSpec(
+        model_type=model_type,
+        schema=schema.to_json(),
+        builder=setup.builder.to_json(),
+        target=tgt.name,
+        classes=list(tgt.classes),
+        center=setup.center,
+        weight_top=None if setup.weight is None else setup.weight[2],
+        chunk_rows=plan.chunk_rows,
+        config=setup.config.to_json(),
+        n_columns=setup.builder.n_features + 1,
+        nonzeros_per_row=(bound.nonzeros + bound.rows) / max(1, bound.rows),
+    )
+
+
+def shard_ranges(n_rows: int, chunk_rows: int, shards: int) -> list[list[tuple[int, int]]]:
+    """The rows ``[0, n_rows)`` dealt to ``shards`` shards: pieces of at most ``chunk_rows`` rows (at least
+    :data:`PIECES_PER_SHARD` per shard where pieces of :data:`MIN_CHUNK_ROWS` rows allow), piece ``j`` to
+    shard ``j mod shards``; a shard's pieces are its chunks, in table order."""
+    shards = max(1, shards)
+    size = math.ceil(n_rows / (shards * PIECES_PER_SHARD)) if n_rows else 1
+    size = max(1, min(chunk_rows, max(MIN_CHUNK_ROWS, size)))
+    out: list[list[tuple[int, int]]] = [[] for _ in range(shards)]
+    for j, a in enumerate(range(0, n_rows, size)):
+        out[j % shards].append((a, min(a + size, n_rows)))
+    return out
+
+
+def _shard_target(table: Table, spec: ShardSpec, ranges: Sequence[tuple[int, int]]) -> _Target:
+    """The target of the rows in ``ranges`` (the valid mask is false elsewhere)."""
+    tview = target_view(spec.model_type, table.dictionary(spec.target))
+    entry = _entries(spec.model_type, tview, spec.classes)
+    ok = entry >= 0 if spec.model_type == "MULTICLASS" else ~np.isnan(entry)
+    valid = np.zeros(table.n_rows, dtype=bool)
+    for a, b in ranges:
+        valid[a:b] = ok[_codes(table, spec.target, a, b)]
+    return _Target(spec.target, entry, np.zeros(len(entry), dtype=np.int64), valid, list(spec.classes))
+
+
+def shard_spill_bytes(spec: ShardSpec, ranges: Sequence[tuple[int, int]]) -> int:
+    """Disk the features of a shard's chunks take when kept between passes (an estimate)."""
+    rows = sum(b - a for a, b in ranges)
+    k = max(1, len(spec.classes)) if spec.model_type == "MULTICLASS" else 1
+    return int(rows * (spec.nonzeros_per_row * SPILL_BYTES_PER_NONZERO + 8 * (k + 2)))
+
+
+def open_shard(
+    table: Table, spec: ShardSpec, ranges: Sequence[tuple[int, int]], *, spill: Path | None = None
+) -> Chunks:
+    """The rows ``ranges`` of ``table`` as chunks (one per range), built as the streaming mode builds them:
+    the builder of ``spec`` (from its JSON), valid targets only, the constant-1 column last, the
+    REGRESSION target centred, the row weights scaled by the largest. With ``spill`` (a directory) each
+    chunk's features are kept there after their first build."""
+    schema = parse_schema(spec.schema)
+    builder = FeatureBuilder.from_json(spec.builder, schema)
+    tgt = _shard_target(table, spec, ranges)
+    weight: tuple[str, np.ndarray, float] | None = None
+    if spec.weight_top is not None:
+        entries = _weight_entries(table, schema)
+        if entries is None:
+            raise TrainingError(f"the shard's table has no rowWeight column {schema.row_weight!r}")
+        weight = (entries[0], entries[1], spec.weight_top)
+    return _TableChunks(
+        table, builder, tgt, spec.chunk_rows, spec.model_type, spec.center, weight, spill, ranges=ranges
+    )
+
+
+def measure_shard(chunks: Chunks) -> tuple[float, int]:
+    """The sum of the squared norms of a shard's feature rows and their number (every chunk is built once:
+    the spill, if any, is filled)."""
+    total, rows = 0.0, 0
+    for i in range(len(chunks)):
+        X = chunks.chunk(i).X
+        sq = np.square(X.data, dtype=np.float64)
+        total += float(sq.sum())
+        rows += int(X.shape[0])
+    return total, rows
