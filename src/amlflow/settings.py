@@ -15,6 +15,7 @@
 | lease_seconds  | ``AMLFLOW_LEASE_SECONDS``| 20 s (a job of a dead process is taken over after it) |
 | memory_limit   | ``AMLFLOW_MEMORY_LIMIT``| half of RAM / cgroup / rlimit (``2GB``, ``512MiB``, bytes) |
 | dask_address   | ``AMLFLOW_DASK_ADDRESS``| unset (in-process), or ``tcp://scheduler:8786`` |
+| dask_training  | ``AMLFLOW_DASK_TRAINING``| ``auto`` (cluster when over the budget), ``always``, ``never`` |
 
 See docs/configuration.md.
 """
@@ -63,6 +64,10 @@ class Settings(BaseSettings):
     #: partition on its workers, which read models and tables from the artifact root (docs/scale.md,
     #: "Dask"; needs the ``amlflow[dask]`` extra); None: everything runs in-process
     dask_address: str | None = None
+    #: with ``dask_address``: ``auto`` trains data-parallel on the cluster when the in-memory estimate is
+    #: over ``memory_limit`` (where the service would stream) and in-process when it fits; ``always`` trains
+    #: every model on the cluster; ``never`` trains in-process (docs/scale.md, "Training on Dask")
+    dask_training: Literal["auto", "always", "never"] = "auto"
 
     def resolved_database_url(self) -> str:
         """``database_url``, or the SQLite file ``<home>/state.db``."""

@@ -106,16 +106,36 @@ class Models(EntityOps):
         recipe = parse_recipe(recipe_text, schema)
         params = parse_parameters(entity.internal["request"].get("Parameters") or None)
         budget = self.settings.memory_limit
-        model = self.engine.train(
-            table,
-            schema,
-            recipe,
-            params,
-            entity.attrs["MLModelType"],
-            seed=self.settings.seed,
-            log=ctx.log,
-            memory_budget=int(budget) if budget is not None else None,
-        )
+        model: Any = None
+        if self.settings.dask_address and self.settings.dask_training != "never":
+            from amlflow.service.dask_training import train_on_dask  # data-parallel (docs/scale.md)
+
+            model = train_on_dask(
+                self.settings.dask_address,
+                self.artifacts,
+                model_id=entity.id,
+                datasource_id=ds.id,
+                table=table,
+                schema=schema,
+                recipe=recipe,
+                params=params,
+                model_type=entity.attrs["MLModelType"],
+                seed=self.settings.seed,
+                memory_budget=int(budget) if budget is not None else None,
+                when=self.settings.dask_training,
+                log=ctx.log,
+            )
+        if model is None:
+            model = self.engine.train(
+                table,
+                schema,
+                recipe,
+                params,
+                entity.attrs["MLModelType"],
+                seed=self.settings.seed,
+                log=ctx.log,
+                memory_budget=int(budget) if budget is not None else None,
+            )
         folder = self._paths("MLModel", entity.id) / "model"
         if folder.exists():
             shutil.rmtree(folder)
