@@ -623,7 +623,6 @@ def train_sharded(
     *,
     shards: int,
     syncs: int = 1,
-    gain: float = 1.0,
     seed: int = 0,
     log: Callable[[str], None] | None = None,
     memory_budget: int | None = None,
@@ -658,7 +657,7 @@ def train_sharded(
             for i, c in enumerate(chunks)
         ]
 
-    result = fit_parallel(step, fit.n_columns, config, syncs=syncs, gain=gain, mean_sq_norm=mean_sq, log=log)
+    result = fit_parallel(step, fit.n_columns, config, syncs=syncs, mean_sq_norm=mean_sq, log=log)
     info = {
         "fit_seconds": round(time.perf_counter() - t1, 3),
         "training_mode": "sharded",

@@ -548,44 +548,61 @@ def run_shard(
     )
 
 
-def _settled(state: SGDState, config: SGDConfig) -> np.ndarray:
-    """The weights of ``state`` with every owed L1 penalty applied."""
+def _settled(state: SGDState, config: SGDConfig) -> tuple[np.ndarray, float]:
+    """``(a, f)`` with ``f · a`` the weights of ``state``, every owed L1 penalty applied (not a copy when
+    there is no L1 penalty: ``state.v`` and its scale)."""
+    if state.l1_given is None:
+        return state.v, state.scale
     learner = _Learner(state, config)
-    if learner.l1_given is not None:
-        learner._l1_apply(slice(None))
-    out: np.ndarray = learner.scale * learner.v
-    return out
+    learner._l1_apply(slice(None))
+    return learner.v, learner.scale
 
 
-def combine(start: SGDState, parts: Sequence[SGDState], config: SGDConfig, gain: float = 1.0) -> SGDState:
-    """The states of shards that each went on from ``start``, averaged into one: the weights ``start``'s
-    plus ``gain`` times the mean of the shards' moves, weighted by the rows each shard saw since ``start``
-    (every owed L1 penalty applied first; the new state owes none); the Polyak average the mean of every
-    snapshot (``start``'s and each shard's new ones, moved the same way); the counters summed. One part is
-    returned as it is (one shard is :func:`fit`'s own path); shards that saw no row weigh nothing."""
+def combine(start: SGDState, parts: Sequence[SGDState], config: SGDConfig) -> SGDState:
+    """The states of shards that each went on from ``start``, averaged into one: the weights weighted by
+    the rows each shard saw since ``start`` (every owed L1 penalty applied first; the new state owes
+    none), the Polyak average the mean of every snapshot (``start``'s and each shard's new ones), the
+    counters summed. One part is returned as it is (one shard is :func:`fit`'s own path); shards that saw
+    no row weigh nothing."""
     if len(parts) == 1:
         return parts[0]
     rows = np.array([p.rows_seen - start.rows_seen for p in parts], dtype=np.float64)
     if not parts or rows.sum() <= 0:
         return start
     share = rows / rows.sum()
-    w0 = _settled(start, config)
-    move = np.zeros_like(start.v)
+    # full-matrix arithmetic in place, one scratch array (MNIST: 1.3 M weights per array)
+    scratch = np.empty_like(start.v)
+
+    def add(into: np.ndarray | None, a: np.ndarray, factor: float) -> np.ndarray:
+        if into is None:
+            out: np.ndarray = np.multiply(a, factor)
+            return out
+        np.multiply(a, factor, out=scratch)
+        into += scratch
+        return into
+
+    v: np.ndarray | None = None
     for p, f in zip(parts, share, strict=True):
         if f > 0:
-            move += f * (_settled(p, config) - w0)
-    v = w0 + gain * move
+            weights, scale = _settled(p, config)
+            v = add(v, weights, float(f * scale))
+    assert v is not None
     average = None
     snapshots = start.snapshots + sum(p.snapshots - start.snapshots for p in parts)
     if start.average is not None:
-        total = start.snapshots * start.average
-        for p in parts:
+        # the sum of every snapshot: start's S₀ plus each shard's new ones, Σₖ Sₖ·avgₖ − (m − 1)·S₀·avg₀
+        # over the m shards that took any (the others' average is start's)
+        moved = [p for p in parts if p.snapshots > start.snapshots]
+        total: np.ndarray | None = None
+        for p in moved:
             assert p.average is not None
-            new = p.snapshots - start.snapshots
-            if new > 0:  # the sum of this shard's new snapshots, each moved from w0 by gain × its move
-                added = p.snapshots * p.average - start.snapshots * start.average
-                total += new * w0 + gain * (added - new * w0) if gain != 1.0 else added
-        average = total / snapshots if snapshots else np.zeros_like(start.average)
+            total = add(total, p.average, float(p.snapshots))
+        if len(moved) != 1:
+            total = add(total, start.average, -float((len(moved) - 1) * start.snapshots))
+        assert total is not None
+        if snapshots:
+            total /= snapshots
+        average = total
     return SGDState(
         v=v,
         scale=1.0,
@@ -607,7 +624,6 @@ def fit_parallel(
     config: SGDConfig,
     *,
     syncs: int = 1,
-    gain: float = 1.0,
     mean_sq_norm: float | None = None,
     log: Callable[[str], None] | None = None,
 ) -> SGDResult:
@@ -622,7 +638,7 @@ def fit_parallel(
     state = initial_state(n_columns, config)
     for p in range(config.passes):
         for s in range(syncs):
-            state = combine(state, step(p, s, state), config, gain)
+            state = combine(state, step(p, s, state), config)
         if not state.finite():
             raise _diverged(f"pass {p + 1}")
         if p == 0:
