@@ -46,5 +46,5 @@ def task_runner_from_env(env: Mapping[str, str] | None = None) -> Any | None:
     if address:
         return DaskTaskRunner(address=address)
     # threads of this process: the tasks share the flow's embedded service and client cache
-    kwargs = {"processes": False, "n_workers": 1, "threads_per_worker": 8, "dashboard_address": None}
+    kwargs = {"processes": False, "n_workers": 1, "threads_per_worker": 8, "dashboard_address": ":0"}
     return DaskTaskRunner(cluster_kwargs=kwargs)

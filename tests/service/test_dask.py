@@ -72,7 +72,7 @@ def cluster(moto_s3: str) -> Iterator[Any]:
     """A 2-worker LocalCluster of processes (one thread each), started after the S3 environment."""
     from distributed import LocalCluster
 
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None) as c:
+    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as c:
         try:
             yield c
         finally:
