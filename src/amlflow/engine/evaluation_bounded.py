@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from amlflow.engine.schema import Schema
+from amlflow.engine.streaming import _count_quantiles
 from amlflow.engine.table import Table
 
 __all__ = ["AUC_BINS", "BATCH_ROWS", "LOGIT_RANGE", "bounded_evaluation"]
@@ -54,22 +55,6 @@ def _batches(
             continue
         pred = model.predict_table(table, schema, start=a, stop=b)
         yield codes[ok], np.asarray(pred.scores)[ok]
-
-
-def _count_quantiles(values: np.ndarray, counts: np.ndarray, qs: list[float]) -> list[float]:
-    """``np.quantile`` (linear) of ``values`` repeated ``counts`` times, without repeating them."""
-    order = np.argsort(values, kind="stable")
-    v, c = values[order], counts[order]
-    ends = np.cumsum(c)
-    n = int(ends[-1])
-    out = []
-    for q in qs:
-        h = (n - 1) * q
-        lo = math.floor(h)
-        x = float(v[np.searchsorted(ends, lo, side="right")])
-        y = float(v[np.searchsorted(ends, min(lo + 1, n - 1), side="right")])
-        out.append(x + (h - lo) * (y - x))
-    return out
 
 
 def _multiclass(
