@@ -24,7 +24,7 @@ from amlflow.service.errors import (
 )
 from amlflow.service.jobs import JobContext, JobFailed, JobResult
 from amlflow.settings import Settings
-from tests.service.support import SCHEMA, STANDIN, FakeModel, Ticks, model_job, wait
+from tests.service.support import SCHEMA, STANDIN, FakeModel, Ticks, model_job, wait, wait_for
 
 
 @pytest.fixture
@@ -531,7 +531,9 @@ def test_shutdown_leaves_queued_jobs_pending_for_the_next_service(make: Callable
     assert first.get_data_source(DataSourceId="ds-late")["Status"] == "PENDING"
     second = make()
     assert wait(second, "DataSource", "ds-late")["Status"] == "COMPLETED"
-    assert second.health()["jobs_running"] == 0
+    # the worker leaves the running set just after it writes COMPLETED: wait for it, then nothing is running
+    idle = wait_for(lambda: {"Status": "IDLE" if second.health()["jobs_running"] == 0 else "BUSY"}, ["IDLE"])
+    assert idle["Status"] == "IDLE"
 
 
 def test_shutdown_waits_for_running_jobs_only(make: Callable[..., Service]) -> None:
