@@ -21,19 +21,11 @@ from amlflow.service import distributed as dask_jobs
 from amlflow.service.core import Service
 from amlflow.service.embedded import build_client
 from amlflow.service.jobs import JobFailed
-from amlflow.settings import Settings
-from tests.s3 import moto_s3_server
 from tests.server.aml_data import DATA
+from tests.service.dask_support import MNIST_PARAMETERS, local_cluster, mnist_s3, s3_settings
 from tests.service.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-ROOT = "s3://artifacts/x/"
-MNIST_PARAMETERS = {
-    "sgd.maxPasses": "10",
-    "sgd.l2RegularizationAmount": "1e-5",
-    "sgd.shuffleType": "auto",
-    "sgd.maxMLModelSizeInBytes": str(100 * 1024 * 1024),
-}
 #: the batch input: the sample's 1,000 test rows in two files, with malformed rows (AML writes an empty
 #: line for each) at positions 199 and 300 of the first file, on either side of a partition boundary
 FIRST_FILE_ROWS = 600
@@ -51,43 +43,20 @@ def _batch_files() -> tuple[bytes, bytes]:
 
 @pytest.fixture
 def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """moto's S3 on loopback, set in the environment before any Dask worker starts (they inherit it)."""
-    with moto_s3_server(monkeypatch) as url:
-        s3 = boto3.client("s3", endpoint_url=url)
-        for bucket in ("data", "artifacts"):
-            s3.create_bucket(Bucket=bucket)
-        s3.put_object(
-            Bucket="data",
-            Key="mnist/train.csv.gz",
-            Body=(DATA / "mnist-sample" / "train.csv.gz").read_bytes(),
-        )
-        first, second = _batch_files()
-        s3.put_object(Bucket="data", Key="mnist/batch/part-1.csv", Body=first)
-        s3.put_object(Bucket="data", Key="mnist/batch/part-2.csv", Body=second)
+    """moto's S3 with the sample's training file and the batch input in two files."""
+    first, second = _batch_files()
+    with mnist_s3(monkeypatch, {"mnist/batch/part-1.csv": first, "mnist/batch/part-2.csv": second}) as url:
         yield url
 
 
 @pytest.fixture
 def cluster(moto_s3: str) -> Iterator[Any]:
-    """A 2-worker LocalCluster of processes (one thread each), started after the S3 environment."""
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as c:
-        try:
-            yield c
-        finally:
-            dask_jobs.close_clients()
+    """A 2-worker LocalCluster of processes, started after the S3 environment."""
+    with local_cluster() as c:
+        yield c
 
 
-def _settings(home: Path, db: Path, **extra: Any) -> Settings:
-    return Settings(
-        home=home,
-        storage="s3",
-        artifact_root=ROOT,
-        database_url=f"sqlite:///{db}",
-        job_poll_interval=0.2,
-        **extra,
-    )
+_settings = s3_settings
 
 
 def _objects(s3: Any, prefix: str) -> dict[str, bytes]:

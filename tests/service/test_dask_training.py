@@ -13,7 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import boto3
 import numpy as np
 import pytest
 
@@ -21,22 +20,13 @@ from amlflow.engine.model import train_sharded
 from amlflow.engine.params import parse_parameters
 from amlflow.engine.recipe import parse_recipe
 from amlflow.service import dask_training
-from amlflow.service import distributed as dask_jobs
 from amlflow.service.core import Service
 from amlflow.service.embedded import build_client
 from amlflow.settings import Settings
-from tests.s3 import moto_s3_server
-from tests.server.aml_data import DATA
+from tests.service.dask_support import MNIST_PARAMETERS, local_cluster, mnist_s3, s3_settings
 from tests.service.support import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
-ROOT = "s3://artifacts/x/"
-MNIST_PARAMETERS = {
-    "sgd.maxPasses": "10",
-    "sgd.l2RegularizationAmount": "1e-5",
-    "sgd.shuffleType": "auto",
-    "sgd.maxMLModelSizeInBytes": str(100 * 1024 * 1024),
-}
 #: under the sample's in-memory estimate (56.2 MB), over its streaming one (30.5 MB + chunks)
 BUDGET = 48 << 20
 #: the Dask model's macro-F1 against the in-process streaming model's (measured: 0.8934 vs 0.8922)
@@ -45,41 +35,20 @@ F1_TOLERANCE = 0.01
 
 @pytest.fixture
 def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """moto's S3 on loopback, set in the environment before any Dask worker starts (they inherit it)."""
-    with moto_s3_server(monkeypatch) as url:
-        s3 = boto3.client("s3", endpoint_url=url)
-        for bucket in ("data", "artifacts"):
-            s3.create_bucket(Bucket=bucket)
-        s3.put_object(
-            Bucket="data",
-            Key="mnist/train.csv.gz",
-            Body=(DATA / "mnist-sample" / "train.csv.gz").read_bytes(),
-        )
+    """moto's S3 with the sample's training file."""
+    with mnist_s3(monkeypatch) as url:
         yield url
 
 
 @pytest.fixture
 def cluster(moto_s3: str) -> Iterator[Any]:
-    """A 2-worker LocalCluster of processes (one thread each), started after the S3 environment."""
-    from distributed import LocalCluster
-
-    with LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=":0") as c:
-        try:
-            yield c
-        finally:
-            dask_jobs.close_clients()
+    """A 2-worker LocalCluster of processes, started after the S3 environment."""
+    with local_cluster() as c:
+        yield c
 
 
 def _settings(home: Path, db: Path, **extra: Any) -> Settings:
-    return Settings(
-        home=home,
-        storage="s3",
-        artifact_root=ROOT,
-        database_url=f"sqlite:///{db}",
-        job_poll_interval=0.2,
-        memory_limit=BUDGET,
-        **extra,
-    )
+    return s3_settings(home, db, memory_limit=BUDGET, **extra)
 
 
 def _f1(evaluation: dict[str, Any]) -> float:
