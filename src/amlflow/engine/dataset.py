@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import re
 import zlib
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -43,10 +43,16 @@ __all__ = [
     "VERSION",
     "DatasetInfo",
     "EncodedTable",
+    "PartInfo",
+    "PartMerger",
     "Source",
     "TableWriter",
     "build_dataset",
     "code_dtype",
+    "input_sizes",
+    "is_gzip",
+    "merge_parts",
+    "read_part",
 ]
 
 MAX_ROW_BYTES = MAX_RECORD_BYTES
@@ -60,6 +66,8 @@ class Source:
     key: str
     size: int
     open: Callable[[], BinaryIO]
+    #: a stream from a byte offset (a ranged read), for :func:`read_part`; None: open and skip
+    open_at: Callable[[int], BinaryIO] | None = None
 
 
 @dataclass
@@ -153,16 +161,31 @@ def _gunzip(key: str, first: bytes, fh: BinaryIO) -> Iterator[bytes]:
         raise DataError(f"{key}: the gzip data is truncated", field=key)
 
 
+class _Overflow(Exception):
+    """A part passed MAX_REJECTED_ROWS on its own: the whole input has too many (the merge says so)."""
+
+
 class _Reader:
-    """Reads sources into a TableWriter, keeping the rows a Rearrangement selects."""
+    """Reads sources into a TableWriter, keeping the rows a Rearrangement selects.
+
+    With ``limit`` (in-process) it raises the MAX_REJECTED_ROWS DataError itself; without (a part) it
+    raises :class:`_Overflow` and :func:`read_part` records that the part overflowed.
+    """
 
     def __init__(
-        self, schema: Schema, rearrangement: Rearrangement, writer: TableWriter, total_bytes: int
+        self,
+        schema: Schema,
+        rearrangement: Rearrangement,
+        writer: TableWriter,
+        total_bytes: int,
+        *,
+        limit: bool = True,
     ) -> None:
         self.schema = schema
         self.rearrangement = rearrangement
         self.writer = writer
         self.total_bytes = total_bytes
+        self.limit = limit
         self.names = list(schema.names)
         self.n_columns = len(self.names)
         self.pos = 0  # next position in the selected output sequence
@@ -171,8 +194,8 @@ class _Reader:
         self.n_rejected_total = 0
         self.n_rejected_selected = 0
         self.samples: list[dict[str, Any]] = []
-        self.first_bad: dict[str, Any] | None = None
         self.headers: dict[str, str] = {}
+        self.n_lines = 0  # lines of the last stream read (its last line counted even without '\n')
         self._convert = pa_csv.ConvertOptions(
             column_types={n: pa.binary() for n in self.names},
             strings_can_be_null=False,
@@ -182,16 +205,26 @@ class _Reader:
     # -- per file
 
     def read_file(self, source: Source, file_start: int) -> int:
-        """Read one file; returns its (uncompressed) size in bytes."""
-        self.key, self.file_start = source.key, file_start
-        self.header_pending = bool(self.schema.has_header)
-        local = 0  # offset in the file of the first byte not yet handled
+        """Read one whole file; returns its (uncompressed) size in bytes."""
+        return self.read_stream(source.key, _iter_bytes(source), file_start, 0, bool(self.schema.has_header))
+
+    def read_stream(
+        self, key: str, chunks: Iterable[bytes], file_start: int, local: int, header: bool
+    ) -> int:
+        """Read whole lines (``chunks``, starting at byte ``local`` of file ``key``: a line start) to
+        the end of ``chunks``; line numbers count from the stream's start. Returns the bytes read."""
+        self.key, self.file_start = key, file_start
+        self.header_pending = header
+        start = local
         line_no = 0  # lines before ``local``
         carry = b""
         skipping: tuple[int, int, bytes] | None = None  # an overlong line being skipped
-        for chunk in _iter_bytes(source):
+        for chunk in chunks:
             if skipping is not None:
                 j = chunk.find(b"\n")
+                if len(skipping[2]) < 200:  # the sample's text: the line's first 200 bytes
+                    more = chunk[: j if j >= 0 else len(chunk)][: 200 - len(skipping[2])]
+                    skipping = (skipping[0], skipping[1], skipping[2] + more)
                 if j < 0:
                     local += len(chunk)
                     continue
@@ -212,23 +245,25 @@ class _Reader:
                 carry = b""
         if skipping is not None:
             self._long_line(*skipping)
+            line_no += 1
         elif carry:
-            self._block(memoryview(carry), local, line_no)
+            line_no += self._block(memoryview(carry), local, line_no)
             local += len(carry)
-        return local
+        self.n_lines = line_no
+        return local - start
 
     def _long_line(self, offset: int, line_no: int, text: bytes) -> None:
-        if self.header_pending:
+        if self.header_pending:  # an overlong header is skipped, not kept (as _block does)
             self.header_pending = False
             return
         selected = bool(
             self.rearrangement.selects(np.array([offset]), self.total_bytes, self.key, self.file_start)[0]
         )
-        self._rejects(np.array([offset]), np.array([line_no + 1]), [1], [text], np.array([selected]))
         if selected:
             self.rejected_positions.append(np.array([self.pos], dtype=np.int64))
             self.pos += 1
         self.n_records += 1
+        self._rejects(np.array([offset]), np.array([line_no + 1]), [1], [text], np.array([selected]))
 
     def _block(self, block: memoryview, local: int, line_base: int) -> int:
         """Handle whole lines (the last may lack its newline, at end of file); returns the line count."""
@@ -247,7 +282,9 @@ class _Reader:
         numbers = np.arange(line_base + 1, line_base + n_lines + 1, dtype=np.int64)
         first = 0
         if self.header_pending and n_lines:
-            self.headers[self.key] = bytes(block[starts[0] : content_end[0]]).decode("utf-8", "replace")
+            if content_end[0] - starts[0] <= MAX_ROW_BYTES:  # an overlong header is skipped, not kept
+                text = bytes(block[starts[0] : content_end[0]])
+                self.headers[self.key] = text.decode("utf-8", "replace")
             self.header_pending = False
             first = 1
 
@@ -256,8 +293,8 @@ class _Reader:
         cr = np.flatnonzero(arr == 13)
         if len(cr) > int(has_cr.sum()):
             line_of = np.searchsorted(starts, cr, side="right") - 1
-            bare = cr != content_end[line_of]
-            reason[np.unique(line_of[bare])] = 3
+            bare = np.unique(line_of[cr != content_end[line_of]])
+            reason[bare[reason[bare] == 0]] = 3  # an overlong line stays overlong (however it is read)
         quotes = np.flatnonzero(arr == 34)
         if len(quotes):
             for i in np.unique(np.searchsorted(starts, quotes, side="right") - 1).tolist():
@@ -359,27 +396,35 @@ class _Reader:
                     "text": texts[j].decode("utf-8", "replace") if j < len(texts) else "",
                 }
             )
-        if self.first_bad is None and self.samples:
-            self.first_bad = self.samples[0]
         self.n_rejected_total += n
         self.n_rejected_selected += int(np.count_nonzero(selected))
         if self.n_rejected_total > MAX_REJECTED_ROWS:
-            fb = self.first_bad or {}
-            raise DataError(
-                f"more than {MAX_REJECTED_ROWS:,} rows were rejected (reached {self.n_rejected_total:,} in "
-                f"{self.key}); the first was {fb.get('file')} line {fb.get('line')}: {fb.get('reason')}",
-                field=self.key,
-            )
+            if not self.limit:
+                raise _Overflow
+            raise _too_many(self.key, self.samples[0] if self.samples else {})
 
     def _encode(self, table: pa.Table, keep: np.ndarray | None) -> None:
+        # only the selected rows' values enter the dictionaries: what a range of the input holds does
+        # not depend on where the reader's blocks begin and end (parts merge to the same table)
+        if keep is not None:
+            table = table.filter(pa.array(keep))
         for i in range(self.n_columns):
             col = table.column(i)
             arr = col.chunk(0) if col.num_chunks == 1 else col.combine_chunks()
             enc = pc.dictionary_encode(arr)
             idx = enc.indices.to_numpy(zero_copy_only=False)
-            if keep is not None:
-                idx = idx[keep]
             self.writer.append_raw(i, enc.dictionary, idx)
+
+
+def _too_many(key: str, first: Mapping[str, Any]) -> DataError:
+    """The MAX_REJECTED_ROWS error: the file where the limit was passed and the input's first bad line.
+    (The count is the limit's, not the running total at some block: the message does not depend on how
+    the input was cut up.)"""
+    return DataError(
+        f"more than {MAX_REJECTED_ROWS:,} rows were rejected (reached {MAX_REJECTED_ROWS + 1:,} in "
+        f"{key}); the first was {first.get('file')} line {first.get('line')}: {first.get('reason')}",
+        field=key,
+    )
 
 
 def _peek_gzip(source: Source) -> bool:
@@ -390,11 +435,329 @@ def _peek_gzip(source: Source) -> bool:
         fh.close()
 
 
+def is_gzip(source: Source) -> bool:
+    """Whether ``source`` starts with the gzip magic number (read as gzip, never split into ranges)."""
+    return _peek_gzip(source)
+
+
+def input_sizes(sources: Sequence[Source], rearrangement: Rearrangement | None) -> list[int]:
+    """Each source's size as the split counts it: the object size, or — for a ``sequential`` split,
+    which needs the total before reading — the uncompressed size of a gzip file (decompressed once to
+    measure it). The file starts passed to :func:`read_part` are the running sums of these."""
+    if rearrangement is None or rearrangement.is_everything or rearrangement.strategy != "sequential":
+        return [int(s.size) for s in sources]
+    return [sum(len(c) for c in _iter_bytes(s)) if _peek_gzip(s) else int(s.size) for s in sources]
+
+
+def _range_chunks(source: Source, lo: int, hi: int) -> Iterator[int | bytes]:
+    """The lines that start in ``[lo, hi)`` of an uncompressed file: first the offset of the first such
+    line, then their bytes in chunks (reading past ``hi`` to finish the last one). A line starts at 0 or
+    after a ``\\n``. Only ``[lo - 1, end of the last line)`` is read (``Source.open_at``)."""
+    at = max(lo - 1, 0)
+    fh = source.open_at(at) if source.open_at is not None else source.open()
+    try:
+        if source.open_at is None and at:  # no ranged open: skip to ``at``
+            left = at
+            while left:
+                got = fh.read(min(left, CHUNK_BYTES))
+                if not got:
+                    break
+                left -= len(got)
+        pos, chunk = at, b""
+        if lo > 0:  # the first line start at or after lo: after the first '\n' at or after lo - 1
+            while True:
+                chunk = fh.read(CHUNK_BYTES) or b""
+                if not chunk:
+                    yield pos
+                    return
+                j = chunk.find(b"\n")
+                if j >= 0:
+                    pos, chunk = pos + j + 1, chunk[j + 1 :]
+                    break
+                pos += len(chunk)
+        elif lo == 0 and hi > 0:
+            chunk = _read_at_least(fh, 2, CHUNK_BYTES)
+            if chunk[:2] == _GZIP_MAGIC:
+                raise ValueError(f"{source.key}: a gzip file cannot be read by byte range")
+        yield pos
+        if pos >= hi:
+            return
+        while True:
+            if not chunk:
+                chunk = fh.read(CHUNK_BYTES) or b""
+                if not chunk:
+                    return
+            if pos + len(chunk) >= hi:  # holds byte hi - 1: end at the first '\n' from there
+                j = chunk.find(b"\n", max(hi - 1 - pos, 0))
+                if j >= 0:
+                    yield chunk[: j + 1]
+                    return
+            yield chunk
+            pos, chunk = pos + len(chunk), b""
+    finally:
+        fh.close()
+
+
+@dataclass
+class PartInfo:
+    """What :func:`read_part` reports of one byte range of one file (stored in the part's
+    ``meta.json`` ``info``; :func:`merge_parts` reads it from there).
+
+    Positions (``rejected_positions`` in the part's table) and sample line numbers are relative to the
+    part; sample offsets are the file's. ``n_lines``: the lines of the range (the header included);
+    ``header``: the file's header line when the range holds the file's first line and the schema has one;
+    ``overflow``: the part alone had more than MAX_REJECTED_ROWS rejected rows (reading stopped; the
+    table is empty)."""
+
+    key: str
+    lo: int
+    hi: int | None
+    start: int
+    bytes_read: int
+    n_lines: int
+    n_rows: int
+    n_positions: int
+    n_records: int
+    n_rejected_total: int
+    n_rejected_selected: int
+    samples: list[dict[str, Any]] = field(default_factory=list)
+    header: str | None = None
+    overflow: bool = False
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-serialisable form."""
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> PartInfo:
+        """Inverse of :meth:`to_dict`."""
+        return cls(**{k: d[k] for k in cls.__dataclass_fields__ if k in d})
+
+
+def read_part(
+    source: Source,
+    schema: Schema,
+    rearrangement: Rearrangement | None,
+    out_dir: Path | str,
+    *,
+    total_bytes: int,
+    file_start: int,
+    lo: int = 0,
+    hi: int | None = None,
+) -> PartInfo:
+    """Read the lines of ``source`` that start in ``[lo, hi)`` (``hi`` None: the whole file, gunzipped
+    when it is gzip) into a *part*: an encoded table at ``out_dir`` with the part's own dictionaries,
+    ``rejected_positions`` relative to the part and a :class:`PartInfo` as ``info["part"]``.
+
+    The row selection depends only on absolute byte offsets (``total_bytes``: the whole input's size as
+    :func:`input_sizes` counts it; ``file_start``: this file's start in it), so parts merged in order by
+    :func:`merge_parts` make the table :func:`build_dataset` writes, byte for byte.
+
+    Raises:
+        DataError: an unreadable gzip file.
+        ValueError: a byte range of a gzip file.
+    """
+    if rearrangement is None:
+        rearrangement = Rearrangement()
+    with TableWriter(out_dir, schema.names) as writer:
+        reader = _Reader(schema, rearrangement, writer, total_bytes, limit=False)
+        header = bool(schema.has_header) and lo == 0
+        overflow = False
+        start = 0
+        try:
+            if hi is None:
+                if lo:
+                    raise ValueError("read_part: lo without hi")
+                read = reader.read_file(source, file_start)
+            else:
+                chunks = _range_chunks(source, lo, hi)
+                start = int(next(chunks))
+                body = (c for c in chunks if isinstance(c, bytes))
+                read = reader.read_stream(source.key, body, file_start, start, header)
+        except _Overflow:
+            overflow, read = True, 0
+        info = PartInfo(
+            key=source.key,
+            lo=lo,
+            hi=hi,
+            start=start,
+            bytes_read=read,
+            n_lines=reader.n_lines,
+            n_rows=0 if overflow else writer.n_rows,
+            n_positions=0 if overflow else reader.pos,
+            n_records=reader.n_records,
+            n_rejected_total=reader.n_rejected_total,
+            n_rejected_selected=reader.n_rejected_selected,
+            samples=reader.samples,
+            header=reader.headers.get(source.key),
+            overflow=overflow,
+        )
+        if overflow:
+            writer.abort()
+            with TableWriter(out_dir, schema.names) as empty:
+                empty.finish(info={"part": info.to_dict()})
+        else:
+            writer.finish(
+                rejected_positions=_concat(reader.rejected_positions),
+                files=[(source.key, 0, reader.pos)],
+                info={"part": info.to_dict()},
+            )
+    return info
+
+
+def _concat(arrays: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(arrays) if arrays else np.zeros(0, np.int64)
+
+
+class _Totals:
+    """The whole input's report, added up file by file (in-process) or part by part (merge)."""
+
+    def __init__(self, sources: Sequence[tuple[str, int]]) -> None:
+        self.sources = list(sources)
+        self.rejected: list[np.ndarray] = []
+        self.samples: list[dict[str, Any]] = []
+        self.headers: dict[str, str] = {}
+        self.files: list[tuple[str, int, int]] = []
+        self.n_records = self.n_rejected_total = self.n_rejected_selected = self.bytes_read = 0
+
+    def finish(self, writer: TableWriter, rearrangement: Rearrangement) -> DatasetInfo:
+        info = DatasetInfo(
+            n_rows=writer.n_rows,
+            n_rejected=self.n_rejected_selected,
+            data_size_bytes=sum(size for _, size in self.sources),
+            n_files=len(self.sources),
+            rejected_samples=self.samples,
+            n_rows_total=self.n_records - self.n_rejected_total,
+            n_rejected_total=self.n_rejected_total,
+            files=self.files,
+        )
+        meta = info.to_dict()
+        meta["data_bytes_read"] = self.bytes_read
+        meta["headers"] = self.headers
+        meta["rearrangement"] = rearrangement.to_dict()
+        writer.finish(rejected_positions=_concat(self.rejected), files=self.files, info=meta)
+        return info
+
+
+class PartMerger:
+    """Parts (:func:`read_part`), added in input order, merged into one encoded table at ``out_dir``:
+    dictionaries remapped, codes streamed in slices (memory stays bounded), rejected positions shifted,
+    sample line numbers shifted by the lines of the file's earlier parts, the first 10 samples kept, the
+    MAX_REJECTED_ROWS check on the running total — the table and report :func:`build_dataset` makes.
+
+    Example: ``with PartMerger(schema, r, [(key, size), ...], out) as m: m.add(part_dir); m.finish()``.
+    """
+
+    def __init__(
+        self,
+        schema: Schema,
+        rearrangement: Rearrangement | None,
+        sources: Sequence[tuple[str, int]],
+        out_dir: Path | str,
+        *,
+        slice_rows: int = 1 << 20,
+    ) -> None:
+        self.rearrangement = rearrangement if rearrangement is not None else Rearrangement()
+        self.totals = _Totals(sources)
+        self.names = list(schema.names)
+        self.writer = TableWriter(out_dir, self.names)
+        self.slice_rows = slice_rows
+        self.pos = 0
+        self._file = -1  # index in sources of the current file
+        self._file_first = 0
+        self._lines = 0  # lines of the current file's earlier parts
+        self._hi: int | None = None  # where the current file's last part stopped (None: read whole)
+
+    def __enter__(self) -> PartMerger:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.writer.__exit__(*exc)
+
+    def _next_file(self, key: str, lo: int, hi: int | None) -> None:
+        """A part of another file starts the next file (at byte 0); one of the same file continues it
+        where the previous part stopped."""
+        if self._file >= 0 and self.sources_key(self._file) == key:
+            if self._hi is None or lo != self._hi:
+                raise ValueError(f"merge_parts: part {key}@{lo} out of input order")
+            self._hi = hi
+            return
+        if self._file >= 0:
+            self.totals.files.append((self.sources_key(self._file), self._file_first, self.pos))
+        self._file += 1
+        if self._file >= len(self.totals.sources) or self.sources_key(self._file) != key or lo:
+            raise ValueError(f"merge_parts: part {key}@{lo} out of input order")
+        self._file_first, self._lines, self._hi = self.pos, 0, hi
+
+    def sources_key(self, i: int) -> str:
+        return self.totals.sources[i][0]
+
+    def add(self, part_dir: Path | str) -> PartInfo:
+        """Add the next part (its directory; it may be deleted afterwards)."""
+        table = EncodedTable.open(part_dir)
+        part = PartInfo.from_dict(table.info["part"])
+        if table.names != self.names:
+            raise ValueError(f"merge_parts: part {part.key}@{part.lo} has columns {table.names}")
+        self._next_file(part.key, part.lo, part.hi)
+        t = self.totals
+        for s in part.samples:
+            if len(t.samples) >= _SAMPLES:
+                break
+            t.samples.append({**s, "line": int(s["line"]) + self._lines})
+        t.n_rejected_total += part.n_rejected_total
+        if t.n_rejected_total > MAX_REJECTED_ROWS:  # an overflowed part always gets here
+            raise _too_many(part.key, t.samples[0] if t.samples else {})
+        if part.header is not None:
+            t.headers[part.key] = part.header
+        t.n_records += part.n_records
+        t.n_rejected_selected += part.n_rejected_selected
+        t.bytes_read += part.bytes_read
+        if len(table.rejected_positions):
+            t.rejected.append(np.asarray(table.rejected_positions, dtype=np.int64) + self.pos)
+        self.writer.append_table(table, table.n_rows, slice_rows=self.slice_rows)
+        self.pos += part.n_positions
+        self._lines += part.n_lines
+        return part
+
+    def finish(self) -> DatasetInfo:
+        """Write the merged table (atomically) and return the input's report."""
+        if self._file >= 0:
+            self.totals.files.append((self.sources_key(self._file), self._file_first, self.pos))
+        if len(self.totals.files) != len(self.totals.sources):
+            raise ValueError(
+                f"merge_parts: parts of {len(self.totals.files)} of {len(self.totals.sources)} files"
+            )
+        return self.totals.finish(self.writer, self.rearrangement)
+
+
+def merge_parts(
+    parts: Iterable[Path | str],
+    schema: Schema,
+    rearrangement: Rearrangement | None,
+    sources: Sequence[tuple[str, int]],
+    out_dir: Path | str,
+) -> DatasetInfo:
+    """Merge the part directories ``parts`` (every part of every file of ``sources`` — ``(key, object
+    size)`` in input order — in order) into one encoded table at ``out_dir`` (:class:`PartMerger`).
+
+    Raises:
+        DataError: more than 10,000 rejected rows in all (the message :func:`build_dataset` gives).
+        ValueError: parts missing or out of order.
+    """
+    with PartMerger(schema, rearrangement, sources, out_dir) as merger:
+        for part in parts:
+            merger.add(part)
+        return merger.finish()
+
+
 def build_dataset(
     sources: Sequence[Source], schema: Schema, rearrangement: Rearrangement | None, out_dir: Path | str
 ) -> DatasetInfo:
     """Parse CSV ``sources`` (in the given order) with ``schema``, keep the rows ``rearrangement``
     selects, and write them as an encoded table at ``out_dir`` (atomically).
+
+    The same reader as :func:`read_part` over each whole file, straight into one table: reading the
+    files as parts (any byte ranges) and :func:`merge_parts` gives the same bytes.
 
     Args:
         sources: the input files, already in AML's order (lexicographic key order for a prefix).
@@ -410,37 +773,21 @@ def build_dataset(
         rearrangement = Rearrangement()
     if not sources:
         raise DataError("no input data files", field="DataLocationS3")
-    sizes = [int(s.size) for s in sources]
-    if not rearrangement.is_everything and rearrangement.strategy == "sequential":
-        # the split needs the total before reading; gzip members are measured by decompressing once
-        sizes = [sum(len(c) for c in _iter_bytes(s)) if _peek_gzip(s) else int(s.size) for s in sources]
+    sizes = input_sizes(sources, rearrangement)
     total = sum(sizes)
+    totals = _Totals([(s.key, int(s.size)) for s in sources])
     with TableWriter(out_dir, schema.names) as writer:
         reader = _Reader(schema, rearrangement, writer, total)
-        files: list[tuple[str, int, int]] = []
-        read_sizes: list[int] = []
         file_start = 0
         for source, size in zip(sources, sizes, strict=True):
             first = reader.pos
-            read_sizes.append(reader.read_file(source, file_start))
-            files.append((source.key, first, reader.pos))
+            totals.bytes_read += reader.read_file(source, file_start)
+            totals.files.append((source.key, first, reader.pos))
             file_start += size
-        rejected = (
-            np.concatenate(reader.rejected_positions) if reader.rejected_positions else np.zeros(0, np.int64)
-        )
-        info = DatasetInfo(
-            n_rows=writer.n_rows,
-            n_rejected=reader.n_rejected_selected,
-            data_size_bytes=sum(int(s.size) for s in sources),
-            n_files=len(sources),
-            rejected_samples=reader.samples,
-            n_rows_total=reader.n_records - reader.n_rejected_total,
-            n_rejected_total=reader.n_rejected_total,
-            files=files,
-        )
-        meta = info.to_dict()
-        meta["data_bytes_read"] = sum(read_sizes)
-        meta["headers"] = reader.headers
-        meta["rearrangement"] = rearrangement.to_dict()
-        writer.finish(rejected_positions=rejected, files=files, info=meta)
-    return info
+        totals.rejected = reader.rejected_positions
+        totals.samples = reader.samples
+        totals.headers = reader.headers
+        totals.n_records = reader.n_records
+        totals.n_rejected_total = reader.n_rejected_total
+        totals.n_rejected_selected = reader.n_rejected_selected
+        return totals.finish(writer, rearrangement)

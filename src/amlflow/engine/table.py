@@ -272,6 +272,22 @@ class TableWriter:
         self._buffered += col.append_raw(local_dict, np.asarray(local_codes)) - before
         self._maybe_spill()
 
+    def append_table(self, table: Columns, n_rows: int, *, slice_rows: int = 1 << 20) -> None:
+        """Append the ``n_rows`` rows of ``table`` (the same columns, values already stripped): each
+        column's dictionary is remapped once and its codes are copied in slices of ``slice_rows``, so
+        memory stays bounded whatever the table's size (a part merge, :class:`~amlflow.engine.dataset.
+        PartMerger`)."""
+        if list(table.names) != self.names:
+            raise ValueError(f"append_table: columns {table.names} are not {self.names}")
+        for i, name in enumerate(self.names):
+            col = self.columns[i]
+            remap = col._remap([str(v) for v in table.dictionary(name).tolist()])
+            for a in range(0, n_rows, slice_rows):
+                codes = np.asarray(table.codes(name, a, min(a + slice_rows, n_rows)))
+                before = col.buffered_bytes
+                self._buffered += col._append_codes(remap, codes) - before
+                self._maybe_spill()
+
     def _maybe_spill(self) -> None:
         if self._buffered > self.spill_bytes:
             for c in self.columns:
