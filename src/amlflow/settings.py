@@ -16,6 +16,7 @@
 | memory_limit   | ``AMLFLOW_MEMORY_LIMIT``| half of RAM / cgroup / rlimit (``2GB``, ``512MiB``, bytes) |
 | dask_address   | ``AMLFLOW_DASK_ADDRESS``| unset (in-process), or ``tcp://scheduler:8786`` |
 | dask_training  | ``AMLFLOW_DASK_TRAINING``| ``auto`` (cluster when over the budget), ``always``, ``never`` |
+| dask_datasource | ``AMLFLOW_DASK_DATASOURCE``| ``auto`` (cluster for a large input), ``always``, ``never`` |
 
 See docs/configuration.md.
 """
@@ -68,6 +69,10 @@ class Settings(BaseSettings):
     #: over ``memory_limit`` (where the service would stream) and in-process when it fits; ``always`` trains
     #: every model on the cluster; ``never`` trains in-process (docs/scale.md, "Training on Dask")
     dask_training: Literal["auto", "always", "never"] = "auto"
+    #: with ``dask_address``: ``auto`` encodes a datasource by file and byte range on the cluster when
+    #: its input is large enough to be worth it (``dask_datasource.AUTO_MIN_BYTES``, more than one part);
+    #: ``always`` sends every datasource; ``never`` encodes in-process (docs/scale.md, "Datasources on Dask")
+    dask_datasource: Literal["auto", "always", "never"] = "auto"
 
     def resolved_database_url(self) -> str:
         """``database_url``, or the SQLite file ``<home>/state.db``."""

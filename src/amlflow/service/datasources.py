@@ -1,5 +1,6 @@
 """Datasources: CreateDataSourceFromS3 validates the schema and rearrangement at once; the job reads the
-files (``engine.build_dataset``), writes the encoded table and the data insights
+files (``engine.build_dataset``; with ``AMLFLOW_DASK_ADDRESS``, by file and byte range on the cluster:
+:mod:`amlflow.service.dask_datasource`, the same table), writes the encoded table and the data insights
 (docs/aml-reference.md §3–4).
 """
 
@@ -114,7 +115,24 @@ class DataSources(EntityOps):
             shutil.rmtree(table_dir)
         folder.mkdir(parents=True, exist_ok=True)
         try:
-            info = self.engine.build_dataset(sources, schema, rearrangement, table_dir)
+            info = None
+            if self.settings.dask_address and self.settings.dask_datasource != "never":
+                from amlflow.service import dask_datasource  # by file and byte range (docs/scale.md)
+
+                info = dask_datasource.build_on_dask(
+                    self.settings.dask_address,
+                    self.artifacts,
+                    self.storage,
+                    datasource_id=entity.id,
+                    objects=objects,
+                    schema=schema,
+                    rearrangement=rearrangement,
+                    out_dir=table_dir,
+                    when=self.settings.dask_datasource,
+                    log=ctx.log,
+                )
+            if info is None:
+                info = self.engine.build_dataset(sources, schema, rearrangement, table_dir)
         except ValueError as exc:
             if isinstance(exc, EngineError):
                 raise

@@ -4,6 +4,7 @@
 
     list(uri_prefix) -> list[ObjectInfo]     the object itself if it is one, else every object below
     open_read(uri) -> BinaryIO               a streamed, binary, readable file object (close it)
+    open_read_from(uri, offset) -> BinaryIO  the same from byte ``offset`` (Local and S3 storage; a range)
     read_bytes(uri) -> bytes
     write_atomic(uri, data_or_file)          bytes, a local file path or a binary file object; all or nothing
     exists(uri) -> bool
@@ -143,6 +144,12 @@ class LocalStorage:
             raise FileNotFoundError(f"{uri}: no such object")
         return path.open("rb")
 
+    def open_read_from(self, uri: str, offset: int) -> BinaryIO:
+        """Like :meth:`open_read`, positioned at byte ``offset`` (a ranged read)."""
+        fh = self.open_read(uri)
+        fh.seek(offset)
+        return fh
+
     def read_bytes(self, uri: str) -> bytes:
         with self.open_read(uri) as fh:
             return fh.read()
@@ -242,6 +249,22 @@ class S3Storage:
 
         try:
             body = self.client.get_object(Bucket=bucket, Key=key)["Body"]
+        except ClientError as exc:
+            if self._not_found(exc):
+                raise FileNotFoundError(f"{uri}: no such object") from None
+            raise
+        return io.BufferedReader(_Body(body), _CHUNK)
+
+    def open_read_from(self, uri: str, offset: int) -> BinaryIO:
+        """Like :meth:`open_read` from byte ``offset`` on: one GetObject with ``Range: bytes=offset-``
+        (only what is read is transferred; close it early to stop)."""
+        if offset <= 0:
+            return self.open_read(uri)
+        bucket, key = parse_s3_uri(uri)
+        from botocore.exceptions import ClientError
+
+        try:
+            body = self.client.get_object(Bucket=bucket, Key=key, Range=f"bytes={int(offset)}-")["Body"]
         except ClientError as exc:
             if self._not_found(exc):
                 raise FileNotFoundError(f"{uri}: no such object") from None

@@ -1,0 +1,182 @@
+"""The datasource job on a Dask cluster (``AMLFLOW_DASK_DATASOURCE``, issue 10): a 2-worker ``LocalCluster``
+of processes whose only store shared with the service is moto's S3, encoding a multi-file datasource by file
+and byte range. The table's files and the insights must be the in-process job's, byte for byte; a failure
+must carry the in-process message."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import boto3
+import pytest
+
+from amlflow.service import dask_datasource
+from amlflow.service.core import Service
+from amlflow.service.embedded import build_client
+from tests.server.aml_data import DATA
+from tests.service.dask_support import local_cluster, mnist_s3, s3_settings
+from tests.service.support import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
+TABLE_FILES = ("codes.bin", "dictionaries.json", "meta.json")
+#: ranges of 768 KiB: the sample's two plain files (5.5 and 3.7 MB) make 7 and 5 parts; the gzipped
+#: sample (1.06 MB) is over it, so it is recognised as gzip and read whole: 13 parts
+RANGE = 768 << 10
+
+
+def _inputs() -> dict[str, bytes]:
+    """The sample's 5,000 training rows in two plain files (CRLF in the second, two malformed rows in the
+    first), and the whole sample gzipped as a third file (read whole: gzip cannot be split)."""
+    text = gzip.decompress((DATA / "mnist-sample" / "train.csv.gz").read_bytes())
+    lines = text.splitlines(keepends=True)
+    header, rows = lines[0], lines[1:]
+    first = rows[:3000]
+    first.insert(1234, b"1,2,3\n")  # 3 fields where the schema has 785: rejected
+    first.insert(2500, b'7,"unterminated\n')
+    second = [r.replace(b"\n", b"\r\n") for r in rows[3000:]]
+    return {
+        "mnist/multi/part-1.csv": header + b"".join(first),
+        "mnist/multi/part-2.csv": header + b"".join(second),
+        "mnist/multi/part-3.csv.gz": gzip.compress(text),
+        "mnist/bad/a.csv": header + b"".join(rows[:1000]),
+        "mnist/bad/b.csv.gz": gzip.compress(text)[:5000] + b"\xff" * 64,
+    }
+
+
+@pytest.fixture
+def moto_s3(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    with mnist_s3(monkeypatch, _inputs()) as url:
+        yield url
+
+
+@pytest.fixture
+def cluster(moto_s3: str) -> Iterator[Any]:
+    with local_cluster() as c:
+        yield c
+
+
+DATASOURCES = {  # id: (rearrangement, ComputeStatistics)
+    "ds-seq": ({"splitting": {"percentBegin": 0, "percentEnd": 70}}, True),
+    "ds-rnd": (
+        {
+            "splitting": {
+                "percentBegin": 20,
+                "percentEnd": 90,
+                "strategy": "random",
+                "strategyParams": {"randomSeed": "k"},
+            }
+        },
+        True,
+    ),
+}
+
+
+def _run(service: Service, location: str, ids: dict[str, tuple[dict[str, Any], bool]]) -> dict[str, Any]:
+    ml = build_client(service, service.settings)
+    schema_text = (REPO / "schemas" / "mnist-train.csv.schema").read_text()
+    for ds_id, (split, stats) in ids.items():
+        ml.create_data_source_from_s3(
+            DataSourceId=ds_id,
+            DataSpec={
+                "DataLocationS3": location,
+                "DataSchema": schema_text,
+                "DataRearrangement": json.dumps(split),
+            },
+            ComputeStatistics=stats,
+        )
+    return {ds_id: wait_for(lambda i=ds_id: ml.get_data_source(DataSourceId=i), timeout=120) for ds_id in ids}
+
+
+def _outputs(service: Service, ds_id: str) -> dict[str, bytes]:
+    folder = service._paths("DataSource", ds_id)
+    out = {name: (folder / "table" / name).read_bytes() for name in TABLE_FILES}
+    out["insights.json"] = (folder / "insights.json").read_bytes()
+    return out
+
+
+def test_a_multi_file_datasource_on_the_cluster_is_the_in_process_one(
+    cluster: Any, moto_s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dask_datasource, "RANGE_BYTES", RANGE)
+    sizes = {k: len(v) for k, v in _inputs().items() if k.startswith("mnist/multi/")}
+    assert sizes["mnist/multi/part-3.csv.gz"] > RANGE
+    n_parts = 1 + sum(-(-n // RANGE) for k, n in sizes.items() if k.endswith(".csv"))
+    assert n_parts == 13
+    location = "s3://data/mnist/multi/"
+
+    local = Service(s3_settings(tmp_path / "local", tmp_path / "local.db"))
+    try:
+        done = _run(local, location, DATASOURCES)
+        expected = {ds_id: _outputs(local, ds_id) for ds_id in DATASOURCES}
+    finally:
+        local.shutdown(timeout=30)
+    assert all(d["Status"] == "COMPLETED" for d in done.values()), done
+
+    service = Service(
+        s3_settings(
+            tmp_path / "dask",
+            tmp_path / "dask.db",
+            dask_address=cluster.scheduler_address,
+            dask_datasource="always",
+        )
+    )
+    try:
+        got = _run(service, location, DATASOURCES)
+        outputs = {ds_id: _outputs(service, ds_id) for ds_id in DATASOURCES}
+        logs = {ds_id: service.jobs.log_path("DataSource", ds_id).read_text() for ds_id in DATASOURCES}
+    finally:
+        service.shutdown(timeout=30)
+    assert all(d["Status"] == "COMPLETED" for d in got.values()), got
+    for ds_id in DATASOURCES:
+        log = logs[ds_id]
+        assert "encoding on the Dask cluster at tcp://" in log, log
+        assert (
+            "3 file(s)" in log and f"in {n_parts} part(s)" in log and "(1 gzip file(s) read whole)" in log
+        ), log
+        assert "read on 1 host(s)" in log, log
+        for name, data in expected[ds_id].items():
+            assert outputs[ds_id][name] == data, f"{ds_id}: {name} differs from the in-process job's"
+        for key in ("NumberOfFiles", "DataSizeInBytes", "Message"):
+            assert got[ds_id].get(key) == done[ds_id].get(key), key
+    insights = json.loads(expected["ds-seq"]["insights.json"])
+    assert insights["statistics_computed"] and len(insights["attributes"]) == 784  # the target apart
+    assert [s["line"] for s in insights["rejected_samples"]] == [1236, 2502]
+
+    # the parts are gone from the artifact root (and no local copy is published with the datasource)
+    s3 = boto3.client("s3", endpoint_url=moto_s3)
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="artifacts").get("Contents", [])]
+    assert keys and not [k for k in keys if "/parts/" in k or "/.parts-" in k], keys
+
+
+def test_a_bad_gzip_fails_with_the_in_process_message(
+    cluster: Any, moto_s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(dask_datasource, "RANGE_BYTES", 256 << 10)
+    location = "s3://data/mnist/bad/"
+    split = {"bad": ({"splitting": {"percentBegin": 0, "percentEnd": 100}}, False)}
+    local = Service(s3_settings(tmp_path / "local", tmp_path / "local.db"))
+    try:
+        (failed_local,) = _run(local, location, split).values()
+    finally:
+        local.shutdown(timeout=30)
+    service = Service(
+        s3_settings(
+            tmp_path / "dask",
+            tmp_path / "dask.db",
+            dask_address=cluster.scheduler_address,
+            dask_datasource="always",
+        )
+    )
+    try:
+        (failed,) = _run(service, location, split).values()
+        log = service.jobs.log_path("DataSource", "bad").read_text()
+    finally:
+        service.shutdown(timeout=30)
+    assert failed_local["Status"] == failed["Status"] == "FAILED"
+    assert "b.csv.gz: not a valid gzip file" in failed_local["Message"], failed_local
+    assert failed["Message"] == failed_local["Message"]
+    assert "encoding on the Dask cluster at tcp://" in log, log
