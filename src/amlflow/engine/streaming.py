@@ -8,6 +8,12 @@ passes over shards elsewhere: :class:`ShardSpec` is what a shard needs besides t
 fitted builder as ``model.json`` stores it, the target's classes, the SGD configuration),
 :func:`shard_ranges` deals the table's rows to the shards and :func:`open_shard` gives a shard's rows as
 :class:`~amlflow.engine.sgd.Chunks`, built exactly as the streaming mode builds its chunks.
+
+This module holds the mode's plan and choice (:func:`plan_streaming`, ``_choose_mode``), the fit around the
+passes (``_streaming_setup``, ``_train_streaming``, ``_streaming_result`` with ``_count_quantiles``) and the
+data-parallel pieces above. The table as the learner sees it — the target (``_Target``), the row weights,
+the intercept column and the chunks themselves with their spill to disk (``_TableChunks``, ``_spill_dir``)
+— is :mod:`amlflow.engine.training_data`; those names stay importable from here.
 """
 
 from __future__ import annotations
@@ -15,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import shutil
-import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -24,7 +28,6 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
-import scipy.sparse as sp
 
 from amlflow.engine.errors import TrainingError
 from amlflow.engine.limits import (
@@ -33,18 +36,26 @@ from amlflow.engine.limits import (
 from amlflow.engine.params import TrainingParameters
 from amlflow.engine.recipe import FeatureBuilder, Recipe
 from amlflow.engine.recipe.features import FeatureBound
-from amlflow.engine.schema import Schema, numeric_view, parse_schema
-from amlflow.engine.sgd import Chunk, Chunks, Loss, SGDConfig
+from amlflow.engine.schema import Schema, parse_schema
+from amlflow.engine.sgd import Chunks, Loss, SGDConfig
 from amlflow.engine.sgd import fit as sgd_fit
 from amlflow.engine.table import Table
 from amlflow.engine.trained import (
     BYTES_PER_NONZERO,
     BYTES_PER_TOKEN_FEATURE,
     BYTES_PER_WEIGHT,
-    MAX_CLASSES,
     _codes,
     target_view,
 )
+from amlflow.engine.training_data import SPILL_BYTES_PER_NONZERO as SPILL_BYTES_PER_NONZERO
+from amlflow.engine.training_data import _check_target as _check_target
+from amlflow.engine.training_data import _entries as _entries
+from amlflow.engine.training_data import _spill_dir as _spill_dir
+from amlflow.engine.training_data import _TableChunks as _TableChunks
+from amlflow.engine.training_data import _Target as _Target
+from amlflow.engine.training_data import _target as _target
+from amlflow.engine.training_data import _weight_entries as _weight_entries
+from amlflow.engine.training_data import _with_bias as _with_bias
 
 __all__ = [
     "MIN_CHUNK_ROWS",
@@ -62,24 +73,6 @@ __all__ = [
 ]
 
 
-def _with_bias(X: sp.csr_matrix) -> sp.csr_matrix:
-    """``X`` with a constant-1 column appended (built directly on the CSR arrays)."""
-    n, f = X.shape
-    counts = np.diff(X.indptr)
-    indptr = X.indptr.astype(np.int64) + np.arange(n + 1)
-    indices = np.empty(X.nnz + n, dtype=np.int32)
-    data = np.empty(X.nnz + n, dtype=np.float32)
-    last = indptr[1:] - 1
-    keep = np.ones(X.nnz + n, dtype=bool)
-    keep[last] = False
-    indices[keep] = X.indices
-    data[keep] = X.data
-    indices[last] = f
-    data[last] = 1.0
-    del counts
-    return sp.csr_matrix((data, indices, indptr), shape=(n, f + 1))
-
-
 TrainingMode = Literal["auto", "memory", "streaming"]
 TRAINING_MODES = ("auto", "memory", "streaming")
 #: streaming: the features of one chunk are estimated at most this many bytes (fewer when the budget is small)
@@ -89,8 +82,6 @@ MIN_CHUNK_ROWS = 256
 # streaming, per chunk row: its non-zeros are held twice (the chunk, its shuffled copy) plus the builder's
 # scratch, and the row's target, weight, scores and gradient (k + 4 float64)
 STREAM_COPIES = 3
-# streaming, spilled chunk features on disk: a float32 value and an int32 column per non-zero
-SPILL_BYTES_PER_NONZERO = 8
 #: data-parallel: the table is dealt to the shards in pieces, at least this many per shard when the rows
 #: allow (pieces of at least MIN_CHUNK_ROWS rows), so that each shard's rows come from all over the table
 PIECES_PER_SHARD = 4
@@ -128,87 +119,6 @@ def plan_streaming(bound: FeatureBound, n_classes: int, budget: int) -> Streamin
     return StreamingPlan(fixed, row_bytes, rows)
 
 
-@dataclass
-class _Target:
-    """The target of the training table, per dictionary entry and per row (nothing of the table's size
-    but the valid-row mask): ``entry`` maps a dictionary entry to its value (float: nan = invalid) or class
-    index (int: -1 = invalid); ``counts`` counts each entry's rows."""
-
-    name: str
-    entry: np.ndarray
-    counts: np.ndarray
-    valid: np.ndarray
-    classes: list[str]
-
-    @property
-    def n_valid(self) -> int:
-        return int(self.valid.sum())
-
-    def entry_ok(self) -> np.ndarray:
-        ok: np.ndarray = self.entry >= 0 if self.entry.dtype.kind == "i" else ~np.isnan(self.entry)
-        return ok
-
-    def values(self, table: Table, start: int, stop: int) -> np.ndarray:
-        """Targets of the valid rows of ``[start, stop)``."""
-        got: np.ndarray = self.entry[_codes(table, self.name, start, stop)][self.valid[start:stop]]
-        return got
-
-
-def _entries(model_type: str, tview: np.ndarray, classes: Sequence[str]) -> np.ndarray:
-    """The target per dictionary entry: the class index (-1: invalid) for MULTICLASS, else the value."""
-    if model_type == "MULTICLASS":
-        index = {c: i for i, c in enumerate(classes)}
-        return np.array([index.get(v, -1) if v is not None else -1 for v in tview], dtype=np.int64)
-    return np.asarray(tview, dtype=np.float64)
-
-
-def _target(model_type: str, table: Table, target: str, batch_rows: int = 1 << 20) -> _Target:
-    """Read the target column in batches (as ``train`` always did, per dictionary entry then per row)."""
-    tview = target_view(model_type, table.dictionary(target))
-    counts = np.zeros(len(tview), dtype=np.int64)
-    for a, b in table.iter_row_batches(batch_rows):
-        counts += np.bincount(_codes(table, target, a, b), minlength=len(tview))
-    classes: list[str] = []
-    if model_type == "MULTICLASS":
-        present = np.array([v is not None for v in tview], dtype=bool)
-        names = sorted({tview[i] for i in np.flatnonzero(present & (counts > 0))})
-        if len(names) > MAX_CLASSES:
-            raise TrainingError(
-                f"{target}: {len(names)} distinct target values; "
-                f"a MULTICLASS model allows at most {MAX_CLASSES}",
-                field=target,
-            )
-        classes = names
-    else:
-        classes = ["0", "1"] if model_type == "BINARY" else []
-    entry = _entries(model_type, tview, classes)
-    ok = entry >= 0 if model_type == "MULTICLASS" else ~np.isnan(entry)
-    valid = np.empty(table.n_rows, dtype=bool)
-    for a, b in table.iter_row_batches(batch_rows):
-        valid[a:b] = ok[_codes(table, target, a, b)]
-    return _Target(target, entry, counts, valid, classes)
-
-
-def _check_target(model_type: str, tgt: _Target) -> None:
-    target = tgt.name
-    if tgt.n_valid == 0:
-        raise TrainingError(f"{target}: no training record has a valid target value", field=target)
-    used = np.flatnonzero(tgt.entry_ok() & (tgt.counts > 0))
-    if model_type == "BINARY":
-        seen = np.unique(tgt.entry[used])
-        if len(seen) < 2:
-            raise TrainingError(
-                f"{target}: every valid training record has target {int(seen[0])}; "
-                "a BINARY model needs both 0 and 1",
-                field=target,
-            )
-    elif model_type == "MULTICLASS" and len(tgt.classes) < 2:
-        raise TrainingError(
-            f"{target}: only one target class ({tgt.classes[0]!r}); a MULTICLASS model needs at least 2",
-            field=target,
-        )
-
-
 def _choose_mode(mode: str, needed: int, budget: int, plan: StreamingPlan) -> tuple[str, str]:
     """The training mode and why, for the job log."""
     est = f"in-memory estimate {format_bytes(needed)}"
@@ -221,96 +131,6 @@ def _choose_mode(mode: str, needed: int, budget: int, plan: StreamingPlan) -> tu
     if needed <= budget:
         return "memory", f"{est} within {lim}"
     return "streaming", f"{est} over {lim}; {stream}"
-
-
-class _TableChunks:
-    """The training table as :class:`amlflow.engine.sgd.Chunks`: features of ``chunk_rows`` rows at a time
-    built with the fitted builder (valid rows only, the constant-1 column last), their targets and weights.
-
-    With a ``spill`` directory, each chunk is written there (plain ``.npy`` arrays) the first time it is
-    built and read back on later passes instead of being built again; without one every pass builds it."""
-
-    def __init__(
-        self,
-        table: Table,
-        builder: FeatureBuilder,
-        tgt: _Target,
-        chunk_rows: int,
-        model_type: str,
-        center: float,
-        weight: tuple[str, np.ndarray, float] | None,
-        spill: Path | None = None,
-        ranges: Sequence[tuple[int, int]] | None = None,
-    ) -> None:
-        self.table = table
-        self.builder = builder
-        self.enc = builder.encoder(table)
-        self.tgt = tgt
-        self.ranges = list(table.iter_row_batches(chunk_rows)) if ranges is None else list(ranges)
-        self.model_type = model_type
-        self.center = center
-        self.weight = weight  # (attribute, weight per dictionary entry, the largest weight)
-        self.spill = spill
-        self.spilled: set[int] = set()
-        self.kept: Chunk | None = None
-
-    def __len__(self) -> int:
-        return len(self.ranges)
-
-    def chunk(self, i: int) -> Chunk:
-        if self.kept is not None:  # a single chunk: held between passes (no more memory than within one)
-            return self.kept
-        if i in self.spilled:
-            return self._read(i)
-        a, b = self.ranges[i]
-        sel = self.tgt.valid[a:b]
-        X = self.builder.transform(self.table, a, b, _dicts=self.enc)
-        X = _with_bias(X if sel.all() else X[sel])
-        y = self.tgt.values(self.table, a, b)
-        if self.model_type == "REGRESSION":
-            y = y - self.center
-        w = None
-        if self.weight is not None:
-            name, per_entry, top = self.weight
-            w = per_entry[_codes(self.table, name, a, b)][sel] / top
-        out = Chunk(X, y, w)
-        if len(self.ranges) == 1:
-            self.kept = out
-        elif self.spill is not None:
-            self._write(i, X, y, w)
-        return out
-
-    def _arrays(self, i: int) -> dict[str, Path]:
-        assert self.spill is not None
-        return {k: self.spill / f"{i}.{k}.npy" for k in ("data", "indices", "indptr", "y", "w")}
-
-    def _write(self, i: int, X: sp.csr_matrix, y: np.ndarray, w: np.ndarray | None) -> None:
-        paths = self._arrays(i)
-        for key, arr in (("data", X.data), ("indices", X.indices), ("indptr", X.indptr), ("y", y), ("w", w)):
-            if arr is not None:
-                np.save(paths[key], arr, allow_pickle=False)
-        self.spilled.add(i)
-
-    def _read(self, i: int) -> Chunk:
-        paths = self._arrays(i)
-        indptr = np.load(paths["indptr"], allow_pickle=False)
-        X = sp.csr_matrix(
-            (
-                np.load(paths["data"], allow_pickle=False),
-                np.load(paths["indices"], allow_pickle=False),
-                indptr,
-            ),
-            shape=(len(indptr) - 1, self.builder.n_features + 1),
-        )
-        w = np.load(paths["w"], allow_pickle=False) if paths["w"].exists() else None
-        return Chunk(X, np.load(paths["y"], allow_pickle=False), w)
-
-
-def _weight_entries(table: Table, schema: Schema) -> tuple[str, np.ndarray] | None:
-    if schema.row_weight is None or schema.row_weight not in table.names:
-        return None
-    wv = numeric_view(table.dictionary(schema.row_weight))
-    return schema.row_weight, np.where(np.isnan(wv) | (wv < 0), 1.0, wv)
 
 
 def _count_quantiles(values: np.ndarray, counts: np.ndarray, qs: Sequence[float]) -> list[float]:
@@ -327,36 +147,6 @@ def _count_quantiles(values: np.ndarray, counts: np.ndarray, qs: Sequence[float]
         b = float(v[np.searchsorted(ends, min(lo + 1, n - 1), side="right")])
         out.append(a + (h - lo) * (b - a))
     return out
-
-
-def _spill_dir(
-    stack: contextlib.ExitStack[Any],
-    bound: FeatureBound,
-    *,
-    n_classes: int,
-    passes: int,
-    chunk_rows: int,
-    scratch: Path | str | None,
-    say: Callable[[str], None],
-) -> Path | None:
-    """A temporary directory (removed with ``stack``) to keep the chunks' features between passes, when
-    there is more than one pass and the disk under ``scratch`` (None: the system's temporary directory) has
-    twice the room the features need; otherwise None (every pass builds them again; a single chunk is kept in
-    memory)."""
-    if passes < 2 or bound.rows <= chunk_rows:
-        return None
-    need = (bound.nonzeros + bound.rows) * SPILL_BYTES_PER_NONZERO + bound.rows * 8 * (n_classes + 2)
-    where = Path(scratch) if scratch is not None else Path(tempfile.gettempdir())
-    try:
-        free = shutil.disk_usage(where).free
-    except OSError:
-        free = 0
-    if free < 2 * need:
-        say(f"streaming: chunk features rebuilt every pass (~{format_bytes(need)} would not fit on disk)")
-        return None
-    path = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=".amlflow-stream-", dir=where)))
-    say(f"streaming: chunk features kept on disk between passes (~{format_bytes(need)})")
-    return path
 
 
 @dataclass
