@@ -100,6 +100,7 @@ class DatasetInfo:
 _GZIP_MAGIC = b"\x1f\x8b"
 CHUNK_BYTES = 8 << 20
 _SAMPLES = 10
+_TAIL_READ = 64 << 10  # read size past the end of a byte range, looking for its last line's end
 # one field, as pyarrow reads it: quoted ("" = a quote; after the closing quote, text up to the comma) or
 # not (a quote inside is literal). Possessive/atomic, so a bad 100 KB line fails in linear time.
 _FIELD = rb'(?>"(?:[^"]|"")*+"[^,]*+|[^,"][^,]*+|)'
@@ -483,8 +484,9 @@ def _range_chunks(source: Source, lo: int, hi: int) -> Iterator[int | bytes]:
         if pos >= hi:
             return
         while True:
-            if not chunk:
-                chunk = fh.read(CHUNK_BYTES) or b""
+            if not chunk:  # up to hi, then small reads to the end of the last line: little read past it
+                want = hi - pos if 0 < hi - pos < CHUNK_BYTES else CHUNK_BYTES
+                chunk = fh.read(want if pos < hi else min(CHUNK_BYTES, _TAIL_READ)) or b""
                 if not chunk:
                     return
             if pos + len(chunk) >= hi:  # holds byte hi - 1: end at the first '\n' from there
