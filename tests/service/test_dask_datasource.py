@@ -180,3 +180,56 @@ def test_a_bad_gzip_fails_with_the_in_process_message(
     assert "b.csv.gz: not a valid gzip file" in failed_local["Message"], failed_local
     assert failed["Message"] == failed_local["Message"]
     assert "encoding on the Dask cluster at tcp://" in log, log
+
+
+def test_auto_keeps_a_small_input_in_process_and_says_why(tmp_path: Path) -> None:
+    """``auto`` under AUTO_MIN_BYTES and ``never`` return None before any cluster is needed (the address is
+    not even reachable), and the log gives the reason."""
+    from amlflow.engine.rearrange import Rearrangement
+    from amlflow.engine.schema import parse_schema
+    from amlflow.service.artifacts import Artifacts
+    from amlflow.storage import LocalStorage
+
+    storage = LocalStorage(tmp_path / "s3")
+    storage.write_atomic("s3://data/a.csv", b"x\n1\n2\n")
+    objects = storage.list("s3://data/a.csv")
+    schema = parse_schema(
+        json.dumps(
+            {
+                "dataFileContainsHeader": True,
+                "attributes": [{"attributeName": "x", "attributeType": "NUMERIC"}],
+            }
+        )
+    )
+    lines: list[str] = []
+    for when in ("auto", "never"):
+        got = dask_datasource.build_on_dask(
+            "tcp://127.0.0.1:9",
+            Artifacts(tmp_path / "home", None, None),
+            storage,
+            datasource_id="ds",
+            objects=objects,
+            schema=schema,
+            rearrangement=Rearrangement(),
+            out_dir=tmp_path / "t",
+            when=when,
+            log=lines.append,
+        )
+        assert got is None
+    assert lines == [
+        "encoding on Dask: no (AMLFLOW_DASK_DATASOURCE=auto and the input's 6 bytes are under "
+        f"{dask_datasource.AUTO_MIN_BYTES:,})"
+    ]
+    assert not (tmp_path / "t").exists()
+
+
+def test_plan_parts_cuts_big_plain_files_only() -> None:
+    from amlflow.storage import ObjectInfo
+
+    objects = [
+        ObjectInfo("s3://d/a", "a", 10),
+        ObjectInfo("s3://d/b", "b", 25),
+        ObjectInfo("s3://d/c", "c", 99),
+    ]
+    plan = dask_datasource.plan_parts(objects, [False, False, True], range_bytes=10)
+    assert plan == [(0, 0, None), (1, 0, 8), (1, 8, 16), (1, 16, 25), (2, 0, None)]
