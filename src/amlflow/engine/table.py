@@ -163,6 +163,21 @@ class _ColumnWriter:
             out[j] = code
         return out
 
+    def _remap_stripped(self, local_values: list[str]) -> np.ndarray:
+        """:meth:`_remap` for values already stripped (another table's dictionary): one lookup each."""
+        get = self.index.get
+        found = [get(v) for v in local_values]
+        if None in found:
+            for j, code in enumerate(found):
+                if code is None:
+                    v = local_values[j]
+                    code = self.index.get(v)  # a value repeated within local_values
+                    if code is None:
+                        code = self.index[v] = len(self.values)
+                        self.values.append(v)
+                    found[j] = code
+        return np.asarray(found, dtype=np.int64).reshape(len(local_values))
+
     def append_raw(self, local_dict: pa.Array, local_codes: np.ndarray) -> int:
         """Like :meth:`append` for a batch dictionary of raw (binary, unstripped) values: values seen
         before are looked up by pyarrow in one call; only new ones go through Python."""
@@ -281,7 +296,7 @@ class TableWriter:
             raise ValueError(f"append_table: columns {table.names} are not {self.names}")
         for i, name in enumerate(self.names):
             col = self.columns[i]
-            remap = col._remap([str(v) for v in table.dictionary(name).tolist()])
+            remap = col._remap_stripped([str(v) for v in table.dictionary(name).tolist()])
             for a in range(0, n_rows, slice_rows):
                 codes = np.asarray(table.codes(name, a, min(a + slice_rows, n_rows)))
                 before = col.buffered_bytes
