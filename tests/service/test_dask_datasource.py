@@ -233,3 +233,60 @@ def test_plan_parts_cuts_big_plain_files_only() -> None:
     ]
     plan = dask_datasource.plan_parts(objects, [False, False, True], range_bytes=10)
     assert plan == [(0, 0, None), (1, 0, 8), (1, 8, 16), (1, 16, 25), (2, 0, None)]
+
+
+def test_read_range_writes_its_part_under_the_datasource_and_reports_failures_as_data(tmp_path: Path) -> None:
+    """The worker function itself (called here, as a worker would): its part lands in the artifact root
+    under the datasource's folder; a missing object and a bad gzip come back as the in-process errors."""
+    from amlflow.engine.dataset import Source, build_dataset
+    from amlflow.engine.errors import DataError
+    from amlflow.engine.schema import parse_schema
+    from amlflow.storage import LocalStorage
+
+    storage = LocalStorage(tmp_path / "s3")
+    data = b"x,y\n" + b"".join(b"%d,v%d\n" % (i, i % 3) for i in range(100))
+    storage.write_atomic("s3://data/a.csv", data)
+    storage.write_atomic("s3://data/b.gz", gzip.compress(data)[:40] + b"\xff" * 40)
+    schema = parse_schema(
+        json.dumps(
+            {
+                "dataFileContainsHeader": True,
+                "attributes": [{"attributeName": n, "attributeType": "CATEGORICAL"} for n in "xy"],
+            }
+        )
+    )
+    root = str(tmp_path / "artifacts")
+    common = (schema.to_json(), json.dumps({"splitting": {"percentBegin": 0, "percentEnd": 100}}))
+
+    def call(uri: str, key: str, size: int, lo: int, hi: int | None) -> dict[str, Any]:
+        return dask_datasource.read_range(
+            root, str(storage.root), "ds-1", "tok", 3, uri, key, size, lo, hi, *common, size, 0
+        )
+
+    got = call("s3://data/a.csv", "a.csv", len(data), 10, 200)
+    assert "error" not in got and got["index"] == 3
+    part = Path(dask_datasource._parts_prefix(root, "ds-1", "tok")) / "000003"
+    meta = json.loads((part / "meta.json").read_text())
+    assert part.is_relative_to(tmp_path / "artifacts" / "datasources")
+    first = data.index(b"\n", 9) + 1  # the first line starting at or after byte 10
+    assert meta["info"]["part"]["start"] == first and meta["n_rows"] == got["rows"] > 0
+
+    missing = call("s3://data/gone.csv", "gone.csv", 10, 0, None)
+    with pytest.raises(FileNotFoundError) as exc:
+        dask_datasource._raise_part_error(missing)
+    with pytest.raises(FileNotFoundError) as local_exc:
+        storage.open_read("s3://data/gone.csv")
+    assert str(exc.value) == str(local_exc.value)
+
+    bad_size = storage.list("s3://data/b.gz")[0].size
+    bad = call("s3://data/b.gz", "b.gz", bad_size, 0, None)
+    with pytest.raises(DataError) as exc_bad:
+        dask_datasource._raise_part_error(bad)
+    with pytest.raises(DataError) as in_process:
+        build_dataset(
+            [Source("b.gz", bad_size, lambda: storage.open_read("s3://data/b.gz"))],
+            schema,
+            None,
+            tmp_path / "t",
+        )
+    assert str(exc_bad.value) == str(in_process.value)
