@@ -30,9 +30,7 @@ from typing import Any, Literal
 import numpy as np
 
 from amlflow.engine.errors import TrainingError
-from amlflow.engine.limits import (
-    format_bytes,
-)
+from amlflow.engine.limits import format_bytes
 from amlflow.engine.params import TrainingParameters
 from amlflow.engine.recipe import FeatureBuilder, Recipe
 from amlflow.engine.recipe.features import FeatureBound
