@@ -43,7 +43,7 @@ checks, and what every fit ends with (pruning, the training summary). The in-mem
 scikit-learn fits, the training matrix, :func:`estimate_training_bytes` — is
 :mod:`amlflow.engine.train_memory`; the streaming mode :mod:`amlflow.engine.streaming` (its chunks:
 :mod:`amlflow.engine.training_data`); the trained model, its files and scoring :mod:`amlflow.engine.trained`.
-Every name importable from here before these splits still is.
+Every name defined or exported here before these splits still is importable from here (re-exported).
 """
 
 from __future__ import annotations
