@@ -3,14 +3,23 @@ report as the exact path, batch by batch (engine/evaluation_bounded.py)."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from amlflow.engine.evaluation import evaluate
-from amlflow.engine.evaluation_bounded import AUC_BINS
+from amlflow.engine.evaluation_bounded import (
+    AUC_BINS,
+    BoundedPlan,
+    accumulate,
+    merge,
+    new_accumulator,
+    pack,
+)
 from amlflow.engine.model import TrainedModel, train
 from amlflow.engine.params import parse_parameters
 from amlflow.engine.recipe import parse_recipe
@@ -84,3 +93,71 @@ def test_regression_two_passes_give_the_exact_histograms() -> None:
     assert ev_b["quantiles"] == pytest.approx(ev_e["quantiles"])
     assert ev_b["mean"] == pytest.approx(ev_e["mean"], rel=1e-12)
     assert ev_b["std"] == pytest.approx(ev_e["std"], rel=1e-9)
+
+
+def _same(a: dict[str, Any], b: dict[str, Any], *, float_rel: float = 0.0) -> None:
+    assert set(a) == set(b)
+    for key in a:
+        if isinstance(a[key], float):
+            assert a[key] == pytest.approx(b[key], rel=float_rel, abs=0.0), key
+        else:
+            assert np.array_equal(a[key], b[key]), key
+
+
+@pytest.mark.parametrize(
+    ("model_type", "csv", "schema_file"),
+    [
+        ("MULTICLASS", "data/mnist-sample/train.csv.gz", "mnist-train.csv.schema"),
+        ("BINARY", "data/wine/winequality-red-comma.csv", "wine-binary.csv.schema"),
+        ("REGRESSION", "data/wine/winequality-red-comma.csv", "wine-regression.csv.schema"),
+    ],
+)
+def test_merged_partitions_are_the_one_pass_accumulator(model_type: str, csv: str, schema_file: str) -> None:
+    """Partition accumulators (plain and packed) merged in order = one pass over every row, for several
+    splits: counts equal, REGRESSION's float sum of squares to rounding."""
+    recipe = "mnist.recipe.json" if model_type == "MULTICLASS" else "wine.recipe.json"
+    model, te, _ = _case(csv, schema_file, recipe, model_type)
+    n = te.n_rows
+    if model_type == "MULTICLASS":
+        plans = [BoundedPlan(model_type, labels=tuple(sorted(set(model.classes) | {"0", "1"})))]
+    elif model_type == "BINARY":
+        plans = [
+            BoundedPlan(
+                model_type,
+                threshold=0.3,
+                thresholds=tuple(float(t) for t in np.round(np.linspace(0, 1, 101), 2)),
+                edges=tuple(float(e) for e in np.linspace(0, 1, 21)),
+            )
+        ]
+    else:
+        r_edges = tuple(float(e) for e in np.linspace(-6, 6, 21))
+        s_edges = tuple(float(e) for e in np.linspace(0, 12, 21))  # wine quality 3..8
+        plans = [
+            BoundedPlan(model_type),
+            BoundedPlan(model_type, regression_pass=2, residual_edges=r_edges, score_edges=s_edges),
+        ]
+    rng = np.random.default_rng(0)
+    splits = [
+        [0, n],
+        [0, 1, n],
+        [0, n // 2, n],
+        [0, *sorted(rng.choice(np.arange(1, n), 6, replace=False)), n],
+    ]
+    for plan in plans:
+        whole = accumulate(model, te, plan, batch_rows=37)
+        if plan.model_type != "REGRESSION" or plan.regression_pass == 2:  # counts of every row
+            key = {"MULTICLASS": "cm", "BINARY": "totals", "REGRESSION": "s_hist"}[plan.model_type]
+            assert int(np.sum(whole[key])) == n, key
+        for cuts in splits:
+            parts = [accumulate(model, te, plan, a, b, batch_rows=37) for a, b in itertools.pairwise(cuts)]
+            _same(merge(new_accumulator(plan), parts), whole, float_rel=1e-12)
+            packed = [pack(p) for p in parts]
+            if model_type == "BINARY":  # the bins travel as their nonzero entries
+                assert all(isinstance(p["pos_bins"], tuple) for p in packed)
+                assert sum(len(p["pos_bins"][0]) + len(p["neg_bins"][0]) for p in packed) <= n
+            _same(merge(new_accumulator(plan), packed), whole, float_rel=1e-12)
+        # one batch per row or all rows in one batch: the same counts
+        _same(accumulate(model, te, plan, batch_rows=n), whole, float_rel=1e-12)
+    if model_type == "REGRESSION":
+        first = accumulate(model, te, plans[0])
+        assert first["s_lo"] < first["s_hi"] and first["r_max"] > 0 and first["sq"] > 0

@@ -30,6 +30,9 @@ REPO = Path(__file__).resolve().parents[2]
 #: line for each) at positions 199 and 300 of the first file, on either side of a partition boundary
 FIRST_FILE_ROWS = 600
 BAD_POSITIONS = (199, 300)
+#: a memory budget a quarter of which is below the exact scores of the sample's 300 evaluation rows
+#: (MNIST: 8 B x 13 x 3 = 312 B a row) and of wine's 480: the evaluations take the bounded path
+BOUNDED_BUDGET = 64 * 1024
 
 
 def _batch_files() -> tuple[bytes, bytes]:
@@ -191,6 +194,36 @@ def test_dask_batch_and_evaluation_match_in_process(
     }
     assert manifest == expected and len(manifest) == 2, manifest
 
+    # 3. bounded memory (a budget a quarter of which the 300 rows' exact scores exceed): the in-process
+    # bounded evaluation, then the workers' confusion counts merged by the service: the same report
+    bounded = {}
+    for name, address in (("bounded-local", None), ("bounded-dask", cluster.scheduler_address)):
+        svc = Service(_settings(tmp_path / name, db, dask_address=address, memory_limit=BOUNDED_BUDGET))
+        ml = build_client(svc, svc.settings)
+        try:
+            ml.create_evaluation(EvaluationId=f"ev-{name}", MLModelId="ml", EvaluationDataSourceId="ds-eval")
+            got = wait_for(lambda: ml.get_evaluation(EvaluationId=f"ev-{name}"), timeout=120)  # noqa: B023
+            assert got["Status"] == "COMPLETED", got
+            log = svc.jobs.log_path("Evaluation", f"ev-{name}").read_text()
+            bounded[name] = (got["PerformanceMetrics"], svc.get_evaluation_report(f"ev-{name}"), log)
+        finally:
+            svc.shutdown(timeout=30)
+    (m_local, r_local, log_local), (m_dask, r_dask, log_dask) = (
+        bounded["bounded-local"],
+        bounded["bounded-dask"],
+    )
+    assert "evaluation mode: bounded (" in log_local and "evaluation mode: bounded (" in log_dask, log_dask
+    assert "evaluation accumulators on the Dask cluster at tcp://" in log_dask, log_dask
+    assert f"{-(-eval_rows // 100)} partition(s)" in log_dask, log_dask
+    assert "scoring on the Dask cluster" not in log_dask, log_dask  # no score left the workers
+    assert r_dask["evaluation_mode"] == r_local["evaluation_mode"] == "bounded"
+    assert m_dask == m_local == ev_local["PerformanceMetrics"]  # MULTICLASS: exact in every mode
+    assert r_dask == r_local
+    assert {k: v for k, v in r_dask.items() if k != "evaluation_mode"} == {
+        k: v for k, v in report_local.items() if k != "evaluation_mode"
+    }
+    assert "evaluation mode: exact (" in logs["Evaluation"], logs["Evaluation"]
+
     # the workers read the model and the tables from S3 into their own caches, not the service's homes
     from distributed import Client
 
@@ -201,6 +234,107 @@ def test_dask_batch_and_evaluation_match_in_process(
     for home, folders in fetched:
         assert not home.startswith(str(tmp_path)), home
         assert set(folders) <= {"models", "datasources"} and "datasources" in folders, folders
+
+
+def _wine_files() -> dict[str, bytes]:
+    """Red wine for a REGRESSION model (``quality``) and a BINARY one (``good``: quality >= 7)."""
+    text = (REPO / "data" / "wine" / "winequality-red-comma.csv").read_text()
+    header, *rows = text.splitlines()
+    binary = [header.replace(',"quality"', ',"good"')] + [
+        f"{r.rsplit(',', 1)[0]},{int(int(r.rsplit(',', 1)[1]) >= 7)}" for r in rows if r
+    ]
+    return {"wine/regression.csv": text.encode(), "wine/binary.csv": ("\n".join(binary) + "\n").encode()}
+
+
+def test_dask_bounded_evaluation_binary_and_regression(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """BINARY's logit bins (sent as their nonzero entries) and REGRESSION's two rounds merged from the
+    workers' partitions: the in-process bounded report, the AUC within the bins' bound of the exact one."""
+    monkeypatch.setattr(dask_jobs, "MIN_PARTITION_ROWS", 100)
+    monkeypatch.setattr(dask_jobs, "MAX_PARTITION_ROWS", 100)
+    db = tmp_path / "state.db"
+    cases = {"BINARY": "wine-binary.csv.schema", "REGRESSION": "wine-regression.csv.schema"}
+    with mnist_s3(monkeypatch, _wine_files()), local_cluster() as cluster:
+        local = Service(_settings(tmp_path / "local", db))
+        ml = build_client(local, local.settings)
+        try:
+            for mt, schema_file in cases.items():
+                schema = (REPO / "schemas" / schema_file).read_text()
+                location = f"s3://data/wine/{mt.lower()}.csv"
+                for ds_id, split in ((f"tr-{mt}", (0, 70)), (f"ev-{mt}", (70, 100))):
+                    ml.create_data_source_from_s3(
+                        DataSourceId=ds_id,
+                        DataSpec={
+                            "DataLocationS3": location,
+                            "DataSchema": schema,
+                            "DataRearrangement": json.dumps(
+                                {"splitting": {"percentBegin": split[0], "percentEnd": split[1]}}
+                            ),
+                        },
+                        ComputeStatistics=ds_id.startswith("tr-"),
+                    )
+                ml.create_ml_model(
+                    MLModelId=f"ml-{mt}",
+                    MLModelType=mt,
+                    TrainingDataSourceId=f"tr-{mt}",
+                    Recipe=(REPO / "recipes" / "wine.recipe.json").read_text(),
+                    Parameters={"sgd.maxPasses": "5"},
+                )
+                ml.create_evaluation(
+                    EvaluationId=f"exact-{mt}", MLModelId=f"ml-{mt}", EvaluationDataSourceId=f"ev-{mt}"
+                )
+            exact = {}
+            for mt in cases:
+                got = wait_for(lambda: ml.get_evaluation(EvaluationId=f"exact-{mt}"), timeout=120)  # noqa: B023
+                assert got["Status"] == "COMPLETED", got
+                exact[mt] = (
+                    got["PerformanceMetrics"]["Properties"],
+                    local.get_evaluation_report(f"exact-{mt}"),
+                )
+        finally:
+            local.shutdown(timeout=30)
+
+        runs: dict[str, dict[str, Any]] = {}
+        for name, address in (("local", None), ("dask", cluster.scheduler_address)):
+            svc = Service(_settings(tmp_path / name, db, dask_address=address, memory_limit=BOUNDED_BUDGET))
+            ml = build_client(svc, svc.settings)
+            try:
+                for mt in cases:
+                    ml.create_evaluation(
+                        EvaluationId=f"{name}-{mt}", MLModelId=f"ml-{mt}", EvaluationDataSourceId=f"ev-{mt}"
+                    )
+                for mt in cases:
+                    got = wait_for(lambda: ml.get_evaluation(EvaluationId=f"{name}-{mt}"), timeout=120)  # noqa: B023
+                    assert got["Status"] == "COMPLETED", got
+                    runs.setdefault(name, {})[mt] = (
+                        got["PerformanceMetrics"]["Properties"],
+                        svc.get_evaluation_report(f"{name}-{mt}"),
+                        svc.jobs.log_path("Evaluation", f"{name}-{mt}").read_text(),
+                    )
+            finally:
+                svc.shutdown(timeout=30)
+
+    # BINARY: every count merged from integers, so the in-process bounded report; AUC within the bins
+    (p_local, r_local, _), (p_dask, r_dask, log) = runs["local"]["BINARY"], runs["dask"]["BINARY"]
+    assert "evaluation mode: bounded (" in log and "evaluation accumulators on the Dask cluster" in log, log
+    assert r_dask["evaluation_mode"] == "bounded" and r_dask == r_local
+    assert p_dask == p_local
+    p_exact, r_exact = exact["BINARY"]
+    assert r_exact["evaluation_mode"] == "exact"
+    assert abs(float(p_dask["BinaryAUC"]) - float(p_exact["BinaryAUC"])) < 1e-4, (p_dask, p_exact)
+    for key in ("confusion_matrix", "threshold_table", "score_histogram", "target_distribution"):
+        assert r_dask[key] == r_exact[key], key
+
+    # REGRESSION: two rounds (the second on the merged extremes); the same histograms, the RMSE to 1e-12
+    (p_local, r_local, _), (p_dask, r_dask, log) = runs["local"]["REGRESSION"], runs["dask"]["REGRESSION"]
+    assert "(pass 1) on the Dask cluster" in log and "(pass 2) on the Dask cluster" in log, log
+    assert r_dask["evaluation_mode"] == "bounded"
+    assert float(p_dask["RegressionRMSE"]) == pytest.approx(float(p_local["RegressionRMSE"]), rel=1e-12)
+    for key in ("residual_histogram", "score_histogram"):
+        assert r_dask[key]["counts"] == r_local[key]["counts"], key
+        assert r_dask[key]["edges"] == pytest.approx(r_local[key]["edges"], rel=1e-12), key
+    assert r_dask["target_distribution"] == r_local["target_distribution"]
 
 
 def _worker_cache() -> tuple[str, list[str]] | None:

@@ -23,13 +23,13 @@ from typing import Any
 import numpy as np
 
 from amlflow.engine.errors import DataError
-from amlflow.engine.evaluation_bounded import bounded_evaluation
+from amlflow.engine.evaluation_bounded import Partials, bounded_evaluation, usable_entries
 from amlflow.engine.limits import default_memory_budget
 from amlflow.engine.model import TrainedModel, target_view
 from amlflow.engine.schema import Schema, parse_schema
 from amlflow.engine.table import Table
 
-__all__ = ["ALERTS", "METRICS", "EvaluationResult", "evaluate", "exact_evaluation_bytes"]
+__all__ = ["ALERTS", "METRICS", "EvaluationResult", "evaluate", "evaluation_mode", "exact_evaluation_bytes"]
 
 METRICS = {"BINARY": "BinaryAUC", "MULTICLASS": "MulticlassAvgFScore", "REGRESSION": "RegressionRMSE"}
 ALERTS = (
@@ -187,6 +187,23 @@ def exact_evaluation_bytes(model_type: str, n_classes: int, n_rows: int) -> int:
     return n_rows * 8 * (k + 3) * 3
 
 
+def evaluation_mode(model_type: str, n_classes: int, n_eval: int, budget: int) -> tuple[str, str]:
+    """``("exact" | "bounded", why)``: the exact path unless its scores
+    (:func:`exact_evaluation_bytes`) would take more than a quarter of ``budget`` bytes."""
+    need = exact_evaluation_bytes(model_type, n_classes, n_eval)
+    share = budget // 4
+    mb = 1 << 20
+    if need > share:
+        return "bounded", (
+            f"the exact scores of {n_eval:,} rows would take {need / mb:,.1f} MB, more than a quarter of "
+            f"the memory budget ({budget / mb:,.0f} MB): accumulators batch by batch"
+        )
+    return "exact", (
+        f"the exact scores of {n_eval:,} rows take {need / mb:,.1f} MB, within a quarter of the memory "
+        f"budget ({budget / mb:,.0f} MB)"
+    )
+
+
 def evaluate(
     model: TrainedModel,
     table: Table,
@@ -209,7 +226,9 @@ def evaluate(
     ``memory_budget`` (bytes; None: :func:`amlflow.engine.limits.default_memory_budget`): when the exact
     path's scores (:func:`exact_evaluation_bytes`) would take more than a quarter of it, the evaluation is
     computed batch by batch in bounded memory (:mod:`amlflow.engine.evaluation_bounded`; the report says
-    ``"evaluation_mode": "bounded"``).
+    ``"evaluation_mode": "bounded"``). A model with a ``bounded_partials`` attribute (a
+    :data:`~amlflow.engine.evaluation_bounded.Partials`: the service's model on a Dask cluster) computes
+    the bounded path's merged accumulators itself, e.g. partition by partition elsewhere.
 
     Raises:
         DataError: the table has no column for the model's target, or the metric is undefined on it.
@@ -224,10 +243,7 @@ def evaluate(
             field="targetAttributeName",
         )
     tview = target_view(mt, table.dictionary(target))
-    if mt == "MULTICLASS":
-        entry_ok = np.array([v is not None for v in tview], dtype=bool)
-    else:
-        entry_ok = ~np.isnan(tview.astype(np.float64))
+    entry_ok = usable_entries(mt, tview)
     entry_counts = np.zeros(len(tview), dtype=np.int64)
     for a, b in table.iter_row_batches(1 << 20):
         entry_counts += np.bincount(
@@ -246,7 +262,8 @@ def evaluate(
         "n_invalid": n_invalid,
     }
     budget = memory_budget if memory_budget is not None else default_memory_budget()
-    if exact_evaluation_bytes(mt, len(model.classes), n_eval) > budget // 4:
+    if evaluation_mode(mt, len(model.classes), n_eval, budget)[0] == "bounded":
+        partials: Partials | None = getattr(model, "bounded_partials", None)
         threshold = float(info.get("score_threshold", 0.5))
         value, parts, eval_dist = bounded_evaluation(
             model,
@@ -261,6 +278,7 @@ def evaluate(
             threshold=threshold,
             thresholds=np.round(np.linspace(0.0, 1.0, N_THRESHOLDS), 2),
             histogram_bins=HISTOGRAM_BINS,
+            partials=partials,
         )
         if math.isnan(value):  # BINARY with one class: as the exact path says it
             only = int(tview[entry_ok & (entry_counts > 0)][0])

@@ -19,13 +19,29 @@ each batch and keeps only what the report needs:
   histograms on those edges. The baseline and the target distribution come from the target's dictionary
   and its counts (no scoring).
 
+The work is in three mergeable steps, so that any split of the rows gives the same report (the service
+runs the first on Dask workers, one per partition, and the other two itself):
+
+1. :func:`accumulate` — the accumulator of rows ``[start, stop)`` for a :class:`BoundedPlan` (plain data:
+   what the pass needs to know beyond the model and the table);
+2. :func:`merge` — partial accumulators added into one (counts and sums added, extremes min/max'd; a
+   :func:`pack`'ed partial, BINARY's bins as their nonzero entries, merges as its dense form);
+3. the finish inside :func:`bounded_evaluation` — the metric, report entries and distribution from the
+   merged accumulator.
+
+Every count is an integer, so merged counts are the one-pass counts whatever the split; REGRESSION's sum
+of squared residuals is a float sum whose order follows the split (equal to the last bits, 1e-15 relative).
+In-process the accumulator of the whole table is one :func:`accumulate` call, batch after batch.
+
 Memory: one batch of scores plus the accumulators (16 MB for BINARY's bins), whatever the number of rows.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -33,8 +49,22 @@ import numpy as np
 from amlflow.engine.schema import Schema
 from amlflow.engine.streaming import _count_quantiles
 from amlflow.engine.table import Table
+from amlflow.engine.trained import target_view
 
-__all__ = ["AUC_BINS", "BATCH_ROWS", "LOGIT_RANGE", "bounded_evaluation"]
+__all__ = [
+    "AUC_BINS",
+    "BATCH_ROWS",
+    "LOGIT_RANGE",
+    "Accumulator",
+    "BoundedPlan",
+    "Partials",
+    "accumulate",
+    "bounded_evaluation",
+    "merge",
+    "new_accumulator",
+    "pack",
+    "usable_entries",
+]
 
 #: rows scored at a time
 BATCH_ROWS = 50_000
@@ -42,13 +72,64 @@ BATCH_ROWS = 50_000
 AUC_BINS = 1 << 20
 LOGIT_RANGE = 40.0
 
+#: an accumulator: name → integer counts (numpy) or a float (sum, minimum or maximum: see :func:`merge`)
+Accumulator = dict[str, Any]
+#: computes the merged accumulator of the whole table for a plan (default: :func:`accumulate` in-process)
+Partials = Callable[["BoundedPlan"], Accumulator]
+
+_MIN = frozenset({"s_lo"})
+_MAX = frozenset({"s_hi", "r_max"})
+_SPARSE = frozenset({"pos_bins", "neg_bins"})
+
+
+@dataclass(frozen=True)
+class BoundedPlan:
+    """What one pass over the rows needs beyond the model and the table; plain data
+    (:meth:`to_plain` / :meth:`from_plain`: a dict of strings, floats and lists)."""
+
+    model_type: str
+    #: MULTICLASS: the confusion matrix's labels (the evaluation's and the model's classes, sorted)
+    labels: tuple[str, ...] = ()
+    #: BINARY: the confusion matrix's score threshold, the threshold table's thresholds, histogram edges
+    threshold: float = 0.5
+    thresholds: tuple[float, ...] = ()
+    edges: tuple[float, ...] = ()
+    #: REGRESSION: 1 (sums and extremes) or 2 (histograms on ``residual_edges`` and ``score_edges``)
+    regression_pass: int = 1
+    residual_edges: tuple[float, ...] = ()
+    score_edges: tuple[float, ...] = ()
+
+    def to_plain(self) -> dict[str, Any]:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_plain(cls, plain: Mapping[str, Any]) -> BoundedPlan:
+        values: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in plain.items()}
+        return cls(**values)
+
+
+def usable_entries(model_type: str, tview: np.ndarray) -> np.ndarray:
+    """Which dictionary entries of the target (``target_view``) are usable target values."""
+    if model_type == "MULTICLASS":
+        return np.array([v is not None for v in tview], dtype=bool)
+    ok: np.ndarray = ~np.isnan(tview.astype(np.float64))
+    return ok
+
 
 def _batches(
-    model: Any, table: Table, schema: Schema, target: str, entry_ok: np.ndarray, batch_rows: int
+    model: Any,
+    table: Table,
+    schema: Schema | None,
+    target: str,
+    entry_ok: np.ndarray,
+    batch_rows: int,
+    start: int,
+    stop: int,
 ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-    """(target dictionary entries, scores) of the rows with a usable target, batch by batch."""
-    for a in range(0, table.n_rows, batch_rows):
-        b = min(a + batch_rows, table.n_rows)
+    """(target dictionary entries, scores) of the rows of ``[start, stop)`` with a usable target, batch by
+    batch."""
+    for a in range(start, stop, batch_rows):
+        b = min(a + batch_rows, stop)
         codes = np.asarray(table.codes(target, a, b), dtype=np.int64)
         ok = entry_ok[codes]
         if not ok.any():
@@ -57,29 +138,147 @@ def _batches(
         yield codes[ok], np.asarray(pred.scores)[ok]
 
 
-def _multiclass(
+def _new(plan: BoundedPlan) -> Accumulator:
+    mt = plan.model_type
+    if mt == "MULTICLASS":
+        return {"cm": np.zeros(len(plan.labels) ** 2, dtype=np.int64)}
+    if mt == "BINARY":
+        return {
+            "pos_bins": np.zeros(AUC_BINS, dtype=np.int64),
+            "neg_bins": np.zeros(AUC_BINS, dtype=np.int64),
+            "at_or_above": np.zeros((2, len(plan.thresholds)), dtype=np.int64),  # [neg, pos] score ≥ t
+            "cm": np.zeros((2, 2), dtype=np.int64),
+            "hist": np.zeros((2, len(plan.edges) - 1), dtype=np.int64),
+            "totals": np.zeros(2, dtype=np.int64),
+        }
+    if plan.regression_pass == 1:
+        return {"sq": 0.0, "s_lo": math.inf, "s_hi": -math.inf, "r_max": 0.0}
+    return {
+        "r_hist": np.zeros(len(plan.residual_edges) - 1, dtype=np.int64),
+        "s_hist": np.zeros(len(plan.score_edges) - 1, dtype=np.int64),
+    }
+
+
+def _logit_bins(s: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        z = np.log(s) - np.log1p(-s)
+    z = np.clip(np.nan_to_num(z, nan=0.0, posinf=LOGIT_RANGE, neginf=-LOGIT_RANGE), -LOGIT_RANGE, LOGIT_RANGE)
+    out: np.ndarray = np.minimum(
+        ((z + LOGIT_RANGE) / (2 * LOGIT_RANGE) * AUC_BINS).astype(np.int64), AUC_BINS - 1
+    )
+    return out
+
+
+def accumulate(
     model: Any,
-    batches: Iterator[tuple[np.ndarray, np.ndarray]],
-    tview: np.ndarray,
-    entry_counts: np.ndarray,
-    entry_ok: np.ndarray,
+    table: Table,
+    plan: BoundedPlan,
+    start: int = 0,
+    stop: int | None = None,
+    *,
+    schema: Schema | None = None,
+    batch_rows: int = BATCH_ROWS,
+) -> Accumulator:
+    """The accumulator of ``plan``'s pass over table rows ``[start, stop)`` (the model's target read
+    from ``table``), scored :data:`BATCH_ROWS` at a time."""
+    mt = plan.model_type
+    target = model.schema.target
+    assert target is not None
+    stop = table.n_rows if stop is None else min(stop, table.n_rows)
+    tview = target_view(mt, table.dictionary(target))
+    entry_ok = usable_entries(mt, tview)
+    acc = _new(plan)
+    batches = _batches(model, table, schema, target, entry_ok, batch_rows, start, stop)
+    if mt == "MULTICLASS":
+        index = {c: i for i, c in enumerate(plan.labels)}
+        n_lab = len(plan.labels)
+        true_of_entry = np.array(
+            [index.get(str(v), -1) if ok else -1 for v, ok in zip(tview, entry_ok, strict=True)],
+            dtype=np.int64,
+        )
+        pred_of_class = np.array([index[c] for c in model.classes], dtype=np.int64)
+        for entries, scores in batches:
+            t = true_of_entry[entries]
+            p = pred_of_class[np.argmax(scores, axis=1)]
+            acc["cm"] += np.bincount(t * n_lab + p, minlength=n_lab * n_lab)
+    elif mt == "BINARY":
+        thresholds, edges = np.asarray(plan.thresholds), np.asarray(plan.edges)
+        for entries, scores in batches:
+            y = tview[entries].astype(np.int64)
+            s = np.asarray(scores, dtype=np.float64)
+            bins = _logit_bins(s)
+            for cls, key in ((0, "neg_bins"), (1, "pos_bins")):
+                sc = s[y == cls]
+                acc["totals"][cls] += len(sc)
+                acc[key] += np.bincount(bins[y == cls], minlength=AUC_BINS)
+                ordered = np.sort(sc)
+                acc["at_or_above"][cls] += len(ordered) - np.searchsorted(ordered, thresholds, side="left")
+                acc["hist"][cls] += np.histogram(sc, bins=edges)[0]
+                above = int((sc >= plan.threshold).sum())
+                acc["cm"][cls, 1] += above
+                acc["cm"][cls, 0] += len(sc) - above
+    elif plan.regression_pass == 1:
+        for entries, scores in batches:
+            r = tview[entries].astype(np.float64) - scores
+            acc["sq"] += float(r @ r)
+            acc["s_lo"] = min(acc["s_lo"], float(scores.min()))
+            acc["s_hi"] = max(acc["s_hi"], float(scores.max()))
+            acc["r_max"] = max(acc["r_max"], float(np.abs(r).max()))
+    else:
+        r_edges, s_edges = np.asarray(plan.residual_edges), np.asarray(plan.score_edges)
+        for entries, scores in batches:
+            acc["r_hist"] += np.histogram(tview[entries].astype(np.float64) - scores, bins=r_edges)[0]
+            acc["s_hist"] += np.histogram(scores, bins=s_edges)[0]
+    return acc
+
+
+def pack(acc: Accumulator) -> Accumulator:
+    """``acc`` to send elsewhere: BINARY's logit bins as ``(indices, counts)`` of their nonzero entries
+    (at most one per scored row instead of :data:`AUC_BINS`); :func:`merge` takes either form."""
+    out = dict(acc)
+    for key in _SPARSE & set(acc):
+        at = np.flatnonzero(acc[key])
+        out[key] = (at.astype(np.uint32), acc[key][at])
+    return out
+
+
+def merge(into: Accumulator, parts: Iterable[Accumulator]) -> Accumulator:
+    """Add the partial accumulators ``parts`` (plain or :func:`pack`'ed) into ``into`` (a plain one, e.g.
+    the first part's or a new one) in order, and return it."""
+    for part in parts:
+        for key, value in part.items():
+            if isinstance(value, tuple):  # packed bins
+                at, counts = value
+                into[key][at.astype(np.int64)] += counts
+            elif key in _MIN:
+                into[key] = min(into[key], value)
+            elif key in _MAX:
+                into[key] = max(into[key], value)
+            else:
+                into[key] = into[key] + value
+    return into
+
+
+def new_accumulator(plan: BoundedPlan) -> Accumulator:
+    """The accumulator of no rows (what :func:`merge` adds the partitions' into)."""
+    return _new(plan)
+
+
+# ------------------------------------------------------------------------------------------- finish
+
+
+def _finish_multiclass(
+    acc: Accumulator,
+    labels_eval: list[str],
+    cm_labels: list[str],
     train_dist: Mapping[str, Any],
     metric: str,
 ) -> tuple[float, dict[str, Any], dict[str, Any]]:
     from sklearn.metrics import f1_score, precision_recall_fscore_support
 
-    used = entry_ok & (entry_counts > 0)
-    labels_eval = sorted({str(v) for v in tview[used]})
-    cm_labels = sorted(set(labels_eval) | set(model.classes))
     index = {c: i for i, c in enumerate(cm_labels)}
-    true_of_entry = np.array([index[str(v)] if ok else -1 for v, ok in zip(tview, used, strict=True)])
-    pred_of_class = np.array([index[c] for c in model.classes], dtype=np.int64)
     n_lab = len(cm_labels)
-    cm = np.zeros(n_lab * n_lab, dtype=np.int64)
-    for entries, scores in batches:
-        t = true_of_entry[entries]
-        p = pred_of_class[np.argmax(scores, axis=1)]
-        cm += np.bincount(t * n_lab + p, minlength=n_lab * n_lab)
+    cm = acc["cm"]
     cm2 = cm.reshape(n_lab, n_lab)
     cells = np.flatnonzero(cm)
     labels = np.array(cm_labels, dtype=object)
@@ -119,44 +318,11 @@ def _multiclass(
     return value, report, dist
 
 
-def _logit_bins(s: np.ndarray) -> np.ndarray:
-    with np.errstate(divide="ignore"):
-        z = np.log(s) - np.log1p(-s)
-    z = np.clip(np.nan_to_num(z, nan=0.0, posinf=LOGIT_RANGE, neginf=-LOGIT_RANGE), -LOGIT_RANGE, LOGIT_RANGE)
-    out: np.ndarray = np.minimum(
-        ((z + LOGIT_RANGE) / (2 * LOGIT_RANGE) * AUC_BINS).astype(np.int64), AUC_BINS - 1
-    )
-    return out
-
-
-def _binary(
-    batches: Iterator[tuple[np.ndarray, np.ndarray]],
-    tview: np.ndarray,
-    threshold: float,
-    thresholds: np.ndarray,
-    edges: np.ndarray,
-    metric: str,
+def _finish_binary(
+    acc: Accumulator, plan: BoundedPlan, metric: str
 ) -> tuple[float, dict[str, Any], dict[str, Any]]:
-    pos_bins = np.zeros(AUC_BINS, dtype=np.int64)
-    neg_bins = np.zeros(AUC_BINS, dtype=np.int64)
-    at_or_above = np.zeros((2, len(thresholds)), dtype=np.int64)  # [neg, pos] with score ≥ t
-    cm = np.zeros((2, 2), dtype=np.int64)
-    hist = np.zeros((2, len(edges) - 1), dtype=np.int64)
-    totals = np.zeros(2, dtype=np.int64)
-    for entries, scores in batches:
-        y = tview[entries].astype(np.int64)
-        s = np.asarray(scores, dtype=np.float64)
-        bins = _logit_bins(s)
-        for cls, acc in ((0, neg_bins), (1, pos_bins)):
-            sc = s[y == cls]
-            totals[cls] += len(sc)
-            acc += np.bincount(bins[y == cls], minlength=AUC_BINS)
-            ordered = np.sort(sc)
-            at_or_above[cls] += len(ordered) - np.searchsorted(ordered, thresholds, side="left")
-            hist[cls] += np.histogram(sc, bins=edges)[0]
-            above = int((sc >= threshold).sum())
-            cm[cls, 1] += above
-            cm[cls, 0] += len(sc) - above
+    pos_bins, neg_bins, at_or_above = acc["pos_bins"], acc["neg_bins"], acc["at_or_above"]
+    cm, hist, totals = acc["cm"], acc["hist"], acc["totals"]
     n_neg, n_pos = int(totals[0]), int(totals[1])
     if n_pos == 0 or n_neg == 0:
         return math.nan, {}, {}
@@ -173,7 +339,7 @@ def _binary(
         pick = np.unique(np.round(np.linspace(0, len(fpr) - 1, 200)).astype(np.int64))
         fpr, tpr = fpr[pick], tpr[pick]
     rows = []
-    for k, t in enumerate(thresholds.tolist()):
+    for k, t in enumerate(plan.thresholds):
         tpk, fpk = int(at_or_above[1, k]), int(at_or_above[0, k])
         fnk, tnk = n_pos - tpk, n_neg - fpk
         precision = tpk / (tpk + fpk) if tpk + fpk else 1.0
@@ -198,73 +364,31 @@ def _binary(
             "value": 0.5,
             "description": "AUC of a model that gives every record the same score",
         },
-        "threshold": threshold,
+        "threshold": plan.threshold,
         "confusion_matrix": {"labels": ["0", "1"], "matrix": cm.tolist()},
         "threshold_table": rows,
         "score_histogram": {
-            "edges": edges.tolist(),
+            "edges": [float(e) for e in plan.edges],
             "actual_0": [int(c) for c in hist[0]],
             "actual_1": [int(c) for c in hist[1]],
         },
         "roc_curve": {"fpr": [float(x) for x in fpr], "tpr": [float(x) for x in tpr]},
+        "bounded": {
+            "auc": f"from {AUC_BINS:,} bins of the score's logit in [-{LOGIT_RANGE:g}, {LOGIT_RANGE:g}]",
+            "roc_curve": "from the same bins",
+        },
     }
     dist = {"counts": {"0": n_neg, "1": n_pos}}
     return auc, report, dist
 
 
-def _regression(
-    batches: Any,
-    tview: np.ndarray,
-    entry_counts: np.ndarray,
-    entry_ok: np.ndarray,
-    train_dist: Mapping[str, Any],
-    metric: str,
-    bins: int,
-) -> tuple[float, dict[str, Any], dict[str, Any]]:
-    used = entry_ok & (entry_counts > 0)
-    vals, cnts = tview[used].astype(np.float64), entry_counts[used]
-    n = int(cnts.sum())
-    eval_mean = float(vals @ cnts) / n
-    mean = train_dist.get("mean")
-    mean = eval_mean if mean is None else float(mean)
-    base = math.sqrt(float(np.square(vals - mean) @ cnts) / n)
-    sq = 0.0
-    s_lo, s_hi, r_max = math.inf, -math.inf, 0.0
-    for entries, scores in batches():
-        r = tview[entries].astype(np.float64) - scores
-        sq += float(r @ r)
-        s_lo, s_hi = min(s_lo, float(scores.min())), max(s_hi, float(scores.max()))
-        r_max = max(r_max, float(np.abs(r).max()))
-    value = math.sqrt(sq / n)
-    lim = r_max or 1.0
+def _regression_edges(acc: Accumulator, bins: int) -> tuple[np.ndarray, np.ndarray]:
+    lim = acc["r_max"] or 1.0
     r_edges = np.linspace(-lim, lim, bins + 1)
-    s_edges = np.linspace(s_lo, s_hi or 1.0, bins + 1)
+    s_edges = np.linspace(acc["s_lo"], acc["s_hi"] or 1.0, bins + 1)
     if s_edges[0] == s_edges[-1]:
         s_edges = np.linspace(s_edges[0] - 0.5, s_edges[0] + 0.5, bins + 1)
-    r_hist = np.zeros(bins, dtype=np.int64)
-    s_hist = np.zeros(bins, dtype=np.int64)
-    for entries, scores in batches():  # the second pass: the histograms on the first pass's edges
-        r_hist += np.histogram(tview[entries].astype(np.float64) - scores, bins=r_edges)[0]
-        s_hist += np.histogram(scores, bins=s_edges)[0]
-    report = {
-        "baseline": {
-            "metric": metric,
-            "value": base,
-            "description": f"RMSE of always predicting the training target mean {mean:.6g}",
-        },
-        "residual_histogram": {
-            "edges": r_edges.tolist(),
-            "counts": [int(c) for c in r_hist],
-            "description": "residual = actual - predicted",
-        },
-        "score_histogram": {"edges": s_edges.tolist(), "counts": [int(c) for c in s_hist]},
-    }
-    dist = {
-        "mean": eval_mean,
-        "std": math.sqrt(max(0.0, float(np.square(vals - eval_mean) @ cnts) / n)),
-        "quantiles": _count_quantiles(vals, cnts, [0.0, 0.25, 0.5, 0.75, 1.0]),
-    }
-    return value, report, dist
+    return r_edges, s_edges
 
 
 def bounded_evaluation(
@@ -282,23 +406,70 @@ def bounded_evaluation(
     thresholds: np.ndarray,
     histogram_bins: int,
     batch_rows: int = BATCH_ROWS,
+    partials: Partials | None = None,
 ) -> tuple[float, dict[str, Any], dict[str, Any]]:
     """``(metric value, report entries, evaluation target distribution)`` of ``model`` on ``table``, batch
-    by batch (``entry_counts``: rows per dictionary entry of ``target``; ``entry_ok``: usable entries)."""
+    by batch (``entry_counts``: rows per dictionary entry of ``target``; ``entry_ok``: usable entries).
+
+    ``partials`` computes the merged accumulator of the table's rows for a plan (REGRESSION calls it
+    twice, the second plan holding the first pass's edges); default: :func:`accumulate` over the whole
+    table in this process."""
     mt = model.model_type
 
-    def batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        return _batches(model, table, schema, target, entry_ok, batch_rows)
+    def run(plan: BoundedPlan) -> Accumulator:
+        if partials is not None:
+            return partials(plan)
+        return accumulate(model, table, plan, schema=schema, batch_rows=batch_rows)
 
+    used = entry_ok & (entry_counts > 0)
     if mt == "MULTICLASS":
-        return _multiclass(model, batches(), tview, entry_counts, entry_ok, train_dist, metric)
+        labels_eval = sorted({str(v) for v in tview[used]})
+        cm_labels = sorted(set(labels_eval) | set(model.classes))
+        acc = run(BoundedPlan(mt, labels=tuple(cm_labels)))
+        return _finish_multiclass(acc, labels_eval, cm_labels, train_dist, metric)
     if mt == "BINARY":
         edges = np.linspace(0.0, 1.0, histogram_bins + 1)
-        value, report, dist = _binary(batches(), tview, threshold, thresholds, edges, metric)
-        if report:
-            report["bounded"] = {
-                "auc": f"from {AUC_BINS:,} bins of the score's logit in [-{LOGIT_RANGE:g}, {LOGIT_RANGE:g}]",
-                "roc_curve": "from the same bins",
-            }
-        return value, report, dist
-    return _regression(batches, tview, entry_counts, entry_ok, train_dist, metric, histogram_bins)
+        plan = BoundedPlan(
+            mt,
+            threshold=float(threshold),
+            thresholds=tuple(float(t) for t in thresholds),
+            edges=tuple(float(e) for e in edges),
+        )
+        return _finish_binary(run(plan), plan, metric)
+
+    vals, cnts = tview[used].astype(np.float64), entry_counts[used]
+    n = int(cnts.sum())
+    eval_mean = float(vals @ cnts) / n
+    mean = train_dist.get("mean")
+    mean = eval_mean if mean is None else float(mean)
+    base = math.sqrt(float(np.square(vals - mean) @ cnts) / n)
+    first = run(BoundedPlan(mt, regression_pass=1))
+    value = math.sqrt(first["sq"] / n)
+    r_edges, s_edges = _regression_edges(first, histogram_bins)
+    second = run(  # the second pass: the histograms on the first pass's edges
+        BoundedPlan(
+            mt,
+            regression_pass=2,
+            residual_edges=tuple(float(e) for e in r_edges),
+            score_edges=tuple(float(e) for e in s_edges),
+        )
+    )
+    report = {
+        "baseline": {
+            "metric": metric,
+            "value": base,
+            "description": f"RMSE of always predicting the training target mean {mean:.6g}",
+        },
+        "residual_histogram": {
+            "edges": r_edges.tolist(),
+            "counts": [int(c) for c in second["r_hist"]],
+            "description": "residual = actual - predicted",
+        },
+        "score_histogram": {"edges": s_edges.tolist(), "counts": [int(c) for c in second["s_hist"]]},
+    }
+    dist = {
+        "mean": eval_mean,
+        "std": math.sqrt(max(0.0, float(np.square(vals - eval_mean) @ cnts) / n)),
+        "quantiles": _count_quantiles(vals, cnts, [0.0, 0.25, 0.5, 0.75, 1.0]),
+    }
+    return value, report, dist

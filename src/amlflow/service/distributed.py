@@ -11,10 +11,14 @@ upload — in the service:
   returns the bytes; the service writes the span's header once, then the partitions in order, into the
   same gzip stream the in-process job writes. The CSV lines of a row do not depend on the partition
   boundaries (every row is scored on its own), so the files are the in-process bytes.
-* **evaluation**: workers return the scores of their partition
-  (:meth:`~amlflow.engine.model.TrainedModel.predict_table` on ``[start, stop)``); the service
-  concatenates them and runs the engine's own ``evaluate`` on them (:class:`ScoredModel`), so the
-  metric and the report are exactly the in-process ones.
+* **evaluation**: the service runs the engine's own ``evaluate`` on a :class:`DaskEvaluationModel`, so
+  it makes the in-process choice (docs/scale.md, "Evaluation and batch prediction in bounded memory").
+  When the exact scores fit a quarter of the memory budget, workers return the scores of their partition
+  (:meth:`~amlflow.engine.model.TrainedModel.predict_table` on ``[start, stop)``) and the service
+  concatenates them: the metric and the report are exactly the in-process ones. Otherwise (``bounded``)
+  workers return their partition's accumulator (:func:`accumulate_part`: confusion counts, logit bins,
+  sums and extremes) and the service merges them and finishes the report, in memory that does not grow
+  with the rows (REGRESSION: two rounds of tasks, the second on the first's merged extremes).
 
 Workers share no disk with the service: they read the model and the encoded table from the artifact root
 (``AMLFLOW_ARTIFACT_ROOT``). With an ``s3://`` root a worker fetches an entity's directory once into its
@@ -23,7 +27,8 @@ home; S3 reached with the worker's own AWS environment); with a local folder the
 folder at the same path (a ``LocalCluster`` on this machine, or a shared mount).
 
 What is shipped to a worker is plain data (the artifact root, entity ids, the schema's JSON text, a
-threshold, row ranges) and the module-level functions :func:`batch_part` and :func:`score_part`, which use
+threshold, row ranges, a bounded evaluation's plan as a dict) and the module-level functions
+:func:`batch_part`, :func:`score_part` and :func:`accumulate_part`, which use
 only the engine and the storage; never a pickle read from storage, never the service.
 ``distributed`` is imported lazily: without the ``amlflow[dask]`` extra a job FAILS saying
 ``AMLFLOW_DASK_ADDRESS`` needs it.
@@ -41,7 +46,7 @@ import socket
 import tempfile
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, cast
 
@@ -49,6 +54,14 @@ import numpy as np
 
 from amlflow.engine.batch import BatchCounts, write_batch_output
 from amlflow.engine.errors import EngineError
+from amlflow.engine.evaluation_bounded import (
+    Accumulator,
+    BoundedPlan,
+    accumulate,
+    merge,
+    new_accumulator,
+    pack,
+)
 from amlflow.engine.model import Predictions, TrainedModel, load_model
 from amlflow.engine.schema import Schema, parse_schema
 from amlflow.engine.table import EncodedTable, Table
@@ -61,7 +74,8 @@ from amlflow.storage.gzip_blocks import BlockGzipWriter, DeflatedBlock, deflate_
 
 __all__ = [
     "BatchScorer",
-    "ScoredModel",
+    "DaskEvaluationModel",
+    "accumulate_part",
     "batch_part",
     "client_for",
     "close_clients",
@@ -229,6 +243,16 @@ def batch_part(
     )
     sink.close()
     return blocks, int(counts.total), int(counts.invalid)
+
+
+def accumulate_part(
+    root: str, model_id: str, datasource_id: str, plan: dict[str, Any], start: int, stop: int
+) -> Accumulator:
+    """On a worker: the bounded evaluation's accumulator of table rows ``[start, stop)`` for ``plan``
+    (:meth:`~amlflow.engine.evaluation_bounded.BoundedPlan.to_plain`), packed to travel (BINARY's logit
+    bins as their nonzero entries: at most one per row of the partition, not 2 × 2^20)."""
+    model, table = _inputs(root, model_id, datasource_id)
+    return pack(accumulate(model, table, BoundedPlan.from_plain(plan), start, stop))
 
 
 def score_part(root: str, model_id: str, datasource_id: str, start: int, stop: int) -> np.ndarray:
@@ -408,24 +432,86 @@ class BatchScorer:
                 left[0].client.cancel(left)
 
 
-class ScoredModel:
-    """A model whose scores were computed elsewhere: ``predict_table`` answers from them, every other
-    attribute is the model's own (the engine's ``evaluate`` runs unchanged on it)."""
+class DaskEvaluationModel:
+    """A model whose evaluation work runs on the cluster; every other attribute is the model's own, so
+    the engine's ``evaluate`` runs unchanged on it and makes the exact/bounded choice itself:
 
-    def __init__(self, model: Any, scores: np.ndarray) -> None:
+    * exact path — the first ``predict_table`` gathers the scores of every row (:func:`score_part` per
+      partition) and answers from them: the in-process metric and report, digit for digit;
+    * bounded path — ``bounded_partials(plan)`` (the engine's
+      :data:`~amlflow.engine.evaluation_bounded.Partials`) has every worker compute its partition's
+      accumulator (:func:`accumulate_part`) and merges them here as they arrive, in partition order: the
+      service holds one accumulator and one partition's partial, never the scores.
+    """
+
+    def __init__(
+        self,
+        address: str,
+        artifacts: Artifacts,
+        model: Any,
+        *,
+        model_id: str,
+        datasource_id: str,
+        n_rows: int,
+        log: _Log | None = None,
+    ) -> None:
         self._model = model
-        self._scores = scores
+        self._address = address
+        self._root = _root(artifacts)
+        self._ids = (model_id, datasource_id)
+        self._n_rows = n_rows
+        self._log = log
+        self._scores: np.ndarray | None = None
+        self.rounds = 0  # bounded passes run on the cluster (REGRESSION: two)
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._model, name)
 
+    def _run(self, fn: Callable[..., Any], args: tuple[Any, ...], what: str) -> Iterator[Any]:
+        """``fn(root, model_id, datasource_id, *args, a, b)`` per partition; results in partition order."""
+        client = client_for(self._address)
+        threads = _threads(client)
+        (plan,) = partitions([(0, self._n_rows)], threads)
+        futures = [
+            client.submit(fn, self._root, *self._ids, *args, a, b, pure=False, priority=len(plan) - k)
+            for k, (a, b) in enumerate(plan)
+        ]
+        if self._log is not None:
+            self._log(
+                f"{what} on the Dask cluster at {self._address}: {len(plan)} partition(s) over "
+                f"{threads} thread(s)"
+            )
+        try:
+            for future in futures:
+                result = _result(future, self._address)
+                future.release()
+                yield result
+        except BaseException:
+            client.cancel(futures)
+            raise
+
     def predict_table(
         self, table: Table, schema: Schema | None = None, *, start: int = 0, stop: int | None = None
     ) -> Predictions:
-        if table.n_rows != len(self._scores):
-            raise ValueError(f"scores of {len(self._scores)} rows for a table of {table.n_rows}")
+        if table.n_rows != self._n_rows:
+            raise ValueError(f"scores of {self._n_rows} rows for a table of {table.n_rows}")
+        if self._scores is None:
+            if self._n_rows == 0:
+                return cast(Predictions, self._model.predict_table(table, schema, start=start, stop=stop))
+            self._scores = np.concatenate(list(self._run(score_part, (), "scoring")))
         scores = self._scores[start:stop]
         return Predictions(self._model.model_type, self._model.classes, scores, np.ones(len(scores), bool))
+
+    def bounded_partials(self, plan: BoundedPlan) -> Accumulator:
+        """The merged accumulator of every row for ``plan``, from the workers' partials."""
+        self.rounds += 1
+        what = (
+            f"evaluation accumulators (pass {self.rounds})"
+            if plan.model_type == "REGRESSION"
+            else ("evaluation accumulators")
+        )
+        parts = self._run(accumulate_part, (plan.to_plain(),), what)
+        return merge(new_accumulator(plan), parts)
 
 
 def scored_model(
@@ -438,26 +524,7 @@ def scored_model(
     n_rows: int,
     log: _Log | None = None,
 ) -> Any:
-    """``model`` with the scores of the datasource's ``n_rows`` rows computed on the cluster
-    (:func:`score_part` per partition), as a :class:`ScoredModel`."""
-    if n_rows == 0:
-        return model
-    client = client_for(address)
-    threads = _threads(client)
-    (plan,) = partitions([(0, n_rows)], threads)
-    root = _root(artifacts)
-    futures = [
-        client.submit(score_part, root, model_id, datasource_id, a, b, pure=False, priority=len(plan) - k)
-        for k, (a, b) in enumerate(plan)
-    ]
-    if log is not None:
-        log(f"scoring on the Dask cluster at {address}: {len(plan)} partition(s) over {threads} thread(s)")
-    try:
-        parts = []
-        for future in futures:
-            parts.append(_result(future, address))
-            future.release()
-    except BaseException:
-        client.cancel(futures)
-        raise
-    return ScoredModel(model, np.concatenate(parts))
+    """``model`` with its evaluation work on the cluster (:class:`DaskEvaluationModel`)."""
+    return DaskEvaluationModel(
+        address, artifacts, model, model_id=model_id, datasource_id=datasource_id, n_rows=n_rows, log=log
+    )

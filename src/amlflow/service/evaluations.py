@@ -71,7 +71,7 @@ class Evaluations(EntityOps):
             "evaluation_datasource_id": entity.attrs["EvaluationDataSourceId"],
             "score_threshold": float(model_entity.attrs.get("ScoreThreshold", 0.5)),
         }
-        if self.settings.dask_address:  # scored on a Dask cluster, same metric (service/distributed.py)
+        if self.settings.dask_address:  # on a Dask cluster, same choice and metric (service/distributed.py)
             from amlflow.service.distributed import scored_model
 
             model = scored_model(
@@ -91,6 +91,19 @@ class Evaluations(EntityOps):
             training_info=training_info,
             memory_budget=int(budget) if budget is not None else None,
         )
+        mode = result.report.get("evaluation_mode")
+        if mode is not None:
+            from amlflow.engine.evaluation import evaluation_mode
+            from amlflow.engine.limits import default_memory_budget
+
+            classes = getattr(model, "classes", ())
+            _, why = evaluation_mode(
+                str(result.report.get("model_type")),
+                len(classes),
+                int(result.report.get("n_evaluated", 0)),
+                int(budget) if budget is not None else default_memory_budget(),
+            )
+            ctx.log(f"evaluation mode: {mode} ({why})")
         undefined = [k for k, v in result.properties.items() if not math.isfinite(float(v))]
         if undefined:
             ds_id = entity.attrs["EvaluationDataSourceId"]
