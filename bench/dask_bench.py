@@ -215,6 +215,7 @@ class Mode:
 
         self.name, self.workers = name, workers
         self.cluster: Any = None
+        self.client: Any = None
         address = None
         if workers:
             from distributed import Client, LocalCluster
@@ -223,8 +224,8 @@ class Mode:
                 n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=None
             )
             address = self.cluster.scheduler_address
-            with Client(address, set_as_default=False) as client:  # a running cluster has amlflow imported
-                client.run(__import__, "amlflow.service.distributed")
+            self.client = Client(address, set_as_default=False)
+            self.client.run(__import__, "amlflow.service.distributed")  # a running cluster has it imported
         with (
             sqlite3.connect(bench.work / "state.db") as src,
             sqlite3.connect(bench.work / f"{name}.db") as dst,
@@ -232,19 +233,85 @@ class Mode:
             src.backup(dst)
         self.service, self.ml = bench.service(name, address, database=f"{name}.db")
         self.times: dict[str, list[float]] = {"eval": [], "batch": [], "both": []}
+        #: per round: CPU seconds of the service process (with the scheduler and moto, which run in it),
+        #: of the workers (their processes' total) and the workers' phases (worker_phases)
+        self.cpu: dict[str, list[dict[str, float]]] = {"eval": [], "batch": [], "both": []}
         self.metrics: list[dict[str, str]] = []
 
+    def _worker_cpu(self) -> float:
+        return sum(self.client.run(time.process_time).values()) if self.client is not None else 0.0
+
     def round(self, rep: int) -> None:
+        import resource
+
+        from amlflow.service.distributed import worker_phases
+
         for what in ("eval", "batch", "both"):
+            if self.client is not None:
+                self.client.run(worker_phases, True)
+            w0 = self._worker_cpu()
+            r0 = resource.getrusage(resource.RUSAGE_SELF)
             seconds, metric = _round(self.ml, f"{self.name}-{what}-{rep}", what)
+            r1 = resource.getrusage(resource.RUSAGE_SELF)
+            cpu = {
+                "service process": r1.ru_utime + r1.ru_stime - r0.ru_utime - r0.ru_stime,
+                "workers": self._worker_cpu() - w0,
+            }
+            if self.client is not None:
+                for phases in self.client.run(worker_phases, False).values():
+                    for name, (c, _, _) in phases.items():
+                        cpu[name] = cpu.get(name, 0.0) + c
             self.times[what].append(seconds)
+            self.cpu[what].append(cpu)
             if metric:
                 self.metrics.append(metric)
 
     def close(self) -> None:
         self.service.shutdown(timeout=60)
+        if self.client is not None:
+            self.client.close()
         if self.cluster is not None:
             self.cluster.close()
+
+
+#: the workers' phases that hold the others (their sum is the workers' task CPU)
+_TOP = (
+    "model fetch + load (once per worker)",
+    "table fetch + open (once per worker)",
+    "batch: task (features, scores, CSV, deflate)",
+    "evaluation: scores (features, scoring)",
+    "evaluation: accumulators",
+)
+
+
+def _print_cpu(modes: list[Any]) -> None:
+    """CPU seconds per phase, median of the warm rounds (the cold first round in brackets): the service
+    process (the jobs' own work, the scheduler, moto with --store s3), the workers' processes, and the
+    workers' phases; "workers: Dask & rest" is the workers' CPU outside amlflow's task phases (Dask's
+    event loop, (de)serialisation, transfers)."""
+    print()
+    print("CPU seconds per phase (median of the warm rounds; the cold first round in brackets)")
+    for what, label in (("eval", "evaluation"), ("batch", "batch"), ("both", "evaluation ∥ batch")):
+        rounds = {m.name: m.cpu[what] for m in modes}
+        names: list[str] = []
+        for rs in rounds.values():
+            for r in rs:
+                names += [k for k in r if k not in names]
+        names += ["workers: Dask & rest"]
+        print(f"  {label}")
+        print(f"    {'phase':<48}" + "".join(f"{m.name:>16}" for m in modes))
+        for name in names:
+            cells = []
+            for m in modes:
+                values = []
+                for r in rounds[m.name]:
+                    if name == "workers: Dask & rest":
+                        values.append(r.get("workers", 0.0) - sum(r.get(k, 0.0) for k in _TOP))
+                    else:
+                        values.append(r.get(name, 0.0))
+                warm = statistics.median(values[1:]) if len(values) > 1 else values[0]
+                cells.append(f"{warm:.2f} ({values[0]:.2f})")
+            print(f"    {name:<48}" + "".join(f"{c:>16}" for c in cells))
 
 
 def _spin(_: int) -> float:
@@ -333,6 +400,7 @@ def main(argv: list[str] | None = None) -> int:
         for what, label in (("eval", "evaluation"), ("batch", "batch"), ("both", "evaluation ∥ batch")):
             up = med["dask1"][what] / med["dask2"][what]
             print(f"speed-up 2 workers vs 1, {label}: {up:.2f}x")
+        _print_cpu(modes)
         total1 = med["dask1"]["eval"] + med["dask1"]["batch"]
         total2 = med["dask2"]["eval"] + med["dask2"]["batch"]
         print(f"speed-up 2 workers vs 1, evaluation + batch one after the other: {total1 / total2:.2f}x")

@@ -6,6 +6,7 @@ batch output byte for byte and its evaluation."""
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import sys
 import zlib
@@ -368,29 +369,55 @@ def test_an_unreachable_scheduler_names_the_setting(monkeypatch: pytest.MonkeyPa
     )
 
 
+def _check_plan(plan: list[list[tuple[int, int]]], spans: list[tuple[int, int]], block: int) -> int:
+    """Every span covered in order by partitions of one size that start on its blocks; the size."""
+    sizes = set()
+    for (first, stop), parts in zip(spans, plan, strict=True):
+        assert parts[0][0] == first and parts[-1][1] == stop
+        for (a, b), (c, _) in itertools.pairwise(parts):
+            assert b == c and (a - first) % block == 0, parts
+            sizes.add(b - a)
+        assert (parts[-1][0] - first) % block == 0
+    assert len(sizes) <= 1, sizes
+    return sizes.pop() if sizes else 0
+
+
 def test_partitions_cover_every_span_in_order(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(dask_jobs, "MIN_PARTITION_ROWS", 10)
     monkeypatch.setattr(dask_jobs, "MAX_PARTITION_ROWS", 1_000)
-    plan = dask_jobs.partitions([(0, 95), (95, 95), (95, 200)], threads=2)  # 200 rows / 8 → 25 each
-    assert plan == [
-        [(0, 25), (25, 50), (50, 75), (75, 95)],
-        [(95, 95)],
-        [(95, 120), (120, 145), (145, 170), (170, 195), (195, 200)],
-    ]
+    monkeypatch.setattr(dask_jobs, "PARTITION_COST_ROWS", 0)
+    spans = [(0, 95), (95, 95), (95, 200)]
+    plan = dask_jobs.partitions(spans, threads=2)  # 200 rows / 8 → 25: sizes 12..50 tried
+    _check_plan(plan, spans, 1)
+    assert plan[1] == [(95, 95)]
+    # with no cost per partition the threads end together: 100 rows each is the best there is
+    assert plan == [[(0, 50), (50, 95)], [(95, 95)], [(95, 145), (145, 195), (195, 200)]]
     assert dask_jobs.partitions([(0, 5)], threads=4) == [[(0, 5)]]  # never below the minimum's span
+    monkeypatch.setattr(dask_jobs, "MIN_PARTITION_ROWS", 100)
+    monkeypatch.setattr(dask_jobs, "MAX_PARTITION_ROWS", 100)
+    assert _check_plan(dask_jobs.partitions([(0, 350)], threads=2), [(0, 350)], 1) == 100  # bounds hold
 
 
 def test_batch_partitions_are_whole_blocks(monkeypatch: pytest.MonkeyPatch) -> None:
+    # MNIST's batch (28,000 positions, blocks of 2,048): fewer, balanced partitions, a task costing
+    # PARTITION_COST_ROWS rows of work
+    spans = [(0, 28_000)]
+    sizes = {
+        t: _check_plan(dask_jobs.partitions(spans, threads=t, block=2048), spans, 2048) for t in (1, 2, 4)
+    }
+    assert sizes == {1: 6 * 2048, 2: 3 * 2048, 4: 2 * 2048}, sizes
     monkeypatch.setattr(dask_jobs, "MIN_PARTITION_ROWS", 10)
     monkeypatch.setattr(dask_jobs, "MAX_PARTITION_ROWS", 1_000)
-    # 200 rows / 8 → 25, rounded down to blocks of 20; every partition starts a block of its span
-    plan = dask_jobs.partitions([(0, 95), (95, 95), (95, 200)], threads=2, block=20)
-    assert plan == [
+    monkeypatch.setattr(dask_jobs, "PARTITION_COST_ROWS", 0)
+    spans = [(0, 95), (95, 95), (95, 200)]
+    plan = dask_jobs.partitions(spans, threads=2, block=20)
+    assert _check_plan(plan, spans, 20) % 20 == 0
+    assert plan == [  # 100 rows a thread with one-block partitions; two-block ones would end at 105 / 95
         [(0, 20), (20, 40), (40, 60), (60, 80), (80, 95)],
         [(95, 95)],
         [(95, 115), (115, 135), (135, 155), (155, 175), (175, 195), (195, 200)],
     ]
-    # fewer, larger partitions than a block: one block each, never less
-    assert dask_jobs.partitions([(0, 100)], threads=1, block=64) == [[(0, 64), (64, 100)]]
+    # a span shorter than a block: one partition, never less than a block
+    assert dask_jobs.partitions([(0, 30)], threads=1, block=64) == [[(0, 30)]]
     with pytest.raises(ValueError, match="does not start a block"):
         dask_jobs.batch_part("/nowhere", "ml", "ds", "{}", 0.5, 30, 50, 0, 20)
