@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from amlflow.engine.errors import DataError
-from amlflow.engine.evaluation_bounded import Partials, bounded_evaluation, usable_entries
+from amlflow.engine.evaluation_bounded import Partials, bounded_evaluation, finish_multiclass, usable_entries
 from amlflow.engine.limits import default_memory_budget
 from amlflow.engine.model import TrainedModel, target_view
 from amlflow.engine.schema import Schema, parse_schema
@@ -332,50 +332,24 @@ def evaluate(
         )
         eval_dist = _distribution(mt, np.where(yb == 1, "1", "0").astype(object), ["0", "1"])
     elif mt == "MULTICLASS":
-        from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support
-
+        # the confusion counts of every record, then scikit-learn on the weighted non-empty cells
+        # (evaluation_bounded.finish_multiclass): integer sums in float64, so the metric, per-class scores
+        # and baseline of scikit-learn on every record's labels to the last digit, without encoding the
+        # records' string labels four times (~0.1 s of the service's time per 12,600 MNIST rows)
         labels_eval = sorted({str(v) for v in y})
-        predicted = np.asarray(model.classes, dtype=object)[np.argmax(scores, axis=1)] if n_eval else y
-        yt = y.astype(str)
-        yp = predicted.astype(str)
         cm_labels = sorted(set(labels_eval) | set(model.classes))
-        if n_eval:
-            value = float(f1_score(yt, yp, labels=labels_eval, average="macro", zero_division=0))
-            cm = confusion_matrix(yt, yp, labels=cm_labels)
-            p, r, f, sup = precision_recall_fscore_support(yt, yp, labels=labels_eval, zero_division=0)
-        else:
-            value, cm = math.nan, np.zeros((len(cm_labels),) * 2, dtype=int)
-            p = r = f = sup = np.zeros(0)
-        counts = dict(train_dist.get("counts", {}))
-        if counts:
-            majority = min(counts, key=lambda k: (-counts[k], k))
-        else:
-            majority = labels_eval[0] if labels_eval else ""
-        base = (
-            float(
-                f1_score(yt, np.full(len(yt), majority), labels=labels_eval, average="macro", zero_division=0)
-            )
-            if n_eval
-            else math.nan
+        index = {c: i for i, c in enumerate(cm_labels)}
+        n_lab = len(cm_labels)
+        true_of_entry = np.array(
+            [index.get(str(v), -1) if ok else -1 for v, ok in zip(tview, entry_ok, strict=True)],
+            dtype=np.int64,
         )
-        report.update(
-            baseline={
-                "metric": metric,
-                "value": base,
-                "description": f"macro F1 of always predicting the most frequent training class {majority!r}",
-            },
-            confusion_matrix={"labels": cm_labels, "matrix": cm.tolist()},
-            per_class={
-                lab: {
-                    "precision": float(p[i]),
-                    "recall": float(r[i]),
-                    "f1": float(f[i]),
-                    "support": int(sup[i]),
-                }
-                for i, lab in enumerate(labels_eval)
-            },
-        )
-        eval_dist = _distribution(mt, y, sorted(set(labels_eval) | set(model.classes)))
+        pred_of_class = np.array([index[c] for c in model.classes], dtype=np.int64)
+        t = true_of_entry[codes[valid]]
+        p = pred_of_class[np.argmax(scores, axis=1)]
+        cm = np.bincount(t * n_lab + p, minlength=n_lab * n_lab)
+        value, parts, eval_dist = finish_multiclass({"cm": cm}, labels_eval, cm_labels, train_dist, metric)
+        report.update(parts)
     else:
         yr = y.astype(np.float64)
         value = float(np.sqrt(np.mean((yr - scores) ** 2))) if n_eval else math.nan

@@ -60,6 +60,7 @@ __all__ = [
     "Partials",
     "accumulate",
     "bounded_evaluation",
+    "finish_multiclass",
     "merge",
     "new_accumulator",
     "pack",
@@ -267,13 +268,15 @@ def new_accumulator(plan: BoundedPlan) -> Accumulator:
 # ------------------------------------------------------------------------------------------- finish
 
 
-def _finish_multiclass(
+def finish_multiclass(
     acc: Accumulator,
     labels_eval: list[str],
     cm_labels: list[str],
     train_dist: Mapping[str, Any],
     metric: str,
 ) -> tuple[float, dict[str, Any], dict[str, Any]]:
+    """MULTICLASS's metric, report entries (baseline, confusion matrix, per class) and distribution from
+    the confusion counts ``acc["cm"]`` (``cm_labels`` × ``cm_labels``, row-major; actual × predicted)."""
     from sklearn.metrics import f1_score, precision_recall_fscore_support
 
     index = {c: i for i, c in enumerate(cm_labels)}
@@ -426,7 +429,7 @@ def bounded_evaluation(
         labels_eval = sorted({str(v) for v in tview[used]})
         cm_labels = sorted(set(labels_eval) | set(model.classes))
         acc = run(BoundedPlan(mt, labels=tuple(cm_labels)))
-        return _finish_multiclass(acc, labels_eval, cm_labels, train_dist, metric)
+        return finish_multiclass(acc, labels_eval, cm_labels, train_dist, metric)
     if mt == "BINARY":
         edges = np.linspace(0.0, 1.0, histogram_bins + 1)
         plan = BoundedPlan(
