@@ -20,6 +20,12 @@ every metric against the in-process metric.
 
 Everything shares the machine's cores: the service (and moto with ``--store s3``), the scheduler and the
 workers.
+
+It also prints the CPU seconds per phase of each mode and job (median of the warm rounds): the service
+process (the jobs' own work, the scheduler and the client, moto with ``--store s3``), the workers'
+processes, and the workers' phases (``amlflow.service.distributed.worker_phases``: model and table fetch,
+the batch task and its deflate, the evaluation's scores or accumulators; "Dask & rest" is the workers' CPU
+outside them). On a shared machine, reason from these rather than from wall-clock ratios.
 """
 
 from __future__ import annotations
