@@ -388,10 +388,11 @@ def partitions(spans: Sequence[tuple[int, int]], threads: int, block: int = 1) -
 
     The size: about :data:`PARTITIONS_PER_THREAD` per worker thread over all spans, within
     :data:`MIN_PARTITION_ROWS`..:data:`MAX_PARTITION_ROWS` — and among the block multiples from half to
-    twice that (within those bounds), the one whose partitions finish soonest when dealt to ``threads`` threads (longest first
-    to the least loaded), each partition costing its rows plus :data:`PARTITION_COST_ROWS`: the threads
-    end together (MNIST's batch on 2 threads: 5 partitions of 3 blocks rather than 14 of one, which cost
-    9 more tasks, or 7 of two, which leave one thread a whole partition behind)."""
+    twice that (within those bounds), the one whose partitions finish soonest when dealt to ``threads``
+    threads (longest first to the least loaded), each partition costing its rows plus
+    :data:`PARTITION_COST_ROWS`: the threads end together (MNIST's batch on 2 threads: 5 partitions of 3
+    blocks rather than 14 of one, which cost 9 more tasks, or 7 of two, which leave one thread a whole
+    partition behind)."""
     total = sum(b - a for a, b in spans)
     size = math.ceil(total / max(1, PARTITIONS_PER_THREAD * threads)) if total else 1
     size = max(1, min(MAX_PARTITION_ROWS, max(MIN_PARTITION_ROWS, size)))
