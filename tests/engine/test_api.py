@@ -10,6 +10,7 @@ import pytest
 MODULES = [
     "amlflow.engine.batch",
     "amlflow.engine.dataset",
+    "amlflow.engine.dataset_parts",
     "amlflow.engine.errors",
     "amlflow.engine.evaluation",
     "amlflow.engine.limits",

@@ -15,13 +15,11 @@ from hypothesis import strategies as st
 from amlflow.engine import dataset as dataset_mod
 from amlflow.engine.dataset import (
     DatasetInfo,
-    PartInfo,
     Source,
     build_dataset,
     input_sizes,
-    merge_parts,
-    read_part,
 )
+from amlflow.engine.dataset_parts import PartInfo, merge_parts, read_part
 from amlflow.engine.errors import DataError
 from amlflow.engine.rearrange import Rearrangement, parse_rearrangement
 from amlflow.engine.schema import Schema, parse_schema

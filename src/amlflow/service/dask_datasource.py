@@ -12,13 +12,13 @@ to count its bytes). Then:
    the input's total bytes and the file's start in it). The worker reads **only its byte range** of the
    object (one ranged GetObject from ``lo - 1`` on, stopped after the end of the range's last line:
    :meth:`amlflow.storage.S3Storage.open_read_from`), parses it with the engine's own reader
-   (:func:`amlflow.engine.dataset.read_part`) into a *part* — a small encoded table with its own
+   (:func:`amlflow.engine.dataset_parts.read_part`) into a *part* — a small encoded table with its own
    dictionaries and report — writes it into the artifact root under the datasource's folder
    (``parts/<job token>/<index>/``) and returns a short summary;
 2. the service takes the parts in input order as they complete, fetches each one and merges it
-   (:class:`amlflow.engine.dataset.PartMerger`: dictionaries remapped, codes streamed, positions and line
-   numbers shifted, the MAX_REJECTED_ROWS check on the running total) into the datasource's table, then
-   deletes it. The merged table is byte for byte the one the in-process job writes
+   (:class:`amlflow.engine.dataset_parts.PartMerger`: dictionaries remapped, codes streamed, positions
+   and line numbers shifted, the MAX_REJECTED_ROWS check on the running total) into the datasource's
+   table, then deletes it. The merged table is byte for byte the one the in-process job writes
    (tests/engine/test_dataset_parts.py), so the statistics, computed afterwards from it as in-process,
    are the same document.
 
@@ -49,12 +49,11 @@ from typing import Any
 
 from amlflow.engine.dataset import (
     DatasetInfo,
-    PartMerger,
     Source,
     input_sizes,
     is_gzip,
-    read_part,
 )
+from amlflow.engine.dataset_parts import PartMerger, read_part
 from amlflow.engine.errors import DataError, EngineError
 from amlflow.engine.rearrange import Rearrangement, parse_rearrangement
 from amlflow.engine.schema import Schema, parse_schema
@@ -113,10 +112,11 @@ def read_range(
     file_start: int,
 ) -> dict[str, Any]:
     """On a worker: part ``index`` — the lines of object ``uri`` that start in ``[lo, hi)`` (``hi``
-    None: the whole object, gunzipped if it is gzip) — read with :func:`~amlflow.engine.dataset.read_part`
-    and written into the artifact root at ``parts/<token>/<index>/``. ``storage`` is ``"s3"`` or a local
-    storage root. Returns a summary, or ``{"error": kind, "message": ...}`` for the failures the
-    in-process job reports itself (the service raises them in input order)."""
+    None: the whole object, gunzipped if it is gzip) — read with
+    :func:`~amlflow.engine.dataset_parts.read_part` and written into the artifact root at
+    ``parts/<token>/<index>/``. ``storage`` is ``"s3"`` or a local storage root. Returns a summary, or
+    ``{"error": kind, "message": ...}`` for the failures the in-process job reports itself (the service
+    raises them in input order)."""
     t0 = time.perf_counter()
     store = _storage(storage)
     source = Source(
