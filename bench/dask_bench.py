@@ -227,7 +227,7 @@ class Mode:
             from distributed import Client, LocalCluster
 
             self.cluster = LocalCluster(
-                n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=None
+                n_workers=workers, processes=True, threads_per_worker=1, dashboard_address=":0"
             )
             address = self.cluster.scheduler_address
             self.client = Client(address, set_as_default=False)
@@ -339,6 +339,26 @@ def _cores_free() -> float:
         one = pool.map(_spin, [0])[0]
         two = max(pool.map(_spin, [0, 1]))
     return 2 * one / two
+
+
+def local_clusters(module: str, sizes: tuple[int, ...] = (1, 2)) -> dict[int, Any]:
+    """A started ``LocalCluster`` per worker count in ``sizes`` (processes, one thread each, dashboard on a
+    free port), every worker having imported ``module`` already; the caller closes them."""
+    from distributed import Client, LocalCluster
+
+    clusters: dict[int, Any] = {}
+    try:
+        for n in sizes:
+            clusters[n] = LocalCluster(
+                n_workers=n, threads_per_worker=1, processes=True, dashboard_address=":0"
+            )
+            with Client(clusters[n].scheduler_address, set_as_default=False) as client:
+                client.run(__import__, module)
+    except BaseException:
+        for cluster in clusters.values():
+            cluster.close()
+        raise
+    return clusters
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -31,15 +31,9 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "src"), str(REPO / "bench")]
 
-from dask_bench import _cores_free  # noqa: E402
+from dask_bench import _cores_free, local_clusters  # noqa: E402
 
 TABLE_FILES = ("codes.bin", "dictionaries.json", "meta.json")
-
-
-def _warm(_: int = 0) -> str:
-    import amlflow.service.dask_datasource  # noqa: F401
-
-    return "ok"
 
 
 def _input(store_root: Path, mnist: Path, factor: int) -> str:
@@ -75,8 +69,6 @@ def main(argv: list[str] | None = None) -> int:
     import logging
 
     logging.getLogger("distributed").setLevel(logging.WARNING)
-    from distributed import Client, LocalCluster
-
     from amlflow.engine.dataset import Source, build_dataset
     from amlflow.engine.rearrange import Rearrangement
     from amlflow.engine.schema import parse_schema
@@ -93,14 +85,8 @@ def main(argv: list[str] | None = None) -> int:
         root = Path(tmp)
         storage = LocalStorage(root / "s3")
         artifacts = Artifacts(root / "home", str(root / "artifacts"), None)
-        clusters = {
-            n: LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-            for n in (1, 2)
-        }
+        clusters = local_clusters("amlflow.service.dask_datasource")
         try:
-            for cluster in clusters.values():
-                with Client(cluster.scheduler_address, set_as_default=False) as client:
-                    client.run(_warm)
             print(
                 f"{'input':>22} {'parts':>5} | {'in-process':>10} {'statistics':>10} | "
                 f"{'dask 1 worker':>13} {'dask 2 workers':>14} {'speed-up 2 vs 1':>15} {'2 vs in-proc':>12}"

@@ -41,13 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(REPO / "src"), str(REPO / "bench")]
 
 import streaming_bench as sb  # noqa: E402  (the cases, their tables)
-from dask_bench import _cores_free  # noqa: E402
-
-
-def _warm(_: int = 0) -> str:
-    import amlflow.service.dask_training  # noqa: F401
-
-    return "ok"
+from dask_bench import _cores_free, local_clusters  # noqa: E402
 
 
 class Cases:
@@ -145,22 +139,14 @@ def main(argv: list[str] | None = None) -> int:
             f"{args.mnist}/train.csv missing: .venv/bin/python scripts/make-mnist.py {args.mnist}"
         )
 
-    from distributed import Client, LocalCluster
-
     from amlflow.service.distributed import close_clients
 
     print(f"cores free before (2 busy loops vs 1, of 2): {_cores_free():.2f}", flush=True)
     with tempfile.TemporaryDirectory(prefix="amlflow-dask-train-bench-") as tmp:
         cases = Cases(Path(tmp), args.mnist)
         cases.show_log = args.log
-        clusters = {
-            n: LocalCluster(n_workers=n, threads_per_worker=1, processes=True, dashboard_address=None)
-            for n in (1, 2)
-        }
+        clusters = local_clusters("amlflow.service.dask_training")
         try:
-            for cluster in clusters.values():
-                with Client(cluster.scheduler_address, set_as_default=False) as client:
-                    client.run(_warm)
             address = {n: c.scheduler_address for n, c in clusters.items()}
 
             if args.only in (None, "quality"):
