@@ -149,6 +149,46 @@ def test_rejected_rows_only_in_the_selected_range_get_positions(tmp_path: Path) 
     assert t.files == [("f", 0, 100 - first)]
 
 
+@pytest.mark.parametrize(
+    "split",
+    [
+        _seq(50, 100),
+        _seq(0, 50),
+        json.dumps({"splitting": {"percentBegin": 0, "percentEnd": 60, "strategy": "random"}}),
+    ],
+)
+def test_unselected_rows_are_checked_as_the_selected_ones(tmp_path: Path, split: str) -> None:
+    """Rows a split leaves out are not parsed, but their field counts are checked all the same: the same
+    rejects, reasons and samples as a read of every row, quoted fields included."""
+    rows = [f"{i},v{i},{i % 3}" for i in range(200)]
+    rows[7] = "7,short"  # two fields
+    rows[31] = '31,"a,b",2'  # three fields: the comma is quoted
+    rows[44] = '44,"a,b"'  # two fields, three if its commas were counted
+    rows[120] = "120,x,y,z"  # four
+    rows[150] = '150,"q",1,extra'  # four, with a quote
+    rows[170] = '"170,5",1'  # two, with a quote
+    data = ("\n".join(rows) + "\n").encode()
+    schema = _schema(["a", "b", "c"])
+    every, _ = _build(tmp_path, [_src("f", data)], schema, None, "every")
+    info, t = _build(tmp_path, [_src("f", data)], schema, split, "part")
+    assert every.n_rejected_total == info.n_rejected_total == 5
+    assert info.rejected_samples == every.rejected_samples
+    assert [s["reason"] for s in info.rejected_samples] == [
+        "expected 3 fields, found 2",
+        "expected 3 fields, found 2",
+        "expected 3 fields, found 4",
+        "expected 3 fields, found 4",
+        "expected 3 fields, found 2",
+    ]
+    starts = np.cumsum([0] + [len(r) + 1 for r in rows[:-1]])
+    sel = parse_rearrangement(split).selects(starts, len(data), "f")
+    good = np.ones(200, dtype=bool)
+    good[[7, 44, 120, 150, 170]] = False
+    assert t.strings("a").tolist() == [str(i) for i in np.flatnonzero(sel & good)]
+    assert info.n_rejected == int((sel & ~good).sum())
+    assert t.strings("b").tolist() == ["a,b" if i == 31 else f"v{i}" for i in np.flatnonzero(sel & good)]
+
+
 def test_more_than_10000_rejected_rows_fail(tmp_path: Path) -> None:
     good = b"1,2\n" * 5
     data = good + b"1\n" * 10_001
