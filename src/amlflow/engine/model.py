@@ -122,6 +122,7 @@ __all__ = [
     "TrainingMode",
     "estimate_training_bytes",
     "finish_parallel",
+    "import_learners",
     "load_model",
     "plan_streaming",
     "prepare_parallel",
@@ -147,6 +148,16 @@ def _prune(coef: np.ndarray, max_bytes: int) -> int:
     drop = order[: len(nonzero) - budget]
     coef[drop] = 0.0
     return len(drop)
+
+
+def import_learners() -> None:
+    """Import the scikit-learn estimators and metrics the jobs use (~0.5-0.8 s, scipy.stats mostly).
+
+    They are imported where they are used, so a client that only parses a schema or a recipe never pays
+    for them; a service calls this once when it starts taking jobs, so its first training does not.
+    """
+    import sklearn.linear_model
+    import sklearn.metrics  # noqa: F401
 
 
 def train(

@@ -162,5 +162,9 @@ def standin_engine(
         return BatchCounts(stop - start, 0)
 
     return EngineJobs(
-        train=train, load_model=load_model, evaluate=evaluate, write_batch_output=write_batch_output
+        train=train,
+        load_model=load_model,
+        evaluate=evaluate,
+        write_batch_output=write_batch_output,
+        prepare=lambda: None,  # nothing of scikit-learn is used
     )
