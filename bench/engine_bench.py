@@ -13,9 +13,10 @@ Build the full Kaggle-format MNIST files first: ``.venv/bin/python scripts/make-
 
 Every case runs in a fresh ``AMLFLOW_HOME`` with local storage, through ``amlflow.connect()`` (the same
 calls a boto3 script makes). Speed: the amlflow run and the two scripts run one after the other, each in its
-own child process (so peak RSS is each one's own ``ru_maxrss``), in the same run of this script, all on the
-rows AML's sequential split gives (``percentBegin``/``percentEnd`` 0-70 / 70-100 of ``train.csv``, by the
-first byte of each row, as ``engine/rearrange.py``):
+own child process (so peak RSS is each one's own ``ru_maxrss``; amlflow's datasource reader processes,
+``AMLFLOW_DATASOURCE_PROCESSES``, print their own ``VmHWM`` beside it), in the same run of this script, all
+on the rows AML's sequential split gives (``percentBegin``/``percentEnd`` 0-70 / 70-100 of ``train.csv``, by
+the first byte of each row, as ``engine/rearrange.py``):
 
 * the **bare** script reads the same CSVs with pyarrow's multi-threaded reader into uint8 columns (the
   fastest reader we measured for them), builds amlflow's features (one-hot pixels, most
@@ -370,6 +371,9 @@ def child_amlflow(train_csv: Path, test_csv: Path) -> dict[str, Any]:
         bp = case.wait("batch_prediction", "bp")
         total = time.perf_counter() - t0
         sources = [case.wait("data_source", d) for d in ("ds-tr", "ds-ev", "ds-bp")]
+        from amlflow.service import reader_processes
+
+        readers = reader_processes.pool(1).peak_rss()  # the datasource reader processes' own peaks
         out = case.root / BUCKET / "out" / "batch-prediction" / "result" / f"bp-{test_csv.name}.gz"
         return {
             "total_s": total,
@@ -379,6 +383,7 @@ def child_amlflow(train_csv: Path, test_csv: Path) -> dict[str, Any]:
             "datasources_s": [round(_duration(s), 2) for s in sources],
             "batch_rows": bp.get("TotalRecordCount"),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "reader_peak_rss_mb": [round(r / 2**20) for r in readers],
         }
     finally:
         case.close()
@@ -572,7 +577,8 @@ def speed(mnist: Path, rounds: int = 1) -> list[str]:
         f"macro-F1 {bare['macro_f1']:.4f}, {_accuracy(bare)}, peak RSS {bare['peak_rss_mb']:.0f} MB",
         f"  amlflow     : total {aml['total_s']:6.1f} s (datasources {aml['datasources_s']} s, training "
         f"{aml['train_s']:.1f} s), macro-F1 {aml['macro_f1']:.4f}, {_accuracy(aml)}, "
-        f"{aml['batch_rows']} batch rows, peak RSS {aml['peak_rss_mb']:.0f} MB",
+        f"{aml['batch_rows']} batch rows, peak RSS {aml['peak_rss_mb']:.0f} MB (service) + "
+        f"{' + '.join(str(r) for r in aml['reader_peak_rss_mb']) or '0'} MB (datasource readers)",
         f"  every round's totals, s: plain {totals['plain']}; bare {totals['bare']}; "
         f"amlflow {totals['amlflow']}",
         f"  amlflow vs plain: whole case {ratio('total_s', 'amlflow', 'plain'):.2f}× its time (target ≤ 1), "

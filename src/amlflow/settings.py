@@ -17,6 +17,7 @@
 | dask_address   | ``AMLFLOW_DASK_ADDRESS``| unset (in-process), or ``tcp://scheduler:8786`` |
 | dask_training  | ``AMLFLOW_DASK_TRAINING``| ``auto`` (cluster when over the budget), ``always``, ``never`` |
 | dask_datasource | ``AMLFLOW_DASK_DATASOURCE``| ``auto`` (cluster for a large input), ``always``, ``never`` |
+| datasource_processes | ``AMLFLOW_DATASOURCE_PROCESSES`` | a reader per job slot, up to the cores (0: none) |
 
 See docs/configuration.md.
 """
@@ -73,6 +74,18 @@ class Settings(BaseSettings):
     #: its input is large enough to be worth it (``dask_datasource.AUTO_MIN_BYTES``, more than one part);
     #: ``always`` sends every datasource; ``never`` encodes in-process (docs/scale.md, "Datasources on Dask")
     dask_datasource: Literal["auto", "always", "never"] = "auto"
+    #: worker processes that read datasources' CSV (and compute their statistics) for the jobs, so jobs
+    #: running at once do not share one interpreter: None is one per job slot, at most the machine's
+    #: cores (none on one core); 0 reads in the job's thread (docs/scale.md, "Datasource readers")
+    datasource_processes: int | None = Field(default=None, ge=0, le=64)
+
+    def resolved_datasource_processes(self) -> int:
+        """``datasource_processes``, or its default for ``max_jobs`` on this machine."""
+        if self.datasource_processes is not None:
+            return self.datasource_processes
+        from amlflow.service.reader_processes import default_processes
+
+        return default_processes(self.max_jobs)
 
     def resolved_database_url(self) -> str:
         """``database_url``, or the SQLite file ``<home>/state.db``."""

@@ -71,6 +71,10 @@ def test_two_replicas_serve_each_others_entities(moto_env: str, postgres_url: st
         model = wait_for(lambda: ml_b.get_ml_model(MLModelId="ml"), timeout=120)
         assert model["Status"] == "COMPLETED", model
         assert model["LogUri"].startswith("s3://artifacts/amlflow/logs/MLModel/")
+        # the evaluation datasource runs beside the model, not before it: wait for it too
+        assert wait_for(lambda: ml_b.get_data_source(DataSourceId="ds-eval"), timeout=120)["Status"] == (
+            "COMPLETED"
+        )
         described = ml_b.describe_data_sources(FilterVariable="Status", EQ="COMPLETED")["Results"]
         assert sorted(d["DataSourceId"] for d in described) == ["ds-eval", "ds-train"]
         insights = b.get_data_insights("ds-train")  # A's file, fetched by B

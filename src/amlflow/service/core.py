@@ -46,6 +46,7 @@ from typing import Any
 
 from botocore import xform_name
 
+from amlflow.service import reader_processes
 from amlflow.service import validate as _validate
 from amlflow.service.artifacts import Artifacts
 from amlflow.service.batch import BatchPredictions
@@ -169,6 +170,8 @@ class Service(DataSources, Models, Evaluations, BatchPredictions, Describe, Tags
             local_root = self.settings.resolved_storage_root() if self.settings.storage == "local" else None
             for path in clean_leftovers(self.home, local_root):
                 log.info("removed a crash leftover: %s", path)
+        self.engine.prepare()
+        reader_processes.warm(self._reader_processes())
         self.jobs.start()
         self.jobs.scan()
 

@@ -62,7 +62,7 @@ from amlflow.service.distributed import client_for
 from amlflow.service.errors import AmlError
 from amlflow.service.jobs import JobFailed
 from amlflow.service.layout import KIND_FOLDERS, entity_dir_name
-from amlflow.storage import LocalStorage, ObjectInfo, S3Storage, Storage
+from amlflow.storage import ObjectInfo, S3Storage, Storage, storage_from_spec, storage_spec
 
 __all__ = ["AUTO_MIN_BYTES", "RANGE_BYTES", "WHEN", "build_on_dask", "plan_parts", "read_range"]
 
@@ -86,10 +86,6 @@ def _parts_prefix(root: str, datasource_id: str, token: str) -> str:
     """Where the job's parts go in the artifact root (an s3:// prefix or a local folder)."""
     base = root if root.startswith("s3://") else root.rstrip("/") + "/"
     return f"{base}{_relative(datasource_id)}/parts/{token}/"
-
-
-def _storage(spec: str) -> Any:
-    return S3Storage() if spec == "s3" else LocalStorage(spec)
 
 
 # -------------------------------------------------------------------------------------- on the workers
@@ -118,7 +114,7 @@ def read_range(
     ``{"error": kind, "message": ...}`` for the failures the in-process job reports itself (the service
     raises them in input order)."""
     t0 = time.perf_counter()
-    store = _storage(storage)
+    store = storage_from_spec(storage)
     source = Source(
         key, int(size), functools.partial(store.open_read, uri), functools.partial(store.open_read_from, uri)
     )
@@ -181,15 +177,6 @@ def plan_parts(
     return out
 
 
-def _storage_spec(storage: Storage) -> str | None:
-    """What a worker needs to reach the input: ``"s3"``, a local storage root, or None (neither)."""
-    if isinstance(storage, S3Storage):
-        return "s3"
-    if isinstance(storage, LocalStorage):
-        return str(storage.root)
-    return None
-
-
 def _root(artifacts: Artifacts) -> str:
     return artifacts.uri if artifacts.remote else str(artifacts.base.resolve())
 
@@ -232,7 +219,7 @@ def build_on_dask(
         raise JobFailed(f"AMLFLOW_DASK_DATASOURCE: {when!r} is not one of {', '.join(WHEN)}")
     if when == "never":
         return None
-    spec = _storage_spec(storage)
+    spec = storage_spec(storage)
     if spec is None:
         say(f"encoding on Dask: no (the storage {storage!r} is neither S3 nor a local root)")
         return None

@@ -11,10 +11,12 @@ import json
 import shutil
 from typing import Any
 
-from amlflow.engine.dataset import EncodedTable, Source
+from amlflow.engine.dataset import EncodedTable, Source, build_dataset
 from amlflow.engine.errors import EngineError
 from amlflow.engine.rearrange import parse_rearrangement
 from amlflow.engine.schema import parse_schema
+from amlflow.engine.stats import compute_statistics
+from amlflow.service import reader_processes
 from amlflow.service.entities import DESCRIBE_FIELDS, EntityOps, write_json
 from amlflow.service.errors import (
     InvalidInputException,
@@ -23,6 +25,7 @@ from amlflow.service.errors import (
 )
 from amlflow.service.jobs import JobContext, JobFailed, JobResult
 from amlflow.service.validate import check_json_document
+from amlflow.storage import storage_spec
 
 __all__ = ["DataSources"]
 
@@ -94,6 +97,16 @@ class DataSources(EntityOps):
     def create_data_source_from_redshift(self, **kwargs: Any) -> dict[str, Any]:
         return self._unsupported("CreateDataSourceFromRedshift")
 
+    def _reader_processes(self) -> int:
+        """How many datasource reader processes this service uses: none when its engine is not the real
+        one (a test's stand-in runs in the job's thread) or its storage cannot be reached from another
+        process."""
+        engine = self.engine
+        real = engine.build_dataset is build_dataset and engine.compute_statistics is compute_statistics
+        if not real or storage_spec(self.storage) is None:
+            return 0
+        return self.settings.resolved_datasource_processes()
+
     def _datasource_job(self, ctx: JobContext) -> JobResult:
         entity = ctx.entity
         location = entity.attrs["DataLocationS3"]
@@ -114,6 +127,7 @@ class DataSources(EntityOps):
         if table_dir.exists():
             shutil.rmtree(table_dir)
         folder.mkdir(parents=True, exist_ok=True)
+        insights: dict[str, Any] | None = None
         try:
             info = None
             if self.settings.dask_address and self.settings.dask_datasource != "never":
@@ -131,8 +145,23 @@ class DataSources(EntityOps):
                     when=self.settings.dask_datasource,
                     log=ctx.log,
                 )
+            processes = self._reader_processes()
+            spec = storage_spec(self.storage)
+            if info is None and processes and spec is not None:  # docs/scale.md, "Datasource readers"
+                ctx.log(f"reading in a datasource reader process (up to {processes} in this service)")
+                info, insights = reader_processes.read_in_process(
+                    processes,
+                    storage=spec,
+                    objects=[(o.uri, o.key, o.size) for o in objects],
+                    schema_json=entity.internal["schema"],
+                    rearrangement_json=entity.attrs.get("DataRearrangement") or None,
+                    out_dir=table_dir,
+                    statistics=bool(entity.attrs.get("ComputeStatistics")),
+                )
             if info is None:
                 info = self.engine.build_dataset(sources, schema, rearrangement, table_dir)
+        except reader_processes.WorkerDied as exc:
+            raise JobFailed(f"DataLocationS3: {exc}") from None
         except ValueError as exc:
             if isinstance(exc, EngineError):
                 raise
@@ -159,7 +188,8 @@ class DataSources(EntityOps):
         if info.n_rejected:
             attrs["Message"] = f"{info.n_rejected} record(s) were rejected (see the insights for samples)."
         if entity.attrs.get("ComputeStatistics"):
-            insights = self.engine.compute_statistics(EncodedTable.open(table_dir), schema)
+            if insights is None:
+                insights = self.engine.compute_statistics(EncodedTable.open(table_dir), schema)
             if isinstance(insights, dict):
                 insights.setdefault("rejected_samples", info.rejected_samples)
                 insights.setdefault("statistics_computed", True)

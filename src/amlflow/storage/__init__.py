@@ -26,7 +26,16 @@ from typing import Any, BinaryIO, Protocol, runtime_checkable
 
 from amlflow.storage.atomic import write_file_atomic
 
-__all__ = ["LocalStorage", "ObjectInfo", "S3Storage", "Storage", "parse_s3_uri", "storage_from_settings"]
+__all__ = [
+    "LocalStorage",
+    "ObjectInfo",
+    "S3Storage",
+    "Storage",
+    "parse_s3_uri",
+    "storage_from_spec",
+    "storage_from_settings",
+    "storage_spec",
+]
 
 _CHUNK = 1024 * 1024
 
@@ -310,3 +319,18 @@ def storage_from_settings(settings: Any) -> Storage:
     if getattr(settings, "storage", "local") == "s3":
         return S3Storage()
     return LocalStorage(settings.resolved_storage_root())
+
+
+def storage_spec(storage: Storage) -> str | None:
+    """What another process (a Dask worker, a datasource reader process) needs to reach ``storage``:
+    ``"s3"`` (S3 as this environment configures it), a local storage root, or None (neither)."""
+    if isinstance(storage, S3Storage):
+        return "s3"
+    if isinstance(storage, LocalStorage):
+        return str(storage.root)
+    return None
+
+
+def storage_from_spec(spec: str) -> S3Storage | LocalStorage:
+    """The storage :func:`storage_spec` described, made again in this process."""
+    return S3Storage() if spec == "s3" else LocalStorage(spec)

@@ -1,0 +1,301 @@
+"""Datasource jobs' CSV reading in worker processes (``AMLFLOW_DATASOURCE_PROCESSES``).
+
+A datasource job spends its time in the engine's reader and statistics (:func:`~amlflow.engine.dataset.
+build_dataset`, :func:`~amlflow.engine.stats.compute_statistics`), which hold Python's GIL for much of it:
+three datasource jobs on threads of one process (a 70/30 split and a batch set) then share one core's worth
+of interpreter between them, and the training job that follows the first one waits on the others'
+interpreter time too. So the service hands that work to a small pool of worker processes — one per job
+slot, up to the machine's cores — and the jobs' threads only wait for them.
+
+The worker is ``python -m amlflow.reader_worker`` (:mod:`amlflow.reader_worker`): it reads one JSON
+request per line on its stdin (the storage — ``"s3"`` with the service's ``AWS_*`` environment of the
+moment, or a local storage root — the objects, the schema's and the rearrangement's JSON, the table
+directory, whether to compute statistics), runs the same engine functions the in-thread job runs, writes
+the table at the given directory (atomically, as always) and answers one JSON line on its stdout: the
+:class:`~amlflow.engine.dataset.DatasetInfo` and the insights, or the error the in-thread job would have
+raised (an engine ``DataError`` with its field, a missing object, a refused location), which the service
+raises again. Plain JSON both ways: nothing is unpickled. A worker whose parent is gone (its stdin
+closes) exits at once, even in the middle of a request, so a killed service leaves no writer behind; what
+it had half-written is a temporary directory that start-up's crash clean-up removes.
+
+The pool is one per process (any number of services share it), started when a service starts taking
+jobs (:func:`warm`), its workers ready before the first job: a worker's imports (~0.5 s) are not a job's.
+A worker that dies (killed, out of memory) fails only the job it ran, naming its exit status; the next
+job starts a new one.
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from typing import IO, Any
+
+__all__ = ["ReaderPool", "default_processes", "pool", "read_in_process", "warm"]
+
+from amlflow.reader_worker import READY as _READY  # the worker's first line: imports done
+
+
+def default_processes(max_jobs: int) -> int:
+    """``AMLFLOW_DATASOURCE_PROCESSES`` unset: one worker per job slot, at most the machine's cores;
+    none (read in the job's thread) on one core, where a worker process gains nothing."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return 0 if cores < 2 else min(max_jobs, cores)
+
+
+# -------------------------------------------------------------------------------------- in the service
+
+
+class WorkerDied(RuntimeError):
+    """A worker process exited while it ran a request."""
+
+
+class _Worker:
+    def __init__(self) -> None:
+        env = dict(os.environ)
+        src = str(Path(__file__).resolve().parents[2])  # a source checkout without an install works too
+        env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "amlflow.reader_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            text=True,
+            encoding="utf-8",
+        )
+        self.ready = False
+
+    def _stdin(self) -> IO[str]:
+        assert self.proc.stdin is not None
+        return self.proc.stdin
+
+    def _stdout(self) -> IO[str]:
+        assert self.proc.stdout is not None
+        return self.proc.stdout
+
+    def wait_ready(self) -> None:
+        if not self.ready:
+            line = self._stdout().readline()
+            if line.strip() != _READY:
+                raise WorkerDied(self._died())
+            self.ready = True
+
+    def _died(self) -> str:
+        code = self.proc.wait()
+        how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
+        return f"the datasource reader process {how} (out of memory?)"
+
+    def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.wait_ready()
+        try:
+            self._stdin().write(json.dumps(request) + "\n")
+            self._stdin().flush()
+        except (BrokenPipeError, OSError):
+            raise WorkerDied(self._died()) from None
+        line = self._stdout().readline()
+        if not line:
+            raise WorkerDied(self._died())
+        return dict(json.loads(line))
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def discard(self) -> None:
+        """Kill the worker (it died, or its answer cannot be trusted) and close its pipes."""
+        self.proc.kill()
+        self.proc.wait()
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            with contextlib.suppress(OSError):
+                if pipe is not None:
+                    pipe.close()
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._stdin().close()  # the worker's loop ends; it exits
+        try:
+            self.proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+        with contextlib.suppress(OSError):
+            self._stdout().close()
+
+
+class ReaderPool:
+    """Up to ``size`` worker processes; :meth:`call` runs one request on an idle one (starting one if
+    none is idle and fewer than ``size`` run), waiting while all are busy."""
+
+    def __init__(self, size: int) -> None:
+        self.size = max(1, size)
+        self._idle: list[_Worker] = []
+        self._n = 0
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def grow(self, size: int) -> None:
+        """At least ``size`` workers allowed (services with more job slots share the pool)."""
+        with self._cond:
+            self.size = max(self.size, size)
+
+    def start(self, n: int | None = None) -> None:
+        """Start workers until ``n`` (default: ``size``) exist, and wait until they are ready."""
+        fresh: list[_Worker] = []
+        with self._cond:
+            while self._n < min(self.size, n or self.size):
+                fresh.append(_Worker())
+                self._n += 1
+        try:
+            for w in fresh:
+                w.wait_ready()
+        finally:
+            with self._cond:
+                for w in fresh:
+                    if w.alive():
+                        self._idle.append(w)
+                    else:
+                        self._n -= 1
+                self._cond.notify_all()
+
+    def _take(self) -> _Worker:
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise RuntimeError("the datasource reader pool is closed")
+                while self._idle:
+                    w = self._idle.pop()
+                    if w.alive():
+                        return w
+                    self._n -= 1
+                if self._n < self.size:
+                    self._n += 1
+                    break
+                self._cond.wait()
+        try:
+            return _Worker()
+        except BaseException:
+            with self._cond:
+                self._n -= 1
+                self._cond.notify()
+            raise
+
+    def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        worker = self._take()
+        try:
+            answer = worker.call(request)
+        except BaseException:
+            worker.discard()
+            with self._cond:
+                self._n -= 1
+                self._cond.notify()
+            raise
+        with self._cond:
+            self._idle.append(worker)
+            self._cond.notify()
+        return answer
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for w in idle:
+            w.close()
+
+    def peak_rss(self) -> list[int]:
+        """Each idle worker's peak resident memory in bytes (``VmHWM``; Linux, else empty): benchmarks
+        add it to the service's own."""
+        with self._cond:
+            pids = [w.proc.pid for w in self._idle]
+        out = []
+        for pid in pids:
+            try:
+                status = Path(f"/proc/{pid}/status").read_text()
+            except OSError:
+                continue
+            for line in status.splitlines():
+                if line.startswith("VmHWM:"):
+                    out.append(int(line.split()[1]) * 1024)
+        return out
+
+
+_pool: ReaderPool | None = None
+_pool_lock = threading.Lock()
+
+
+def pool(size: int) -> ReaderPool:
+    """This process's pool, allowed at least ``size`` workers."""
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ReaderPool(size)
+            atexit.register(_pool.close)
+        else:
+            _pool.grow(size)
+        return _pool
+
+
+def warm(size: int) -> None:
+    """Start this process's workers (``size`` of them) and wait until they are ready."""
+    if size > 0:
+        pool(size).start(size)
+
+
+def read_in_process(
+    size: int,
+    *,
+    storage: str,
+    objects: Sequence[tuple[str, str, int]],
+    schema_json: str,
+    rearrangement_json: str | None,
+    out_dir: Path,
+    statistics: bool,
+) -> tuple[Any, dict[str, Any] | None]:
+    """The datasource job's reading (and statistics) on a worker: ``(DatasetInfo, insights or None)``.
+
+    Raises:
+        DataError (an EngineError), FileNotFoundError, ValueError: as the in-thread job meets them.
+        WorkerDied: the worker exited while it read.
+    """
+    from amlflow.engine import errors
+    from amlflow.engine.dataset import DatasetInfo
+
+    request: dict[str, Any] = {
+        "storage": storage,
+        "objects": [list(o) for o in objects],
+        "schema": schema_json,
+        "rearrangement": rearrangement_json,
+        "out_dir": str(out_dir),
+        "statistics": statistics,
+    }
+    if storage == "s3":  # the worker may be older than the configuration: it gets today's
+        request["env"] = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    answer = pool(size).call(request)
+    kind = answer.get("error")
+    if kind == "engine":
+        cls = getattr(errors, str(answer.get("type")), errors.EngineError)
+        if not (isinstance(cls, type) and issubclass(cls, errors.EngineError)):
+            cls = errors.EngineError
+        raise cls(str(answer["message"]), field=answer.get("field"))
+    if kind == "missing":
+        raise FileNotFoundError(str(answer["message"]))
+    if kind == "value":
+        raise ValueError(str(answer["message"]))
+    if kind is not None:
+        raise RuntimeError(f"the datasource reader process failed:\n{answer.get('message')}")
+    d = answer["info"]
+    info = DatasetInfo(
+        n_rows=int(d["n_rows"]),
+        n_rejected=int(d["n_rejected"]),
+        data_size_bytes=int(d["data_size_bytes"]),
+        n_files=int(d["n_files"]),
+        rejected_samples=list(d["rejected_samples"]),
+        n_rows_total=int(d["n_rows_total"]),
+        n_rejected_total=int(d["n_rejected_total"]),
+        files=[(str(k), int(a), int(b)) for k, a, b in d["files"]],
+    )
+    return info, answer.get("insights")
