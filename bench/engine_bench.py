@@ -373,7 +373,7 @@ def child_amlflow(train_csv: Path, test_csv: Path) -> dict[str, Any]:
         sources = [case.wait("data_source", d) for d in ("ds-tr", "ds-ev", "ds-bp")]
         from amlflow.service import reader_processes
 
-        readers = reader_processes.pool(1).peak_rss()  # the datasource reader processes' own peaks
+        readers = [rss for _, rss in reader_processes.pool(1).usage()]  # the readers' own peaks
         out = case.root / BUCKET / "out" / "batch-prediction" / "result" / f"bp-{test_csv.name}.gz"
         return {
             "total_s": total,

@@ -231,9 +231,12 @@ class RssSampler(threading.Thread):
 
 
 def _cpu_s() -> float:
-    """CPU seconds of this process so far (every thread, user + system)."""
+    """CPU seconds of this process so far (every thread, user + system), and of the service's datasource
+    reader processes (``AMLFLOW_DATASOURCE_PROCESSES``), which read the datasources."""
+    from amlflow.service import reader_processes
+
     use = resource.getrusage(resource.RUSAGE_SELF)
-    return use.ru_utime + use.ru_stime
+    return use.ru_utime + use.ru_stime + sum(cpu for cpu, _ in reader_processes.pool(1).usage())
 
 
 def _log_text(entity: dict[str, Any]) -> str:
@@ -252,6 +255,7 @@ def child(train_csv: Path, holdout_csv: Path, home: Path, seed: int) -> dict[str
     sampler = RssSampler()
     sampler.start()
     import amlflow
+    from amlflow.service import reader_processes
 
     root = home / "s3"
     ml = amlflow.connect(home=home, storage_root=root, seed=seed)
@@ -350,6 +354,7 @@ def child(train_csv: Path, holdout_csv: Path, home: Path, seed: int) -> dict[str
             ),
             "macro_f1": float(props["MulticlassAvgFScore"]),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "reader_peak_rss_mb": [rss / 2**20 for _, rss in reader_processes.pool(1).usage()],
             "phase_rss_mb": sampler.peaks,
             "base_rss_mb": base_rss,
             "memory_limit": os.environ.get("AMLFLOW_MEMORY_LIMIT"),
@@ -407,6 +412,8 @@ def _report(label: str, res: dict[str, Any]) -> None:
         f"start, {res['load'][1]:.1f} at the end, {os.cpu_count()} cores)\n"
         f"    peak RSS {res['peak_rss_mb']:,.0f} MB (ru_maxrss; {res['base_rss_mb']:.0f} MB after imports); "
         f"sampled per phase, MB: {rss}\n"
+        f"    datasource readers' peak RSS (VmHWM; they read the datasources): "
+        f"{', '.join(f'{r:,.0f}' for r in res.get('reader_peak_rss_mb', [])) or 'none'} MB\n"
         f"    macro-F1 on the {res['holdout_rows'] or '?':,} held-out rows: {res['macro_f1']:.4f}",
         flush=True,
     )

@@ -29,6 +29,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -37,9 +38,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any
 
-__all__ = ["ReaderPool", "default_processes", "pool", "read_in_process", "warm"]
-
 from amlflow.reader_worker import READY as _READY  # the worker's first line: imports done
+
+__all__ = ["ReaderPool", "WorkerDied", "default_processes", "pool", "read_in_process", "warm"]
+
+log = logging.getLogger("amlflow.service")
 
 
 def default_processes(max_jobs: int) -> int:
@@ -134,6 +137,7 @@ class ReaderPool:
     def __init__(self, size: int) -> None:
         self.size = max(1, size)
         self._idle: list[_Worker] = []
+        self._live: list[_Worker] = []  # every worker started and not yet discarded (for usage())
         self._n = 0
         self._cond = threading.Condition()
         self._closed = False
@@ -149,6 +153,7 @@ class ReaderPool:
         with self._cond:
             while self._n < min(self.size, n or self.size):
                 fresh.append(_Worker())
+                self._live.append(fresh[-1])
                 self._n += 1
         try:
             for w in fresh:
@@ -156,9 +161,11 @@ class ReaderPool:
         finally:
             with self._cond:
                 for w in fresh:
-                    if w.alive():
+                    if w.alive() and w.ready:
                         self._idle.append(w)
                     else:
+                        w.discard()
+                        self._live.remove(w)
                         self._n -= 1
                 self._cond.notify_all()
 
@@ -171,18 +178,23 @@ class ReaderPool:
                     w = self._idle.pop()
                     if w.alive():
                         return w
+                    w.discard()
+                    self._live.remove(w)
                     self._n -= 1
                 if self._n < self.size:
                     self._n += 1
                     break
                 self._cond.wait()
         try:
-            return _Worker()
+            worker = _Worker()
         except BaseException:
             with self._cond:
                 self._n -= 1
                 self._cond.notify()
             raise
+        with self._cond:
+            self._live.append(worker)
+        return worker
 
     def call(self, request: dict[str, Any]) -> dict[str, Any]:
         worker = self._take()
@@ -191,6 +203,7 @@ class ReaderPool:
         except BaseException:
             worker.discard()
             with self._cond:
+                self._live.remove(worker)
                 self._n -= 1
                 self._cond.notify()
             raise
@@ -206,20 +219,21 @@ class ReaderPool:
         for w in idle:
             w.close()
 
-    def peak_rss(self) -> list[int]:
-        """Each idle worker's peak resident memory in bytes (``VmHWM``; Linux, else empty): benchmarks
-        add it to the service's own."""
+    def usage(self) -> list[tuple[float, int]]:
+        """``(CPU seconds, peak resident bytes)`` of each live worker (``/proc``; Linux, else empty):
+        benchmarks add them to the service's own."""
         with self._cond:
-            pids = [w.proc.pid for w in self._idle]
+            pids = [w.proc.pid for w in self._live if w.alive()]
+        tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         out = []
         for pid in pids:
             try:
+                stat = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 status = Path(f"/proc/{pid}/status").read_text()
             except OSError:
                 continue
-            for line in status.splitlines():
-                if line.startswith("VmHWM:"):
-                    out.append(int(line.split()[1]) * 1024)
+            hwm = [int(x.split()[1]) * 1024 for x in status.splitlines() if x.startswith("VmHWM:")]
+            out.append(((int(stat[11]) + int(stat[12])) / tick, hwm[0] if hwm else 0))
         return out
 
 
@@ -240,9 +254,13 @@ def pool(size: int) -> ReaderPool:
 
 
 def warm(size: int) -> None:
-    """Start this process's workers (``size`` of them) and wait until they are ready."""
+    """Start this process's workers (``size`` of them) and wait until they are ready. A worker that
+    cannot start is logged, not raised: the service starts, and a datasource job says why it failed."""
     if size > 0:
-        pool(size).start(size)
+        try:
+            pool(size).start(size)
+        except WorkerDied as exc:
+            log.warning("could not start the datasource readers: %s", exc)
 
 
 def read_in_process(
