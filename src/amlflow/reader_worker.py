@@ -40,7 +40,13 @@ def _serve_one(request: dict[str, Any]) -> dict[str, Any]:
     schema = parse_schema(request["schema"])
     out_dir = Path(request["out_dir"])
     try:
-        info = build_dataset(sources, schema, parse_rearrangement(request["rearrangement"]), out_dir)
+        info = build_dataset(
+            sources,
+            schema,
+            parse_rearrangement(request["rearrangement"]),
+            out_dir,
+            memory_budget=request.get("memory_budget"),
+        )
         insights = None
         if request["statistics"] and info.n_rows:
             insights = compute_statistics(EncodedTable.open(out_dir), schema)

@@ -202,6 +202,33 @@ def test_more_than_10000_rejected_rows_fail(tmp_path: Path) -> None:
     assert (info2.n_rows, info2.n_rejected) == (5, 10_000)
 
 
+def test_dictionaries_over_the_budget_fail_naming_the_column(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A column with a value per row grows its dictionary with the data: past half the job's memory
+    budget the job fails saying which column and how much, and leaves no table behind."""
+    monkeypatch.setattr(dataset_mod, "MIN_DICTIONARY_BYTES", 0)  # no floor: a small input can pass it
+    rows = [f"{i * 0.001!r},{i % 2},c{i % 3}" for i in range(20_000)]
+    data = ("x,y,z\n" + "\n".join(rows) + "\n").encode()
+    schema = _schema(["x", "y", "z"], header=True)
+    budget = 2 * 10_000 * dataset_mod.BYTES_PER_DISTINCT_VALUE  # dictionaries may take half: 10,000 values
+    with pytest.raises(DataError) as info:
+        build_dataset([_src("f", data)], schema, None, tmp_path / "t", memory_budget=budget)
+    assert info.value.field == "x"
+    message = str(info.value)
+    assert message.startswith("x: the columns' distinct values would need more memory than the datasource")
+    assert "('x' has " in message and "AMLFLOW_MEMORY_LIMIT" in message
+    assert [p.name for p in tmp_path.iterdir()] == []  # nothing half-written
+    # within the budget (and without one: the machine's default) it is read
+    ok = build_dataset([_src("f", data)], schema, None, tmp_path / "ok", memory_budget=4 * budget)
+    assert ok.n_rows == 20_000
+    assert build_dataset([_src("f", data)], schema, None, tmp_path / "default").n_rows == 20_000
+    # the floor: a budget set small (to make training stream, say) still reads an ordinary datasource
+    monkeypatch.setattr(dataset_mod, "MIN_DICTIONARY_BYTES", 4 * budget)
+    floor = build_dataset([_src("f", data)], schema, None, tmp_path / "floor", memory_budget=1)
+    assert floor.n_rows == 20_000
+
+
 def test_multiple_files_in_order_with_headers_and_spans(tmp_path: Path) -> None:
     f1 = b"k,v\n1,a\n2,b\n"
     f2 = b"k,v\n3,c\nbad\n4,d\n"

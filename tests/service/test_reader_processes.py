@@ -162,3 +162,43 @@ def test_default_is_one_reader_per_job_slot_up_to_the_cores(monkeypatch: pytest.
     monkeypatch.setattr(os, "sched_getaffinity", lambda _pid: {0}, raising=False)
     assert reader_processes.default_processes(4) == 0
     assert Settings(max_jobs=3, datasource_processes=5).resolved_datasource_processes() == 5
+
+
+@pytest.mark.parametrize("processes", [2, 0])
+def test_dictionaries_over_the_memory_limit_fail_the_job(tmp_path: Path, processes: int) -> None:
+    """AMLFLOW_MEMORY_LIMIT bounds the datasource job too: a column with a value per row whose dictionary
+    would pass half of it (and the 256 MiB floor) fails the job naming the column, in a reader process as
+    in the job's thread."""
+    from amlflow.engine.dataset import MIN_DICTIONARY_BYTES
+    from amlflow.engine.table import BYTES_PER_DISTINCT_VALUE
+
+    n = MIN_DICTIONARY_BYTES // BYTES_PER_DISTINCT_VALUE + 50_000  # ~840,000 distinct values
+    settings = Settings(home=tmp_path, datasource_processes=processes, memory_limit=64 << 20)
+    root = settings.resolved_storage_root()
+    (root / "b").mkdir(parents=True)
+    (root / "b" / "ids.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(n)))
+    schema = json.dumps(
+        {
+            "version": "1.0",
+            "targetAttributeName": "y",
+            "dataFormat": "CSV",
+            "dataFileContainsHeader": True,
+            "attributes": [
+                {"attributeName": "x", "attributeType": "NUMERIC"},
+                {"attributeName": "y", "attributeType": "BINARY"},
+            ],
+        }
+    )
+    service = Service(settings, endpoint_url="http://127.0.0.1:1")
+    try:
+        spec = {"DataLocationS3": "s3://b/ids.csv", "DataSchema": schema}
+        service.create_data_source_from_s3(DataSourceId="ds", DataSpec=spec, ComputeStatistics=True)
+        out = wait(service, "DataSource", "ds", timeout=120)
+        assert out["Status"] == "FAILED"
+        assert out["Message"].startswith("x: the columns' distinct values would need more memory")
+        assert (
+            "over 256 MB (half of the job's memory budget, AMLFLOW_MEMORY_LIMIT, and at least 256 MB)"
+            in (out["Message"])
+        )
+    finally:
+        service.shutdown(timeout=30)

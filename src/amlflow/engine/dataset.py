@@ -32,16 +32,26 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from amlflow.engine.errors import DataError
-from amlflow.engine.limits import MAX_RECORD_BYTES
+from amlflow.engine.limits import MAX_RECORD_BYTES, default_memory_budget
 from amlflow.engine.rearrange import Rearrangement
 from amlflow.engine.schema import Schema
-from amlflow.engine.table import FORMAT, SPILL_BYTES, VERSION, EncodedTable, TableWriter, code_dtype
+from amlflow.engine.table import (
+    BYTES_PER_DISTINCT_VALUE,
+    FORMAT,
+    SPILL_BYTES,
+    VERSION,
+    EncodedTable,
+    TableWriter,
+    code_dtype,
+)
 
 __all__ = [
+    "BYTES_PER_DISTINCT_VALUE",
     "CHUNK_BYTES",
     "FORMAT",
     "MAX_REJECTED_ROWS",
     "MAX_ROW_BYTES",
+    "MIN_DICTIONARY_BYTES",
     "SPILL_BYTES",
     "VERSION",
     "DatasetInfo",
@@ -50,6 +60,7 @@ __all__ = [
     "TableWriter",
     "build_dataset",
     "code_dtype",
+    "dictionary_budget",
     "input_sizes",
     "is_gzip",
 ]
@@ -497,8 +508,27 @@ class _Totals:
         return info
 
 
+#: the least a datasource job's dictionaries may take whatever its memory budget: the job's read blocks
+#: and pyarrow's buffers take ~100-300 MB anyway, and a budget set small to make training stream or an
+#: evaluation run batch by batch should not refuse an ordinary datasource (~790,000 distinct values)
+MIN_DICTIONARY_BYTES = 256 << 20
+
+
+def dictionary_budget(memory_budget: int | None) -> int:
+    """What a datasource job's column dictionaries may take: half of its memory budget (None: the
+    machine's default, :func:`amlflow.engine.limits.default_memory_budget`), at least
+    :data:`MIN_DICTIONARY_BYTES`; the rest is for the read blocks and the statistics."""
+    budget = default_memory_budget() if memory_budget is None else int(memory_budget)
+    return max(budget // 2, MIN_DICTIONARY_BYTES)
+
+
 def build_dataset(
-    sources: Sequence[Source], schema: Schema, rearrangement: Rearrangement | None, out_dir: Path | str
+    sources: Sequence[Source],
+    schema: Schema,
+    rearrangement: Rearrangement | None,
+    out_dir: Path | str,
+    *,
+    memory_budget: int | None = None,
 ) -> DatasetInfo:
     """Parse CSV ``sources`` (in the given order) with ``schema``, keep the rows ``rearrangement``
     selects, and write them as an encoded table at ``out_dir`` (atomically).
@@ -511,10 +541,12 @@ def build_dataset(
         schema: an :class:`amlflow.engine.schema.Schema` (``names``, ``has_header``).
         rearrangement: an :class:`amlflow.engine.rearrange.Rearrangement`, or None for every row.
         out_dir: where the table goes (replaced if it exists).
+        memory_budget: the job's memory budget in bytes (None: the machine's default); the columns'
+            dictionaries may take half of it, at least 256 MiB (:func:`dictionary_budget`).
 
     Raises:
-        DataError: no input, unreadable gzip, or more than 10,000 rejected rows (naming the file and the
-            first bad line).
+        DataError: no input, unreadable gzip, more than 10,000 rejected rows (naming the file and the
+            first bad line), or more distinct values than the dictionary budget (naming the column).
     """
     if rearrangement is None:
         rearrangement = Rearrangement()
@@ -523,7 +555,7 @@ def build_dataset(
     sizes = input_sizes(sources, rearrangement)
     total = sum(sizes)
     totals = _Totals([(s.key, int(s.size)) for s in sources])
-    with TableWriter(out_dir, schema.names) as writer:
+    with TableWriter(out_dir, schema.names, dictionary_budget=dictionary_budget(memory_budget)) as writer:
         reader = _Reader(schema, rearrangement, writer, total)
         file_start = 0
         for source, size in zip(sources, sizes, strict=True):

@@ -124,6 +124,7 @@ def read_part(
     file_start: int,
     lo: int = 0,
     hi: int | None = None,
+    memory_budget: int | None = None,
 ) -> PartInfo:
     """Read the lines of ``source`` that start in ``[lo, hi)`` (``hi`` None: the whole file, gunzipped
     when it is gzip) into a *part*: an encoded table at ``out_dir`` with the part's own dictionaries,
@@ -133,13 +134,16 @@ def read_part(
     :func:`input_sizes` counts it; ``file_start``: this file's start in it), so parts merged in order by
     :func:`merge_parts` make the table :func:`build_dataset` writes, byte for byte.
 
+    ``memory_budget``: as :func:`build_dataset`'s (the part's dictionaries may take half of it).
+
     Raises:
-        DataError: an unreadable gzip file.
+        DataError: an unreadable gzip file, or more distinct values than the dictionary budget.
         ValueError: a byte range of a gzip file.
     """
     if rearrangement is None:
         rearrangement = Rearrangement()
-    with TableWriter(out_dir, schema.names) as writer:
+    budget = _ds.dictionary_budget(memory_budget)
+    with TableWriter(out_dir, schema.names, dictionary_budget=budget) as writer:
         reader = _ds._Reader(schema, rearrangement, writer, total_bytes, limit=False)
         header = bool(schema.has_header) and lo == 0
         overflow = False
@@ -202,11 +206,12 @@ class PartMerger:
         out_dir: Path | str,
         *,
         slice_rows: int = 1 << 20,
+        memory_budget: int | None = None,
     ) -> None:
         self.rearrangement = rearrangement if rearrangement is not None else Rearrangement()
         self.totals = _ds._Totals(sources)
         self.names = list(schema.names)
-        self.writer = TableWriter(out_dir, self.names)
+        self.writer = TableWriter(out_dir, self.names, dictionary_budget=_ds.dictionary_budget(memory_budget))
         self.slice_rows = slice_rows
         self.pos = 0
         self._file = -1  # index in sources of the current file

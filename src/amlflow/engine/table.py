@@ -47,6 +47,7 @@ import pyarrow.compute as pc
 from amlflow.engine.errors import DataError
 
 __all__ = [
+    "BYTES_PER_DISTINCT_VALUE",
     "FORMAT",
     "SPILL_BYTES",
     "VERSION",
@@ -61,6 +62,10 @@ FORMAT = "amlflow-encoded-table"
 VERSION = 2
 SPILL_BYTES = 64 << 20
 _ALIGN = 64
+#: what one distinct value of a column costs while a table is written (the writer's lookup and value
+#: lists and the raw values met): measured on a CSV of random floats, 330-350 B per value from 1 to 3
+#: million distinct (docs/scale.md, "The datasource job's memory: per distinct value")
+BYTES_PER_DISTINCT_VALUE = 340
 
 
 # ------------------------------------------------------------------------------------------- protocol
@@ -247,8 +252,19 @@ class TableWriter:
         [0, 1, 1]
     """
 
-    def __init__(self, out_dir: Path | str, names: Sequence[str], *, spill_bytes: int = SPILL_BYTES) -> None:
+    def __init__(
+        self,
+        out_dir: Path | str,
+        names: Sequence[str],
+        *,
+        spill_bytes: int = SPILL_BYTES,
+        dictionary_budget: int | None = None,
+    ) -> None:
         self.out_dir = Path(out_dir)
+        #: bytes the columns' dictionaries may take (at :data:`BYTES_PER_DISTINCT_VALUE` a value) before
+        #: an append raises a DataError naming the largest column; None: no limit
+        self.dictionary_budget = dictionary_budget
+        self._n_values = 0
         self.names = list(names)
         if len(set(self.names)) != len(self.names):
             raise ValueError("column names must be unique")
@@ -275,16 +291,18 @@ class TableWriter:
     def append_column(self, i: int, local_values: Sequence[str], local_codes: np.ndarray) -> None:
         """Append rows to column ``i``: ``local_codes`` index ``local_values`` (stripped on merge)."""
         col = self.columns[i]
-        before = col.buffered_bytes
+        before, n_before = col.buffered_bytes, len(col.values)
         self._buffered += col.append(local_values, np.asarray(local_codes)) - before
+        self._grew(len(col.values) - n_before)
         self._maybe_spill()
 
     def append_raw(self, i: int, local_dict: pa.Array, local_codes: np.ndarray) -> None:
         """Append rows to column ``i``: ``local_codes`` index ``local_dict``, a pyarrow binary/string
         array of raw values (decoded as UTF-8 with replacement, stripped on merge)."""
         col = self.columns[i]
-        before = col.buffered_bytes
+        before, n_before = col.buffered_bytes, len(col.values)
         self._buffered += col.append_raw(local_dict, np.asarray(local_codes)) - before
+        self._grew(len(col.values) - n_before)
         self._maybe_spill()
 
     def append_table(self, table: Columns, n_rows: int, *, slice_rows: int = 1 << 20) -> None:
@@ -296,12 +314,36 @@ class TableWriter:
             raise ValueError(f"append_table: columns {table.names} are not {self.names}")
         for i, name in enumerate(self.names):
             col = self.columns[i]
+            n_before = len(col.values)
             remap = col._remap_stripped([str(v) for v in table.dictionary(name).tolist()])
+            self._grew(len(col.values) - n_before)
             for a in range(0, n_rows, slice_rows):
                 codes = np.asarray(table.codes(name, a, min(a + slice_rows, n_rows)))
                 before = col.buffered_bytes
                 self._buffered += col._append_codes(remap, codes) - before
                 self._maybe_spill()
+
+    def _grew(self, new_values: int) -> None:
+        """Count ``new_values`` more distinct values; past :attr:`dictionary_budget`, raise."""
+        if not new_values:
+            return
+        self._n_values += new_values
+        budget = self.dictionary_budget
+        if budget is None or self._n_values * BYTES_PER_DISTINCT_VALUE <= budget:
+            return
+        widest = max(range(len(self.columns)), key=lambda i: len(self.columns[i].values))
+        name, n = self.names[widest], len(self.columns[widest].values)
+        raise DataError(
+            f"{name}: the columns' distinct values would need more memory than the datasource job may "
+            f"use: {self._n_values:,} distinct values so far ({name!r} has {n:,}), about "
+            f"{self._n_values * BYTES_PER_DISTINCT_VALUE / 2**20:,.0f} MB at ~{BYTES_PER_DISTINCT_VALUE} B "
+            f"each, over {budget / 2**20:,.0f} MB (half of the job's memory budget, AMLFLOW_MEMORY_LIMIT, "
+            "and at least 256 MB). "
+            "Every column is stored as a dictionary of its distinct values, so a column with a value per "
+            "row (an ID, a continuous measurement) grows with the data: raise AMLFLOW_MEMORY_LIMIT, or "
+            'leave that column out of the input (docs/scale.md, "The datasource job\'s memory")',
+            field=name,
+        )
 
     def _maybe_spill(self) -> None:
         if self._buffered > self.spill_bytes:

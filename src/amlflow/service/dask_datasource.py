@@ -204,6 +204,7 @@ def build_on_dask(
     when: str = "auto",
     range_bytes: int | None = None,
     log: _Log | None = None,
+    memory_budget: int | None = None,
 ) -> DatasetInfo | None:
     """Encode the datasource's ``objects`` into the table at ``out_dir`` on the cluster at ``address``
     (see the module docstring), or return None — the caller then runs ``build_dataset`` in-process —
@@ -277,7 +278,8 @@ def build_on_dask(
     waited = merged = 0.0
     summaries: list[dict[str, Any]] = []
     try:
-        with PartMerger(schema, rearrangement, [(o.key, o.size) for o in objects], out_dir) as merger:
+        sizes_by_key = [(o.key, o.size) for o in objects]
+        with PartMerger(schema, rearrangement, sizes_by_key, out_dir, memory_budget=memory_budget) as merger:
             for k, future in enumerate(futures):
                 t1 = time.perf_counter()
                 try:

@@ -128,6 +128,7 @@ class DataSources(EntityOps):
             shutil.rmtree(table_dir)
         folder.mkdir(parents=True, exist_ok=True)
         insights: dict[str, Any] | None = None
+        budget = int(self.settings.memory_limit) if self.settings.memory_limit is not None else None
         try:
             info = None
             if self.settings.dask_address and self.settings.dask_datasource != "never":
@@ -144,6 +145,7 @@ class DataSources(EntityOps):
                     out_dir=table_dir,
                     when=self.settings.dask_datasource,
                     log=ctx.log,
+                    memory_budget=budget,
                 )
             processes = self._reader_processes()
             spec = storage_spec(self.storage)
@@ -157,9 +159,12 @@ class DataSources(EntityOps):
                     rearrangement_json=entity.attrs.get("DataRearrangement") or None,
                     out_dir=table_dir,
                     statistics=bool(entity.attrs.get("ComputeStatistics")),
+                    memory_budget=budget,
                 )
             if info is None:
-                info = self.engine.build_dataset(sources, schema, rearrangement, table_dir)
+                info = self.engine.build_dataset(
+                    sources, schema, rearrangement, table_dir, memory_budget=budget
+                )
         except reader_processes.WorkerDied as exc:
             raise JobFailed(f"DataLocationS3: {exc}") from None
         except ValueError as exc:

@@ -68,7 +68,13 @@ class BuildDataset(Protocol):
     """``engine.dataset.build_dataset``: parse the sources and write the encoded table at ``out_dir``."""
 
     def __call__(
-        self, sources: Sequence[Source], schema: Schema, rearrangement: Rearrangement | None, out_dir: Path
+        self,
+        sources: Sequence[Source],
+        schema: Schema,
+        rearrangement: Rearrangement | None,
+        out_dir: Path,
+        *,
+        memory_budget: int | None = None,
     ) -> DatasetInfo: ...
 
 

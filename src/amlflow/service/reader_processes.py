@@ -272,6 +272,7 @@ def read_in_process(
     rearrangement_json: str | None,
     out_dir: Path,
     statistics: bool,
+    memory_budget: int | None = None,
 ) -> tuple[Any, dict[str, Any] | None]:
     """The datasource job's reading (and statistics) on a worker: ``(DatasetInfo, insights or None)``.
 
@@ -289,6 +290,7 @@ def read_in_process(
         "rearrangement": rearrangement_json,
         "out_dir": str(out_dir),
         "statistics": statistics,
+        "memory_budget": memory_budget,
     }
     if storage == "s3":  # the worker may be older than the configuration: it gets today's
         request["env"] = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
