@@ -19,7 +19,7 @@ from amlflow.engine.dataset import (
     build_dataset,
     input_sizes,
 )
-from amlflow.engine.dataset_parts import PartInfo, merge_parts, read_part
+from amlflow.engine.dataset_parts import PartInfo, PartMerger, merge_parts, read_part
 from amlflow.engine.errors import DataError
 from amlflow.engine.rearrange import Rearrangement, parse_rearrangement
 from amlflow.engine.schema import Schema, parse_schema
@@ -224,3 +224,48 @@ def test_merge_refuses_parts_out_of_order(tmp_path: Path) -> None:
         )
     with pytest.raises(ValueError, match="parts of 1 of 2 files"):
         merge_parts([tmp_path / "a"], schema, r, [("a.csv", a.size), ("b.csv", b.size)], tmp_path / "n")
+
+
+def test_parts_and_their_merge_keep_to_the_dictionary_budget(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A part over the dictionary budget fails as build_dataset does; so does a merge whose parts fit
+    alone but not together (the service's side of the datasource job on Dask)."""
+    monkeypatch.setattr(dataset_mod, "MIN_DICTIONARY_BYTES", 0)
+    data = ("id,name,note\n" + "".join(f"{i},n{i},v\n" for i in range(2_000))).encode()
+    source, schema = _src("f", data), _schema()
+    cut = len(data) // 2
+    per_value = dataset_mod.BYTES_PER_DISTINCT_VALUE
+    one_part = 2 * per_value * 2_200  # half of it: 2,200 values; a part holds ~2,000 (id and name) + 1
+    with pytest.raises(DataError, match=r"^id: the columns' distinct values would need more memory"):
+        read_part(
+            source,
+            schema,
+            None,
+            tmp_path / "big",
+            total_bytes=len(data),
+            file_start=0,
+            memory_budget=one_part // 4,
+        )
+    parts = []
+    for k, (lo, hi) in enumerate(((0, cut), (cut, len(data)))):
+        read_part(
+            source,
+            schema,
+            None,
+            tmp_path / f"p{k}",
+            total_bytes=len(data),
+            file_start=0,
+            lo=lo,
+            hi=hi,
+            memory_budget=one_part,
+        )
+        parts.append(tmp_path / f"p{k}")
+    merged = merge_parts(parts, schema, None, [("f", len(data))], tmp_path / "fits")
+    assert merged.n_rows == 2_000  # no budget given to the merge: the machine's default
+    merger = PartMerger(schema, None, [("f", len(data))], tmp_path / "merged", memory_budget=one_part)
+    with pytest.raises(DataError, match=r"the columns' distinct values would need more memory"), merger as m:
+        for part in parts:
+            m.add(part)
+        m.finish()
+    assert not (tmp_path / "merged").exists()
