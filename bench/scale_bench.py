@@ -23,6 +23,10 @@ sizes mixes the data's effect with the learner's.
 
 To tell them apart, a size whose run trained in the streaming mode is run again on the same file with
 ``--control-memory-limit`` (default 8GB), where the in-memory mode fits: same data, the other learner.
+The other way round, the 1x file is run again with ``--streaming-baseline-limit`` (default 200MB, under
+its in-memory estimate), so that it streams as 10x and 30x do: the time ratios against that run compare
+the same algorithm at three sizes, those against the 1x run of ``--memory-limit`` also the in-memory
+learner's speed against the streaming one's.
 
 Each run is a fresh child process (so ``ru_maxrss`` is that run's own peak) with a fresh ``AMLFLOW_HOME``
 on local disk under ``--tmp`` and ``AMLFLOW_MEMORY_LIMIT`` set, through ``amlflow.connect()`` (the calls a
@@ -31,12 +35,16 @@ training datasource (statistics computed), the held-out datasource (no statistic
 training), the MULTICLASS model (ALL_CATEGORICAL recipe, AML's MNIST settings: 10 passes, L2 1e-5, shuffle
 auto, 100 MB model size) and its evaluation on the held-out datasource (``MulticlassAvgFScore``, macro-F1).
 A phase's time is from its create call to the COMPLETED status seen by polling every 50 ms, its CPU time
-the process's user + system seconds over the same span; the 1-minute load average is printed at the start
-and end of each run (other work on the machine slows the wall times, hardly the CPU times). The training
+the process's user + system seconds over the same span, with those of the service's datasource reader
+processes (``AMLFLOW_DATASOURCE_PROCESSES``), which read the datasources; the 1-minute load average is
+printed at the start and end of each run (other work on the machine slows the wall times, hardly the CPU
+times). The training
 mode and its reason are read from the model's job log (``LogUri``). RSS is also sampled every 20 ms from
 ``/proc/self/statm`` to attribute the peak to a phase, with its anonymous part (RSS less file-backed pages:
 a memory-mapped table counts in RSS while its pages are resident, but the kernel can drop them);
-``ru_maxrss`` is the exact process peak, a sample can miss a spike shorter than 20 ms.
+``ru_maxrss`` is the exact process peak, a sample can miss a spike shorter than 20 ms. The datasource
+reader processes' peaks are printed apart: their ``VmHWM`` (exact, file-backed pages included: the
+statistics read the memory-mapped table) and the largest reader's RSS and anonymous part sampled per phase.
 
 Each Nx file is deleted as soon as its runs are over; the temporary directory with the held-out file and the
 homes is removed at the end (``--keep`` keeps it). The defaults took 23 minutes on 2 cores (13 without the
@@ -213,6 +221,7 @@ class RssSampler(threading.Thread):
         self.page = os.sysconf("SC_PAGE_SIZE")
         self.phase = "start"
         self.peaks: dict[str, list[float]] = {}
+        self.reader_peaks: dict[str, list[float]] = {}  # the same of the largest datasource reader
         self.halt = threading.Event()
 
     def sample(self) -> tuple[float, float]:
@@ -222,11 +231,31 @@ class RssSampler(threading.Thread):
         rss, shared = int(fields[1]), int(fields[2])
         return rss * self.page / 2**20, (rss - shared) * self.page / 2**20
 
+    def sample_readers(self) -> tuple[float, float]:
+        """The largest (RSS, anonymous RSS) in MB among the service's datasource reader processes."""
+        from amlflow.service import reader_processes
+
+        best = (0.0, 0.0)
+        with reader_processes.pool(1)._cond:
+            pids = [w.proc.pid for w in reader_processes.pool(1)._live]
+        for pid in pids:
+            try:
+                with open(f"/proc/{pid}/statm") as f:
+                    fields = f.read().split()
+            except OSError:
+                continue
+            rss, shared = int(fields[1]), int(fields[2])
+            best = max(best, (rss * self.page / 2**20, (rss - shared) * self.page / 2**20))
+        return best
+
     def run(self) -> None:
         while not self.halt.is_set():
             rss, anon = self.sample()
             peak = self.peaks.setdefault(self.phase, [0.0, 0.0])
             peak[0], peak[1] = max(peak[0], rss), max(peak[1], anon)
+            r_rss, r_anon = self.sample_readers()
+            peak = self.reader_peaks.setdefault(self.phase, [0.0, 0.0])
+            peak[0], peak[1] = max(peak[0], r_rss), max(peak[1], r_anon)
             self.halt.wait(self.interval)
 
 
@@ -356,6 +385,7 @@ def child(train_csv: Path, holdout_csv: Path, home: Path, seed: int) -> dict[str
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "reader_peak_rss_mb": [rss / 2**20 for _, rss in reader_processes.pool(1).usage()],
             "phase_rss_mb": sampler.peaks,
+            "reader_phase_rss_mb": sampler.reader_peaks,
             "base_rss_mb": base_rss,
             "memory_limit": os.environ.get("AMLFLOW_MEMORY_LIMIT"),
         }
@@ -405,6 +435,10 @@ def _report(label: str, res: dict[str, Any]) -> None:
     c = res["cpu"]
     phases = ", ".join(f"{p} {t[p]:.1f} s ({c[p]:.1f} s CPU)" for p in PHASES if p in t)
     rss = ", ".join(f"{p} {peaks[p][0]:,.0f} ({peaks[p][1]:,.0f} anon)" for p in PHASES if p in peaks)
+    readers = res.get("reader_phase_rss_mb", {})
+    reader_rss = ", ".join(
+        f"{p} {readers[p][0]:,.0f} ({readers[p][1]:,.0f} anon)" for p in PHASES if readers.get(p, [0])[0]
+    )
     print(
         f"  {label} (AMLFLOW_MEMORY_LIMIT={res['memory_limit']}):\n"
         f"    mode: {res['mode_line'].split(' ', 1)[-1]}\n"
@@ -413,7 +447,8 @@ def _report(label: str, res: dict[str, Any]) -> None:
         f"    peak RSS {res['peak_rss_mb']:,.0f} MB (ru_maxrss; {res['base_rss_mb']:.0f} MB after imports); "
         f"sampled per phase, MB: {rss}\n"
         f"    datasource readers' peak RSS (VmHWM; they read the datasources): "
-        f"{', '.join(f'{r:,.0f}' for r in res.get('reader_peak_rss_mb', [])) or 'none'} MB\n"
+        f"{', '.join(f'{r:,.0f}' for r in res.get('reader_peak_rss_mb', [])) or 'none'} MB; the largest "
+        f"reader sampled per phase, MB: {reader_rss or 'none'}\n"
         f"    macro-F1 on the {res['holdout_rows'] or '?':,} held-out rows: {res['macro_f1']:.4f}",
         flush=True,
     )
@@ -436,6 +471,13 @@ def main(argv: list[str] | None = None) -> int:
         help="a size whose run streamed is run again with this limit (in memory) on the same file, to tell "
         "the learner's F1 from the data's (default 8GB; 'none': no control runs)",
     )
+    parser.add_argument(
+        "--streaming-baseline-limit",
+        default="200MB",
+        help="the 1x size is run again with this AMLFLOW_MEMORY_LIMIT, under its in-memory estimate, so it "
+        "streams as the large sizes do: the time ratios against it compare one algorithm (default 200MB; "
+        "'none': no such run)",
+    )
     parser.add_argument("--augment", choices=["shift", "subpixel", "repeat"], default="shift")
     parser.add_argument("--holdout", type=float, default=0.3, help="held-out fraction of train.csv (0.3)")
     parser.add_argument("--split-seed", type=int, default=20150409)
@@ -455,6 +497,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(f < 1 for f in args.factors):
         raise SystemExit("--factors: every factor is at least 1")
     control = None if args.control_memory_limit.lower() in ("", "none", "off") else args.control_memory_limit
+    baseline_limit = args.streaming_baseline_limit
+    baseline_limit = None if baseline_limit.lower() in ("", "none", "off") else baseline_limit
+    baseline: dict[str, Any] | None = None
 
     tmp = Path(tempfile.mkdtemp(prefix="amlflow-scale-", dir=args.tmp))
     results: dict[int, dict[str, Any]] = {}
@@ -492,6 +537,11 @@ def main(argv: list[str] | None = None) -> int:
                 res.update(rows=rows, csv_mb=size_mb)
                 results[factor] = res
                 _report("run", res)
+                if factor == 1 and baseline_limit and "error" not in res and _mode(res) != "streaming":
+                    home = tmp / "home-x1-streaming"
+                    baseline = _run_child(train_csv, holdout_csv, home, args.seed, baseline_limit)
+                    shutil.rmtree(home, ignore_errors=True)
+                    _report("1x streamed (the like-for-like baseline of the time ratios)", baseline)
                 if control and "error" not in res and _mode(res) == "streaming":
                     home = tmp / f"home-x{factor}-control"
                     controls[factor] = _run_child(train_csv, holdout_csv, home, args.seed, control)
@@ -541,6 +591,13 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"time ratio {n}x/1x = {ratio:.1f}, CPU time ratio {cpu_ratio:.1f} (linear: {n}{target})"
                 )
+                if baseline is not None and "error" not in baseline and _mode(r) == "streaming":
+                    b_ratio = r["total_s"] / baseline["total_s"]
+                    b_cpu = sum(r["cpu"].values()) / sum(baseline["cpu"].values())
+                    print(
+                        f"  against 1x streamed ({baseline['total_s']:.1f} s; the same algorithm as {n}x): "
+                        f"time ratio {b_ratio:.1f}, CPU time ratio {b_cpu:.1f}"
+                    )
     if ok:
         top = max(ok)
         print(f"peak RSS at {top}x = {ok[top]['peak_rss_mb']:,.0f} MB (issue target at 30x: ≤ 1,536 MB)")

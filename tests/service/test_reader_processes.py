@@ -21,7 +21,7 @@ from amlflow.service.core import Service
 from amlflow.service.layout import entity_dir_name
 from amlflow.settings import Settings
 from tests.server import aml_data
-from tests.service.support import wait
+from tests.service.support import SCHEMA, wait
 
 
 @pytest.fixture
@@ -177,21 +177,9 @@ def test_dictionaries_over_the_memory_limit_fail_the_job(tmp_path: Path, process
     root = settings.resolved_storage_root()
     (root / "b").mkdir(parents=True)
     (root / "b" / "ids.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(n)))
-    schema = json.dumps(
-        {
-            "version": "1.0",
-            "targetAttributeName": "y",
-            "dataFormat": "CSV",
-            "dataFileContainsHeader": True,
-            "attributes": [
-                {"attributeName": "x", "attributeType": "NUMERIC"},
-                {"attributeName": "y", "attributeType": "BINARY"},
-            ],
-        }
-    )
     service = Service(settings, endpoint_url="http://127.0.0.1:1")
     try:
-        spec = {"DataLocationS3": "s3://b/ids.csv", "DataSchema": schema}
+        spec = {"DataLocationS3": "s3://b/ids.csv", "DataSchema": SCHEMA}  # x NUMERIC, y BINARY
         service.create_data_source_from_s3(DataSourceId="ds", DataSpec=spec, ComputeStatistics=True)
         out = wait(service, "DataSource", "ds", timeout=120)
         assert out["Status"] == "FAILED"
