@@ -124,8 +124,16 @@ def test_crash_leftovers_are_cleaned_at_start_up(tmp_path: Path) -> None:
     (root / "b" / "out").mkdir(parents=True)
     (root / "b" / "out" / ".amlflow-tmp-abc").write_bytes(b"half an object")
     (root / "b" / "out" / "kept.csv").write_bytes(b"a finished object")
+    # a Dask part that landed after its job had failed and cleaned up, and a local copy of one
+    (ds_dir / "parts" / "0123abcd" / "000003").mkdir(parents=True)
+    (ds_dir / "parts" / "0123abcd" / "000003" / "codes.bin").write_bytes(b"a stray part")
+    (ds_dir / ".parts-0123abcd" / "000001").mkdir(parents=True)
+    (ds_dir / "table").mkdir()
+    (ds_dir / "table" / "meta.json").write_text("{}")
     service = Service(settings)
     try:
+        assert not (ds_dir / "parts").exists() and not (ds_dir / ".parts-0123abcd").exists()
+        assert (ds_dir / "table" / "meta.json").read_text() == "{}"  # a finished table stays
         assert not work.exists()
         assert not (ds_dir / ".table.tmp-0123456789ab").exists()
         assert not (root / "b" / "out" / ".amlflow-tmp-abc").exists()

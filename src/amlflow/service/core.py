@@ -168,7 +168,8 @@ class Service(DataSources, Models, Evaluations, BatchPredictions, Describe, Tags
         claimed by the scanner; jobs with a live lease are left to their owner."""
         if not any(lease.expires >= now() for lease in self.state.leases()):
             local_root = self.settings.resolved_storage_root() if self.settings.storage == "local" else None
-            for path in clean_leftovers(self.home, local_root):
+            artifact_base = None if self.artifacts.remote else self.artifacts.base
+            for path in clean_leftovers(self.home, local_root, artifact_base):
                 log.info("removed a crash leftover: %s", path)
         self.engine.prepare()
         reader_processes.warm(self._reader_processes())

@@ -76,17 +76,28 @@ class PathRedactor:
         return text
 
 
-def clean_leftovers(home: Path, storage_root: Path | None = None) -> list[Path]:
+def clean_leftovers(
+    home: Path, storage_root: Path | None = None, artifact_base: Path | None = None
+) -> list[Path]:
     """Remove what a crashed process left half-written; return what was removed.
 
     Under ``home``: batch work folders (``.bp-*``), the engine's temporary tables (``.<name>.tmp-<hex>``
     beside an entity's ``table``/``model``), and atomic-write temp files (``.amlflow-tmp-*``); under the
-    local ``storage_root``, atomic-write temp files. Finished files are never touched: they are only ever
-    renamed into place whole.
+    local ``storage_root``, atomic-write temp files. Under ``home`` and a local ``artifact_base``: a
+    datasource's Dask parts (``parts/``, and the local copies ``.parts-*``), which only a running
+    datasource job uses — a part whose worker finished after its job had failed and cleaned up stays
+    there otherwise. Finished files are never touched: they are only ever renamed into place whole.
+    Called only while no process holds a job.
     """
     import shutil
 
     removed: list[Path] = []
+    for base in dict.fromkeys(b for b in (home, artifact_base) if b is not None and b.is_dir()):
+        for entity_dir in (base / KIND_FOLDERS["DataSource"]).glob("*"):
+            for path in [entity_dir / "parts", *entity_dir.glob(".parts-*")]:
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                    removed.append(path)
     if home.is_dir():
         for path in home.glob(BATCH_WORK_PREFIX + "*"):
             if path.is_dir():
