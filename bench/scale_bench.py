@@ -236,9 +236,7 @@ class RssSampler(threading.Thread):
         from amlflow.service import reader_processes
 
         best = (0.0, 0.0)
-        with reader_processes.pool(1)._cond:
-            pids = [w.proc.pid for w in reader_processes.pool(1)._live]
-        for pid in pids:
+        for pid in reader_processes.pool(1).pids():
             try:
                 with open(f"/proc/{pid}/statm") as f:
                     fields = f.read().split()

@@ -147,13 +147,12 @@ class DataSources(EntityOps):
                     log=ctx.log,
                     memory_budget=budget,
                 )
-            processes = self._reader_processes()
-            spec = storage_spec(self.storage)
-            if info is None and processes and spec is not None:  # docs/scale.md, "Datasource readers"
+            processes = self._reader_processes()  # 0 unless the storage has a spec
+            if info is None and processes:  # docs/scale.md, "Datasource readers"
                 ctx.log(f"reading in a datasource reader process (up to {processes} in this service)")
                 info, insights = reader_processes.read_in_process(
                     processes,
-                    storage=spec,
+                    storage=str(storage_spec(self.storage)),
                     objects=[(o.uri, o.key, o.size) for o in objects],
                     schema_json=entity.internal["schema"],
                     rearrangement_json=entity.attrs.get("DataRearrangement") or None,

@@ -219,11 +219,15 @@ class ReaderPool:
         for w in idle:
             w.close()
 
+    def pids(self) -> list[int]:
+        """The process ids of the live workers."""
+        with self._cond:
+            return [w.proc.pid for w in self._live if w.alive()]
+
     def usage(self) -> list[tuple[float, int]]:
         """``(CPU seconds, peak resident bytes)`` of each live worker (``/proc``; Linux, else empty):
         benchmarks add them to the service's own."""
-        with self._cond:
-            pids = [w.proc.pid for w in self._live if w.alive()]
+        pids = self.pids()
         tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
         out = []
         for pid in pids:
