@@ -26,6 +26,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import sqlite3
 import threading
 import time
 import uuid
@@ -517,9 +518,20 @@ def _version(conn: Connection) -> int:
 def _sqlite_connect(dbapi_conn: Any, _record: Any) -> None:
     dbapi_conn.isolation_level = None  # SQLAlchemy's begin event below issues BEGIN itself
     cur = dbapi_conn.cursor()
-    cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA synchronous=NORMAL")
     cur.execute("PRAGMA busy_timeout=60000")
+    # switching to (or confirming) WAL can answer "database is locked" at once, without the busy handler,
+    # while another process opens the same new database: seen in CI with two processes starting on one
+    # home (tests/service/test_shared_state.py); retry it for as long as the busy timeout would wait
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+    cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
 
 
