@@ -416,14 +416,16 @@ def prepare_parallel(
     memory_budget: int | None = None,
     when: Literal["auto", "always"] = "auto",
     label: str = "data-parallel",
+    shards: int = 1,
 ) -> ParallelFit | None:
     """What :func:`train` does before a streaming fit's passes (the checks, the target, the memory
     estimates, the vocabularies, the SGD configuration), for a fit whose passes run over shards.
 
     ``when="auto"``: None when the in-memory estimate fits ``memory_budget`` (train in memory with
     :func:`train` instead; nothing is logged), else the fit. ``"always"``: the fit. Either way its working
-    set per shard is the streaming mode's, which must fit the budget. The log gets ``train``'s lines, with
-    ``training mode: <label> (...)``.
+    set per shard is the streaming mode's, which must fit the budget — with ``shards`` above 1, ``shards``
+    of them must fit it at once (each planned for its share), else None too (nothing logged). The log gets
+    ``train``'s lines, with ``training mode: <label> (...)``.
 
     Raises:
         TrainingError: as :func:`train`.
@@ -436,8 +438,9 @@ def prepare_parallel(
     n_classes = len(tgt.classes) if model_type == "MULTICLASS" else 1
     needed = estimate_training_bytes(bound, n_classes)
     budget = default_memory_budget() if memory_budget is None else memory_budget
-    plan = plan_streaming(bound, n_classes, budget)
-    if when == "auto" and needed <= budget:
+    share = budget // max(1, shards)
+    plan = plan_streaming(bound, n_classes, share)
+    if (when == "auto" and needed <= budget) or (shards > 1 and plan.needed > share):
         return None
     for line in lines:
         say(line)
@@ -447,7 +450,7 @@ def prepare_parallel(
     )
     _, why = _choose_mode("streaming" if when == "always" else "auto", needed, budget, plan)
     say(f"training mode: {label} ({why})")
-    _check_streaming(bound, n_classes, needed, budget, plan)
+    _check_streaming(bound, n_classes, needed, share, plan)
     setup = _streaming_setup(table, recipe, schema, params, model_type, tgt, plan, seed, say, t0)
     spec = _shard_spec(setup, schema, model_type, tgt, plan, bound)
     return ParallelFit(

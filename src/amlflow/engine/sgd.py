@@ -67,7 +67,9 @@ from amlflow.engine.sgd_learner import (
     SGDState,
     finish,
     initial_state,
+    load_state,
     run_pass,
+    save_state,
 )
 from amlflow.engine.sgd_learner import CURVATURE as CURVATURE
 from amlflow.engine.sgd_learner import MIN_SCALE as MIN_SCALE
@@ -95,8 +97,10 @@ __all__ = [
     "fit",
     "fit_parallel",
     "initial_state",
+    "load_state",
     "run_pass",
     "run_shard",
+    "save_state",
     "shard_config",
     "shard_order",
 ]

@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Literal, Protocol
 
 import numpy as np
@@ -34,7 +35,9 @@ __all__ = [
     "SGDState",
     "finish",
     "initial_state",
+    "load_state",
     "run_pass",
+    "save_state",
 ]
 
 
@@ -175,6 +178,44 @@ def initial_state(n_columns: int, config: SGDConfig) -> SGDState:
         sq_sum=0.0,
         sq_rows=0,
     )
+
+
+_STATE_FLOATS = ("scale", "l1_total", "sq_sum")
+_STATE_INTS = ("snapshots", "touched", "steps", "rows_seen", "sq_rows")
+
+
+def save_state(state: SGDState, path: Path | str) -> None:
+    """Write ``state`` to ``path`` as an uncompressed ``.npz`` of plain arrays (no pickles), so another
+    process can go on from it (:func:`load_state`); the numbers keep their exact values."""
+    arrays: dict[str, np.ndarray] = {"v": state.v}
+    if state.average is not None:
+        arrays["average"] = state.average
+    if state.l1_given is not None:
+        arrays["l1_given"] = state.l1_given
+    for name in _STATE_FLOATS:
+        arrays[name] = np.array(float(getattr(state, name)), dtype=np.float64)
+    for name in _STATE_INTS:
+        arrays[name] = np.array(int(getattr(state, name)), dtype=np.int64)
+    with open(path, "wb") as fh:
+        np.savez(fh, allow_pickle=False, **arrays)
+
+
+def load_state(path: Path | str) -> SGDState:
+    """The state :func:`save_state` wrote at ``path``."""
+    with np.load(path, allow_pickle=False) as f:
+        return SGDState(
+            v=f["v"],
+            average=f["average"] if "average" in f.files else None,
+            l1_given=f["l1_given"] if "l1_given" in f.files else None,
+            scale=float(f["scale"]),
+            l1_total=float(f["l1_total"]),
+            sq_sum=float(f["sq_sum"]),
+            snapshots=int(f["snapshots"]),
+            touched=int(f["touched"]),
+            steps=int(f["steps"]),
+            rows_seen=int(f["rows_seen"]),
+            sq_rows=int(f["sq_rows"]),
+        )
 
 
 def _softmax_grad(z: np.ndarray, y: np.ndarray) -> np.ndarray:
