@@ -1,5 +1,8 @@
-"""The datasource reader process: ``python -m amlflow.reader_worker`` (started by
-:mod:`amlflow.service.reader_processes`, which documents the protocol).
+"""The service's worker process: ``python -m amlflow.reader_worker`` (started by
+:mod:`amlflow.service.reader_processes`, which documents the protocol). It reads datasources (one request:
+the CSV into a table, and its statistics) and trains shards of a data-parallel fit
+(:mod:`amlflow.service.training_processes`: ``shard_open``, ``shard_pass`` and ``shard_drop`` requests; a
+shard's chunks stay in the worker between its requests).
 
 A module of its own, outside ``amlflow.service``, so a worker imports only the engine and the storage.
 """
@@ -16,8 +19,69 @@ from typing import Any
 
 READY = "ready"
 
+#: the shards of data-parallel fits this worker holds: (job token, shard) -> (chunks, table)
+_shards: dict[tuple[str, int], Any] = {}
+_shards_lock = threading.Lock()
+
+
+def _engine_error(exc: Any) -> dict[str, Any]:
+    return {"error": "engine", "type": type(exc).__name__, "message": exc.message, "field": exc.field}
+
+
+def _shard_request(request: dict[str, Any]) -> dict[str, Any]:
+    import time
+
+    from amlflow.engine.errors import EngineError
+    from amlflow.engine.sgd import load_state, run_shard, save_state, shard_config
+    from amlflow.engine.streaming import ShardSpec, measure_shard, open_shard
+    from amlflow.engine.table import EncodedTable
+
+    op, token = request["op"], str(request["token"])
+    t0 = time.perf_counter()
+    try:
+        if op == "shard_drop":
+            with _shards_lock:
+                gone = [k for k in _shards if k[0] == token]
+                for k in gone:
+                    del _shards[k]
+            return {"dropped": len(gone)}
+        key = (token, int(request["shard"]))
+        if op == "shard_open":
+            spec = ShardSpec.from_json(request["spec"])
+            spill = request.get("spill")
+            chunks = open_shard(
+                EncodedTable.open(request["table"]),
+                spec,
+                [(int(a), int(b)) for a, b in request["ranges"]],
+                spill=None if spill is None else Path(spill),
+            )
+            total, rows = measure_shard(chunks)
+            with _shards_lock:
+                _shards[key] = (chunks, spec)
+            return {"sq": total, "rows": rows, "seconds": time.perf_counter() - t0}
+        if op == "shard_pass":
+            with _shards_lock:
+                chunks, spec = _shards[key]
+            state = run_shard(
+                chunks,
+                load_state(request["state_in"]),
+                shard_config(spec.sgd_config(), int(request["shards"])),
+                pass_index=int(request["pass_index"]),
+                shard=key[1],
+                sync=int(request["sync"]),
+                syncs=int(request["syncs"]),
+                mean_sq_norm=float(request["mean_sq"]),
+            )
+            save_state(state, request["state_out"])
+            return {"seconds": time.perf_counter() - t0}
+    except EngineError as exc:
+        return _engine_error(exc)
+    raise ValueError(f"unknown request {op!r}")
+
 
 def _serve_one(request: dict[str, Any]) -> dict[str, Any]:
+    if "op" in request:
+        return _shard_request(request)
     import functools
 
     from amlflow.engine.dataset import EncodedTable, Source, build_dataset
@@ -51,7 +115,7 @@ def _serve_one(request: dict[str, Any]) -> dict[str, Any]:
         if request["statistics"] and info.n_rows:
             insights = compute_statistics(EncodedTable.open(out_dir), schema)
     except EngineError as exc:
-        return {"error": "engine", "type": type(exc).__name__, "message": exc.message, "field": exc.field}
+        return _engine_error(exc)
     except FileNotFoundError as exc:
         return {"error": "missing", "message": str(exc)}
     except ValueError as exc:

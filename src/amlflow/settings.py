@@ -18,6 +18,7 @@
 | dask_training  | ``AMLFLOW_DASK_TRAINING``| ``auto`` (cluster when over the budget), ``always``, ``never`` |
 | dask_datasource | ``AMLFLOW_DASK_DATASOURCE``| ``auto`` (cluster for a large input), ``always``, ``never`` |
 | datasource_processes | ``AMLFLOW_DATASOURCE_PROCESSES`` | a reader per job slot, up to the cores (0: none) |
+| training_processes | ``AMLFLOW_TRAINING_PROCESSES`` | one per core (0 or 1: stream in the job's thread) |
 
 See docs/configuration.md.
 """
@@ -78,6 +79,10 @@ class Settings(BaseSettings):
     #: running at once do not share one interpreter: None is one per job slot, at most the machine's
     #: cores (none on one core); 0 reads in the job's thread (docs/scale.md, "Datasource readers")
     datasource_processes: int | None = Field(default=None, ge=0, le=64)
+    #: worker processes a streaming fit (a model over ``memory_limit`` in memory) runs data-parallel on:
+    #: None is one per core (none on one core); 0 or 1 streams in the job's thread (docs/scale.md,
+    #: "Training on this machine's cores")
+    training_processes: int | None = Field(default=None, ge=0, le=64)
 
     def resolved_datasource_processes(self) -> int:
         """``datasource_processes``, or its default for ``max_jobs`` on this machine."""
@@ -86,6 +91,15 @@ class Settings(BaseSettings):
         from amlflow.service.reader_processes import default_processes
 
         return default_processes(self.max_jobs)
+
+    def resolved_training_processes(self) -> int:
+        """``training_processes``, or its default on this machine (one per core; none on one core)."""
+        if self.training_processes is not None:
+            return self.training_processes
+        from amlflow.service.reader_processes import cores
+
+        n = cores()
+        return 0 if n < 2 else n
 
     def resolved_database_url(self) -> str:
         """``database_url``, or the SQLite file ``<home>/state.db``."""

@@ -6,9 +6,11 @@ recipe at once; the job trains (``engine.train``), saves the model and reloads i
 from __future__ import annotations
 
 import shutil
+import uuid
 from typing import Any
 
 from amlflow.engine.errors import EngineError
+from amlflow.engine.model import train as engine_train
 from amlflow.engine.params import parse_parameters
 from amlflow.engine.recipe import parse_recipe, suggest_recipe
 from amlflow.service.entities import DESCRIBE_FIELDS, NO_ENDPOINT, EntityOps
@@ -94,6 +96,13 @@ class Models(EntityOps):
         }
         return self._create("MLModel", MLModelId, request, attrs, {"recipe": recipe_text})
 
+    def _training_processes(self) -> int:
+        """How many worker processes a streaming fit of this service runs on: none when its engine is
+        not the real one (a test's stand-in trains in the job's thread)."""
+        if self.engine.train is not engine_train:
+            return 0
+        return self.settings.resolved_training_processes()
+
     def _model_job(self, ctx: JobContext) -> JobResult:
         entity = ctx.entity
         ds = self._get("DataSource", entity.attrs["TrainingDataSourceId"])
@@ -123,6 +132,22 @@ class Models(EntityOps):
                 seed=self.settings.seed,
                 memory_budget=int(budget) if budget is not None else None,
                 when=self.settings.dask_training,
+                log=ctx.log,
+            )
+        processes = self._training_processes()
+        if model is None and processes > 1:  # streaming on every core (docs/scale.md)
+            from amlflow.service.training_processes import train_in_processes
+
+            model = train_in_processes(
+                processes,
+                work_dir=self._paths("MLModel", entity.id) / f".shards.tmp-{uuid.uuid4().hex[:12]}",
+                table=table,
+                schema=schema,
+                recipe=recipe,
+                params=params,
+                model_type=entity.attrs["MLModelType"],
+                seed=self.settings.seed,
+                memory_budget=int(budget) if budget is not None else None,
                 log=ctx.log,
             )
         if model is None:

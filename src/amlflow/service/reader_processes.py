@@ -34,22 +34,36 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import IO, Any
 
 from amlflow.reader_worker import READY as _READY  # the worker's first line: imports done
 
-__all__ = ["ReaderPool", "WorkerDied", "default_processes", "pool", "read_in_process", "warm"]
+__all__ = [
+    "ReaderPool",
+    "WorkerDied",
+    "cores",
+    "default_processes",
+    "pool",
+    "pools",
+    "read_in_process",
+    "warm",
+]
 
 log = logging.getLogger("amlflow.service")
+
+
+def cores() -> int:
+    """The cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def default_processes(max_jobs: int) -> int:
     """``AMLFLOW_DATASOURCE_PROCESSES`` unset: one worker per job slot, at most the machine's cores;
     none (read in the job's thread) on one core, where a worker process gains nothing."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    return 0 if cores < 2 else min(max_jobs, cores)
+    n = cores()
+    return 0 if n < 2 else min(max_jobs, n)
 
 
 # -------------------------------------------------------------------------------------- in the service
@@ -60,7 +74,8 @@ class WorkerDied(RuntimeError):
 
 
 class _Worker:
-    def __init__(self) -> None:
+    def __init__(self, role: str = "datasource reader") -> None:
+        self.role = role
         env = dict(os.environ)
         src = str(Path(__file__).resolve().parents[2])  # a source checkout without an install works too
         env["PYTHONPATH"] = src + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
@@ -92,15 +107,23 @@ class _Worker:
     def _died(self) -> str:
         code = self.proc.wait()
         how = f"was killed by signal {-code}" if code < 0 else f"exited with status {code}"
-        return f"the datasource reader process {how} (out of memory?)"
+        return f"the {self.role} process {how} (out of memory?)"
 
     def call(self, request: dict[str, Any]) -> dict[str, Any]:
+        self.send(request)
+        return self.receive()
+
+    def send(self, request: dict[str, Any]) -> None:
+        """Write one request (its answer is :meth:`receive`'s)."""
         self.wait_ready()
         try:
             self._stdin().write(json.dumps(request) + "\n")
             self._stdin().flush()
         except (BrokenPipeError, OSError):
             raise WorkerDied(self._died()) from None
+
+    def receive(self) -> dict[str, Any]:
+        """The answer to the request :meth:`send` wrote."""
         line = self._stdout().readline()
         if not line:
             raise WorkerDied(self._died())
@@ -132,10 +155,12 @@ class _Worker:
 
 class ReaderPool:
     """Up to ``size`` worker processes; :meth:`call` runs one request on an idle one (starting one if
-    none is idle and fewer than ``size`` run), waiting while all are busy."""
+    none is idle and fewer than ``size`` run), waiting while all are busy; :meth:`hold` lends several to
+    one caller for a series of requests. ``role`` names them in failures."""
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, role: str = "datasource reader") -> None:
         self.size = max(1, size)
+        self.role = role
         self._idle: list[_Worker] = []
         self._live: list[_Worker] = []  # every worker started and not yet discarded (for usage())
         self._n = 0
@@ -152,7 +177,7 @@ class ReaderPool:
         fresh: list[_Worker] = []
         with self._cond:
             while self._n < min(self.size, n or self.size):
-                fresh.append(_Worker())
+                fresh.append(_Worker(self.role))
                 self._live.append(fresh[-1])
                 self._n += 1
         try:
@@ -186,7 +211,7 @@ class ReaderPool:
                     break
                 self._cond.wait()
         try:
-            worker = _Worker()
+            worker = _Worker(self.role)
         except BaseException:
             with self._cond:
                 self._n -= 1
@@ -211,6 +236,68 @@ class ReaderPool:
             self._idle.append(worker)
             self._cond.notify()
         return answer
+
+    @contextlib.contextmanager
+    def hold(self, n: int) -> Iterator[list[_Worker]]:
+        """``n`` workers for the caller alone while the block runs (taken together: it waits until ``n``
+        are idle or may be started), so a series of requests reaches the same processes and what one
+        request leaves in a worker the next one finds. Given back afterwards; when the block raises,
+        they are killed instead (an answer may still be on its way)."""
+        if n > self.size:
+            raise ValueError(f"hold({n}): the pool has room for {self.size} worker(s)")
+        held: list[_Worker] = []
+        with self._cond:
+            while True:
+                if self._closed:
+                    raise RuntimeError(f"the {self.role} pool is closed")
+                for w in [w for w in self._idle if not w.alive()]:
+                    self._idle.remove(w)
+                    w.discard()
+                    self._live.remove(w)
+                    self._n -= 1
+                if len(self._idle) + self.size - self._n >= n:
+                    break
+                self._cond.wait()
+            while self._idle and len(held) < n:
+                held.append(self._idle.pop())
+            start = n - len(held)
+            self._n += start
+        try:
+            for _ in range(start):
+                w = _Worker(self.role)
+                held.append(w)
+                with self._cond:
+                    self._live.append(w)
+                start -= 1
+            for w in held:
+                w.wait_ready()
+        except BaseException:
+            self._drop(held, unstarted=start)
+            raise
+        try:
+            yield held
+        except BaseException:
+            self._drop(held)
+            raise
+        with self._cond:
+            for w in held:
+                if w.alive():
+                    self._idle.append(w)
+                else:
+                    w.discard()
+                    self._live.remove(w)
+                    self._n -= 1
+            self._cond.notify_all()
+
+    def _drop(self, workers: list[_Worker], unstarted: int = 0) -> None:
+        for w in workers:
+            w.discard()
+        with self._cond:
+            for w in workers:
+                if w in self._live:
+                    self._live.remove(w)
+            self._n -= len(workers) + unstarted
+            self._cond.notify_all()
 
     def close(self) -> None:
         with self._cond:
@@ -241,20 +328,27 @@ class ReaderPool:
         return out
 
 
-_pool: ReaderPool | None = None
+_pools: dict[str, ReaderPool] = {}
 _pool_lock = threading.Lock()
 
 
-def pool(size: int) -> ReaderPool:
-    """This process's pool, allowed at least ``size`` workers."""
-    global _pool
+def pool(size: int, role: str = "datasource reader") -> ReaderPool:
+    """This process's pool of ``role`` workers (the datasource readers, or the training workers of
+    :mod:`amlflow.service.training_processes`), allowed at least ``size`` workers."""
     with _pool_lock:
-        if _pool is None:
-            _pool = ReaderPool(size)
-            atexit.register(_pool.close)
+        got = _pools.get(role)
+        if got is None:
+            got = _pools[role] = ReaderPool(size, role)
+            atexit.register(got.close)
         else:
-            _pool.grow(size)
-        return _pool
+            got.grow(size)
+        return got
+
+
+def pools() -> list[ReaderPool]:
+    """Every pool of this process (benchmarks add their workers' usage to the service's own)."""
+    with _pool_lock:
+        return list(_pools.values())
 
 
 def warm(size: int) -> None:
