@@ -232,11 +232,12 @@ class RssSampler(threading.Thread):
         return rss * self.page / 2**20, (rss - shared) * self.page / 2**20
 
     def sample_readers(self) -> tuple[float, float]:
-        """The largest (RSS, anonymous RSS) in MB among the service's datasource reader processes."""
+        """The largest (RSS, anonymous RSS) in MB among the service's worker processes (datasource readers,
+        training workers)."""
         from amlflow.service import reader_processes
 
         best = (0.0, 0.0)
-        for pid in reader_processes.pool(1).pids():
+        for pid in [pid for p in reader_processes.pools() for pid in p.pids()]:
             try:
                 with open(f"/proc/{pid}/statm") as f:
                     fields = f.read().split()
@@ -258,12 +259,14 @@ class RssSampler(threading.Thread):
 
 
 def _cpu_s() -> float:
-    """CPU seconds of this process so far (every thread, user + system), and of the service's datasource
-    reader processes (``AMLFLOW_DATASOURCE_PROCESSES``), which read the datasources."""
+    """CPU seconds of this process so far (every thread, user + system), and of the service's worker
+    processes: the datasource readers (``AMLFLOW_DATASOURCE_PROCESSES``) and the training workers
+    (``AMLFLOW_TRAINING_PROCESSES``)."""
     from amlflow.service import reader_processes
 
     use = resource.getrusage(resource.RUSAGE_SELF)
-    return use.ru_utime + use.ru_stime + sum(cpu for cpu, _ in reader_processes.pool(1).usage())
+    workers = sum(cpu for p in reader_processes.pools() for cpu, _ in p.usage())
+    return use.ru_utime + use.ru_stime + workers
 
 
 def _log_text(entity: dict[str, Any]) -> str:
@@ -377,11 +380,25 @@ def child(train_csv: Path, holdout_csv: Path, home: Path, seed: int) -> dict[str
             "total_s": sum(times.values()),
             "mode_line": mode_lines[-1] if mode_lines else "(no 'training mode:' line in the model's log)",
             "model_log": _grep(
-                model_log, "memory-estimate:", "features:", "streaming:", "finished-training", "saved final"
+                model_log,
+                "memory-estimate:",
+                "features:",
+                "streaming:",
+                "training in ",
+                "processes: pre-pass",
+                "processes: passes",
+                "finished-training",
+                "saved final",
             ),
             "macro_f1": float(props["MulticlassAvgFScore"]),
             "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
             "reader_peak_rss_mb": [rss / 2**20 for _, rss in reader_processes.pool(1).usage()],
+            "trainer_peak_rss_mb": [
+                rss / 2**20
+                for p in reader_processes.pools()
+                if p.role != "datasource reader"
+                for _, rss in p.usage()
+            ],
             "phase_rss_mb": sampler.peaks,
             "reader_phase_rss_mb": sampler.reader_peaks,
             "base_rss_mb": base_rss,
@@ -419,6 +436,8 @@ def _mode(res: dict[str, Any]) -> str:
     return (
         "streaming"
         if "training mode: streaming" in line
+        else "processes"
+        if "training mode: data-parallel in" in line
         else "in-memory"
         if "mode: in-memory" in line
         else "?"
@@ -446,7 +465,9 @@ def _report(label: str, res: dict[str, Any]) -> None:
         f"sampled per phase, MB: {rss}\n"
         f"    datasource readers' peak RSS (VmHWM; they read the datasources): "
         f"{', '.join(f'{r:,.0f}' for r in res.get('reader_peak_rss_mb', [])) or 'none'} MB; the largest "
-        f"reader sampled per phase, MB: {reader_rss or 'none'}\n"
+        f"worker sampled per phase, MB: {reader_rss or 'none'}\n"
+        f"    training workers' peak RSS (VmHWM): "
+        f"{', '.join(f'{r:,.0f}' for r in res.get('trainer_peak_rss_mb', [])) or 'none'} MB\n"
         f"    macro-F1 on the {res['holdout_rows'] or '?':,} held-out rows: {res['macro_f1']:.4f}",
         flush=True,
     )
@@ -535,12 +556,12 @@ def main(argv: list[str] | None = None) -> int:
                 res.update(rows=rows, csv_mb=size_mb)
                 results[factor] = res
                 _report("run", res)
-                if factor == 1 and baseline_limit and "error" not in res and _mode(res) != "streaming":
+                if factor == 1 and baseline_limit and "error" not in res and _mode(res) == "in-memory":
                     home = tmp / "home-x1-streaming"
                     baseline = _run_child(train_csv, holdout_csv, home, args.seed, baseline_limit)
                     shutil.rmtree(home, ignore_errors=True)
                     _report("1x streamed (the like-for-like baseline of the time ratios)", baseline)
-                if control and "error" not in res and _mode(res) == "streaming":
+                if control and "error" not in res and _mode(res) in ("streaming", "processes"):
                     home = tmp / f"home-x{factor}-control"
                     controls[factor] = _run_child(train_csv, holdout_csv, home, args.seed, control)
                     shutil.rmtree(home, ignore_errors=True)
@@ -589,11 +610,12 @@ def main(argv: list[str] | None = None) -> int:
                 print(
                     f"time ratio {n}x/1x = {ratio:.1f}, CPU time ratio {cpu_ratio:.1f} (linear: {n}{target})"
                 )
-                if baseline is not None and "error" not in baseline and _mode(r) == "streaming":
+                if baseline is not None and "error" not in baseline and _mode(r) == _mode(baseline):
                     b_ratio = r["total_s"] / baseline["total_s"]
                     b_cpu = sum(r["cpu"].values()) / sum(baseline["cpu"].values())
                     print(
-                        f"  against 1x streamed ({baseline['total_s']:.1f} s; the same algorithm as {n}x): "
+                        f"  against 1x {_mode(baseline)} ({baseline['total_s']:.1f} s; "
+                        f"the same algorithm as {n}x): "
                         f"time ratio {b_ratio:.1f}, CPU time ratio {b_cpu:.1f}"
                     )
     if ok:
