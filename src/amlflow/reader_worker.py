@@ -24,6 +24,53 @@ _shards: dict[tuple[str, int], Any] = {}
 _shards_lock = threading.Lock()
 
 
+#: glibc's mallopt parameters, and the thresholds training runs with (:func:`_malloc_for_training`)
+_M_TRIM_THRESHOLD = -1
+_M_MMAP_THRESHOLD = -3
+TRAINING_MALLOC_THRESHOLD = 32 << 20
+_malloc_raised: bool | None = None
+
+
+def _glibc() -> Any:
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+    except OSError:  # not glibc
+        return None
+    return libc if hasattr(libc, "mallopt") and hasattr(libc, "malloc_trim") else None
+
+
+def _malloc_for_training() -> bool:
+    """With ``MALLOC_TRIM_THRESHOLD_`` in the environment (a process that started a Dask ``LocalCluster``
+    sets it to 65536 in its own environment, which this worker inherits; users set it too), glibc's trim
+    and mmap thresholds at 32 MiB for this worker from its first shard on, as the Dask training tasks do
+    (``amlflow.service.dask_training._malloc_for_training``): with the variable set, every array of
+    128 KiB or more the learner makes per mini-batch is a fresh ``mmap`` and the heap is given back at
+    every batch — measured, 0.8–1.0 s per MNIST shard pass against 0.42–0.47 s. Whether it changed
+    anything (once per worker)."""
+    global _malloc_raised
+    if _malloc_raised is None:
+        libc = _glibc() if "MALLOC_TRIM_THRESHOLD_" in os.environ else None
+        if libc is not None:
+            libc.mallopt(_M_TRIM_THRESHOLD, TRAINING_MALLOC_THRESHOLD)
+            libc.mallopt(_M_MMAP_THRESHOLD, TRAINING_MALLOC_THRESHOLD)
+        _malloc_raised = libc is not None
+    return _malloc_raised
+
+
+def _give_back_memory() -> None:
+    """After a fit: the freed heap back to the system (glibc keeps it otherwise), so an idle worker holds
+    little more than its imports."""
+    import gc
+
+    gc.collect()
+    libc = _glibc()
+    if libc is not None:
+        libc.malloc_trim(0)
+
+
 def _engine_error(exc: Any) -> dict[str, Any]:
     return {"error": "engine", "type": type(exc).__name__, "message": exc.message, "field": exc.field}
 
@@ -44,9 +91,11 @@ def _shard_request(request: dict[str, Any]) -> dict[str, Any]:
                 gone = [k for k in _shards if k[0] == token]
                 for k in gone:
                     del _shards[k]
+            _give_back_memory()
             return {"dropped": len(gone)}
         key = (token, int(request["shard"]))
         if op == "shard_open":
+            raised = _malloc_for_training()
             spec = ShardSpec.from_json(request["spec"])
             spill = request.get("spill")
             chunks = open_shard(
@@ -58,7 +107,7 @@ def _shard_request(request: dict[str, Any]) -> dict[str, Any]:
             total, rows = measure_shard(chunks)
             with _shards_lock:
                 _shards[key] = (chunks, spec)
-            return {"sq": total, "rows": rows, "seconds": time.perf_counter() - t0}
+            return {"sq": total, "rows": rows, "seconds": time.perf_counter() - t0, "malloc_raised": raised}
         if op == "shard_pass":
             with _shards_lock:
                 chunks, spec = _shards[key]

@@ -197,6 +197,12 @@ def _fit(
         f"(workers {min(a['seconds'] for a in opened):.2f}-{max(a['seconds'] for a in opened):.2f} s); "
         f"mean-squared-norm={mean_sq:.4g} over {n:,} rows"
     )
+    raised = sum(1 for a in opened if a.get("malloc_raised"))
+    if raised:
+        say(
+            f"processes: {raised} of {shards} worker(s) with MALLOC_TRIM_THRESHOLD_ set: glibc's trim and "
+            "mmap thresholds at 32 MiB for their training"
+        )
     pass_seconds: list[float] = []
 
     def step(p: int, s: int, state: SGDState) -> Sequence[SGDState]:
