@@ -15,7 +15,10 @@ local artifact root, and the model is trained
   passes), in this process;
 * **on Dask**: ``amlflow.service.dask_training.train_on_dask(when="always")``, the service's own code path,
   on a ``LocalCluster`` of 1 or 2 worker processes with one thread each (its workers read the table from
-  the artifact root, as they would from S3 into their caches).
+  the artifact root, as they would from S3 into their caches);
+* **on 2 training worker processes**: ``amlflow.service.training_processes.train_in_processes(2,
+  when="always")``, the service's path for a model over its budget (``AMLFLOW_TRAINING_PROCESSES``): the
+  same algorithm as the 2-worker Dask run, so the same metric.
 
 Quality: streaming against 2 workers for every case and MNIST seed. Time (MNIST seed 0, at 1x and at
 ``--factor`` x the rows): streaming, 1 worker and 2 workers; the training time is measured by the caller
@@ -66,6 +69,8 @@ class Cases:
         return prefix
 
     def train(self, case: str, prefix: str, seed: int, address: str | None) -> dict[str, Any]:
+        """``address``: None streams in this process, ``"processes"`` trains on 2 training worker
+        processes of this machine (service/training_processes.py), else on the Dask cluster there."""
         from amlflow.engine.evaluation import evaluate
         from amlflow.engine.model import train
         from amlflow.engine.params import parse_parameters
@@ -73,6 +78,7 @@ class Cases:
         from amlflow.engine.schema import parse_schema
         from amlflow.engine.table import EncodedTable
         from amlflow.service.dask_training import train_on_dask
+        from amlflow.service.training_processes import train_in_processes
 
         schema_path, recipe_path, model_type, params, _, _, _ = sb.CASES[case]
         schema = parse_schema(schema_path.read_text())
@@ -86,6 +92,20 @@ class Cases:
                 tr, schema, recipe, parse_parameters(params), model_type, seed=seed, log=lines.append,
                 mode="streaming",
             )  # fmt: skip
+        elif address == "processes":
+            model = train_in_processes(
+                2,
+                work_dir=self.root / f"work-{prefix}-{seed}",
+                table=tr,
+                schema=schema,
+                recipe=recipe,
+                params=parse_parameters(params),
+                model_type=model_type,
+                seed=seed,
+                memory_budget=None,
+                when="always",
+                log=lines.append,
+            )
         else:
             model = train_on_dask(
                 address,
@@ -109,7 +129,7 @@ class Cases:
             print(text, flush=True)
         pre = re.search(r"pre-pass .*?: ([\d.]+) s", text)
         med = re.search(r"median-pass=([\d.]+)s", text)
-        passes = [float(x) for x in re.findall(r"dask: pass \d+ of \d+: ([\d.]+) s", text)]
+        passes = [float(x) for x in re.findall(r"(?:dask|processes): pass \d+ of \d+: ([\d.]+) s", text)]
         return {
             "metric": metric,
             "seconds": seconds,
@@ -150,19 +170,26 @@ def main(argv: list[str] | None = None) -> int:
             address = {n: c.scheduler_address for n, c in clusters.items()}
 
             if args.only in (None, "quality"):
-                print("\nquality: in-process streaming vs data-parallel on 2 Dask workers (metric, training)")
-                print(f"{'case':34} {'streaming':>20} | {'dask, 2 workers':>20} | difference")
+                print(
+                    "\nquality: in-process streaming vs data-parallel on 2 Dask workers and on 2 training "
+                    "worker processes (metric, training)"
+                )
+                print(
+                    f"{'case':34} {'streaming':>20} | {'dask, 2 workers':>20} | {'2 processes':>20} | "
+                    "difference (dask − streaming)"
+                )
                 for case in ("wine", "banking", "mnist"):
                     prefix = cases.build(case)
                     _, _, _, _, metric, bar, higher = sb.CASES[case]
                     for seed in args.seeds if case == "mnist" else [0]:
                         s = cases.train(case, prefix, seed, None)
                         d = cases.train(case, prefix, seed, address[2])
-                        assert d["mode"] == "dask", d
+                        p = cases.train(case, prefix, seed, "processes")
+                        assert d["mode"] == "dask" and p["mode"] == "processes", (d, p)
                         name = f"{case} s{seed} ({metric}, {'≥' if higher else '≤'} {bar})"
                         print(
                             f"{name:34} {_cell(s, higher, bar):>20} | {_cell(d, higher, bar):>20} | "
-                            f"{d['metric'] - s['metric']:+.4f}",
+                            f"{_cell(p, higher, bar):>20} | {d['metric'] - s['metric']:+.4f}",
                             flush=True,
                         )
 
@@ -181,6 +208,7 @@ def main(argv: list[str] | None = None) -> int:
                         rows[f"dask {n} worker{'s' if n > 1 else ''}"] = cases.train(
                             "mnist", prefix, 0, address[n]
                         )
+                    rows["2 processes"] = cases.train("mnist", prefix, 0, "processes")
                     label = f"{factor}x" if factor else "1x"
                     print(
                         f"  MNIST {label}: {rows['streaming']['rows']:,} training rows "
@@ -201,7 +229,9 @@ def main(argv: list[str] | None = None) -> int:
                         f"    speed-up 2 workers vs 1: {one['seconds'] / two['seconds']:.2f}x training, "
                         f"{one['median_pass'] / two['median_pass']:.2f}x per pass; "
                         "2 workers vs in-process streaming: "
-                        f"{rows['streaming']['seconds'] / two['seconds']:.2f}x",
+                        f"{rows['streaming']['seconds'] / two['seconds']:.2f}x; 2 training processes vs "
+                        "in-process streaming: "
+                        f"{rows['streaming']['seconds'] / rows['2 processes']['seconds']:.2f}x",
                         flush=True,
                     )
         finally:
