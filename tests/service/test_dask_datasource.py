@@ -290,3 +290,77 @@ def test_read_range_writes_its_part_under_the_datasource_and_reports_failures_as
             tmp_path / "t",
         )
     assert str(exc_bad.value) == str(in_process.value)
+
+
+def _one_part_call(root: str, storage_spec: str, token: str) -> dict[str, Any]:
+    """read_range as a worker runs it, on the sample's training file (gzip: one part, read whole)."""
+    schema_text = (REPO / "schemas" / "mnist-train.csv.schema").read_text()
+    from amlflow.engine.schema import parse_schema
+
+    size = len((DATA / "mnist-sample" / "train.csv.gz").read_bytes())
+    return dask_datasource.read_range(
+        root,
+        storage_spec,
+        "ds-late",
+        token,
+        0,
+        "s3://data/mnist/train.csv.gz",
+        "mnist/train.csv.gz",
+        size,
+        0,
+        None,
+        parse_schema(schema_text).to_json(),
+        json.dumps({"splitting": {"percentBegin": 0, "percentEnd": 100}}),
+        size,
+        0,
+    )
+
+
+def test_a_part_finished_after_its_job_failed_is_dropped_local_root(tmp_path: Path) -> None:
+    """A task still running when its job fails (Dask cancels it, but it runs to its end) must not leave
+    its part in the artifact root: the failed job's marker tells it to drop it."""
+    from amlflow.service.artifacts import Artifacts
+    from amlflow.storage import LocalStorage
+
+    storage = LocalStorage(tmp_path / "s3")
+    storage.write_atomic(
+        "s3://data/mnist/train.csv.gz", (DATA / "mnist-sample" / "train.csv.gz").read_bytes()
+    )
+    root = str(tmp_path / "artifacts")
+    prefix = Path(dask_datasource._parts_prefix(root, "ds-late", "tok"))
+    assert "error" not in _one_part_call(root, str(storage.root), "ok-job")  # a live job's part lands
+    assert (Path(dask_datasource._parts_prefix(root, "ds-late", "ok-job")) / "000000" / "meta.json").is_file()
+
+    dask_datasource._mark_cancelled(Artifacts(Path(root), root, None), root, "ds-late", "tok")
+    got = _one_part_call(root, str(storage.root), "tok")
+    assert got == {"index": 0, "cancelled": True}
+    assert not prefix.exists() or not any(prefix.rglob("*")), list(prefix.rglob("*"))
+
+
+def test_a_part_uploaded_across_the_clean_up_is_deleted_s3_root(
+    moto_s3: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With an s3:// artifact root, the marker may appear while the task uploads (the service failed the
+    job meanwhile): the task checks again after its upload and deletes what it wrote."""
+    from amlflow.service.artifacts import Artifacts
+    from amlflow.storage import S3Storage
+
+    root = "s3://artifacts/x/"
+    arts = Artifacts(tmp_path / "cache", root, S3Storage())
+    real = S3Storage.write_atomic
+    calls: list[str] = []
+
+    def upload_then_fail_the_job(self: S3Storage, uri: str, data: Any) -> None:
+        real(self, uri, data)
+        calls.append(uri)
+        if len(calls) == 1 and "/parts/tok/" in uri:  # the job fails while the part is uploading
+            dask_datasource._mark_cancelled(arts, root, "ds-late", "tok")
+
+    monkeypatch.setattr(S3Storage, "write_atomic", upload_then_fail_the_job)
+    got = _one_part_call(root, "s3", "tok")
+    assert got == {"index": 0, "cancelled": True}
+    assert len([c for c in calls if "/parts/tok/" in c]) == len(TABLE_FILES)  # it had uploaded them all
+    s3 = boto3.client("s3", endpoint_url=moto_s3)
+    mine = f"x/{dask_datasource._relative('ds-late')}/"
+    keys = [o["Key"] for o in s3.list_objects_v2(Bucket="artifacts", Prefix=mine).get("Contents", [])]
+    assert keys == [f"{mine}parts/tok.cancelled"], keys

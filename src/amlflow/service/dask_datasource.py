@@ -24,7 +24,9 @@ to count its bytes). Then:
 
 Failures come back in input order as the in-process job would meet them, with its messages: a worker
 returns an engine ``DataError`` (bad gzip), a missing object or a refused location as data and the
-service raises the same exception; more than 10,000 rejected rows is the merge's own ``DataError``.
+service raises the same exception; more than 10,000 rejected rows is the merge's own ``DataError``. A
+failing job leaves a marker beside its parts' prefix before it deletes them, so a task still running
+(Dask cannot stop it) drops its part instead of leaving it in the artifact root.
 
 Policy (``AMLFLOW_DASK_DATASOURCE``): ``auto`` (the default) encodes on the cluster when the input is at
 least :data:`AUTO_MIN_BYTES` and makes more than one part, in-process otherwise (shipping a small input
@@ -88,6 +90,16 @@ def _parts_prefix(root: str, datasource_id: str, token: str) -> str:
     return f"{base}{_relative(datasource_id)}/parts/{token}/"
 
 
+def _cancelled_marker(root: str, datasource_id: str, token: str) -> str:
+    """The marker a failed job leaves beside its parts' prefix (outside it, so deleting the parts keeps
+    it): a task still running then drops its part instead of leaving it in the artifact root."""
+    return _parts_prefix(root, datasource_id, token).rstrip("/") + ".cancelled"
+
+
+def _cancelled(root: str, marker: str) -> bool:
+    return S3Storage().exists(marker) if root.startswith("s3://") else Path(marker).exists()
+
+
 # -------------------------------------------------------------------------------------- on the workers
 
 
@@ -141,10 +153,21 @@ def read_range(
         except ValueError as exc:
             return {"error": "value", "message": str(exc)}
         parse_seconds = time.perf_counter() - t0
+        # the job failed meanwhile (its tasks are cancelled, but a running one runs to its end): drop the
+        # part; checked again after the upload, which may have crossed the service's clean-up
+        marker = _cancelled_marker(root, datasource_id, token)
+        if _cancelled(root, marker):
+            if work is None:
+                shutil.rmtree(out, ignore_errors=True)
+            return {"index": index, "cancelled": True}
         if work is not None:
             s3 = S3Storage()
             for name in _TABLE_FILES:
                 s3.write_atomic(prefix + name, out / name)
+            if _cancelled(root, marker):
+                for name in _TABLE_FILES:
+                    s3.delete(prefix + name)
+                return {"index": index, "cancelled": True}
         return {
             "index": index,
             "rows": info.n_rows,
@@ -311,9 +334,12 @@ def build_on_dask(
             t3 = time.perf_counter()
             info = merger.finish()
             merged += time.perf_counter() - t3
-    finally:
+    except BaseException:
         with contextlib.suppress(Exception):  # the job's own failure is what matters
+            _mark_cancelled(artifacts, root, datasource_id, token)
             client.cancel(futures)
+        raise
+    finally:
         _clean(artifacts, prefix, local_parts)
     parse = [float(s["parse_seconds"]) for s in summaries]
     say(
@@ -322,6 +348,19 @@ def build_on_dask(
         f"{merged:.2f} s, waited/fetched {waited:.2f} s; {time.perf_counter() - t0:.2f} s in all"
     )
     return info
+
+
+def _mark_cancelled(artifacts: Artifacts, root: str, datasource_id: str, token: str) -> None:
+    """Leave the failed job's marker (before the clean-up lists its parts): a task that finishes later
+    sees it and drops its part. It stays (an empty object beside the parts' prefix; in a local root, under
+    ``parts/``, which start-up's crash clean-up removes)."""
+    marker = _cancelled_marker(root, datasource_id, token)
+    if artifacts.remote:
+        assert artifacts.storage is not None
+        artifacts.storage.write_atomic(marker, b"")
+    else:
+        Path(marker).parent.mkdir(parents=True, exist_ok=True)
+        Path(marker).touch()
 
 
 def _clean(artifacts: Artifacts, prefix: str, local_parts: Path) -> None:
