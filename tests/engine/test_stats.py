@@ -131,6 +131,22 @@ def test_banking_binary_target_and_categoricals(tmp_path: Path, data_dir: Path) 
     assert by_name["month"]["correlation"] == pytest.approx(association(ct, method="cramer"), rel=1e-9)
 
 
+def test_disjoint_groups_of_attributes_make_the_whole_document(tmp_path: Path, data_dir: Path) -> None:
+    """``only=``: each attribute's entry is its own column's and the target's, so groups computed apart
+    (as two reader processes do) and put back in schema order are the document of one call."""
+    path = data_dir / "aml-banking" / "banking.csv"
+    schema = parse_schema((data_dir / "aml-banking" / "banking.csv.schema").read_text())
+    build_dataset([_file_source(path, "banking.csv")], schema, None, tmp_path / "t")
+    table = EncodedTable.open(tmp_path / "t")
+    whole = compute_statistics(table, schema)
+    names = [a.name for a in schema.attributes if a.name != schema.target]
+    parts = [compute_statistics(table, schema, only=set(names[i::2])) for i in range(2)]
+    assert [len(p["attributes"]) for p in parts] == [len(names[0::2]), len(names[1::2])]
+    entries = {e["name"]: e for p in parts for e in p["attributes"]}
+    joined = {**parts[0], "attributes": [entries[n] for n in names]}
+    assert json.dumps(joined) == json.dumps(whole)  # the same document, key order included
+
+
 def test_missing_invalid_text_binary_and_roles() -> None:
     df = pd.DataFrame(
         {

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
+from collections.abc import Collection
 from typing import Any
 
 import numpy as np
@@ -234,13 +235,18 @@ def _attribute(table: Table, name: str, type_: str, target: _Target | None) -> d
     return out
 
 
-def compute_statistics(table: Table, schema: Schema) -> dict[str, Any]:
+def compute_statistics(
+    table: Table, schema: Schema, *, only: Collection[str] | None = None
+) -> dict[str, Any]:
     """The data insights of ``table`` read with ``schema``'s types (JSON-serialisable dict).
 
     Args:
         table: an :class:`amlflow.engine.dataset.EncodedTable` (anything with ``n_rows``,
             ``dictionary(name)``, ``codes(name)``; ``info["n_rejected"]`` is reported when present).
         schema: the datasource's :class:`amlflow.engine.schema.Schema`.
+        only: these attributes' entries only (None: every one's). Each entry depends on its own
+            column and the target's only, so the insights of disjoint groups of attributes, their
+            ``attributes`` lists put back in schema order, are the insights of all of them.
     """
     out: dict[str, Any] = {"n_rows": int(table.n_rows)}
     info = getattr(table, "info", None) or {}
@@ -274,7 +280,7 @@ def compute_statistics(table: Table, schema: Schema) -> dict[str, Any]:
         target = _Target(table, schema.target, ttype)
     attributes = []
     for attr in schema.attributes:
-        if attr.name == schema.target:
+        if attr.name == schema.target or (only is not None and attr.name not in only):
             continue
         entry = _attribute(table, attr.name, attr.type, target)
         entry["role"] = roles.get(attr.name, "input")
