@@ -129,11 +129,13 @@ def _shard_request(request: dict[str, Any]) -> dict[str, Any]:
 
 
 def _serve_one(request: dict[str, Any]) -> dict[str, Any]:
-    if "op" in request:
+    op = request.get("op", "read")
+    if op.startswith("shard_"):
         return _shard_request(request)
     import functools
 
     from amlflow.engine.dataset import EncodedTable, Source, build_dataset
+    from amlflow.engine.dataset_parts import read_part
     from amlflow.engine.errors import EngineError
     from amlflow.engine.rearrange import parse_rearrangement
     from amlflow.engine.schema import parse_schema
@@ -145,14 +147,40 @@ def _serve_one(request: dict[str, Any]) -> dict[str, Any]:
         for k in [k for k in os.environ if k.startswith("AWS_") and k not in env]:
             del os.environ[k]
         os.environ.update(env)
-    store = storage_from_spec(request["storage"])
-    sources = [
-        Source(key, int(size), functools.partial(store.open_read, uri))
-        for uri, key, size in request["objects"]
-    ]
     schema = parse_schema(request["schema"])
-    out_dir = Path(request["out_dir"])
     try:
+        if op == "statistics":  # of a table already written (a datasource read in parts)
+            only = request.get("attributes")
+            table = EncodedTable.open(request["table"])
+            return {"insights": compute_statistics(table, schema, only=None if only is None else set(only))}
+        store = storage_from_spec(request["storage"])
+        if op == "read_part":  # the lines that start in a byte range of one object
+            uri, key, size = request["object"]
+            source = Source(
+                key,
+                int(size),
+                functools.partial(store.open_read, uri),
+                functools.partial(store.open_read_from, uri),
+            )
+            part = read_part(
+                source,
+                schema,
+                parse_rearrangement(request["rearrangement"]),
+                request["out_dir"],
+                total_bytes=int(request["total_bytes"]),
+                file_start=int(request["file_start"]),
+                lo=int(request["lo"]),
+                hi=None if request["hi"] is None else int(request["hi"]),
+                memory_budget=request.get("memory_budget"),
+            )
+            return {"part": part.to_dict()}
+        if op != "read":
+            raise ValueError(f"unknown request {op!r}")
+        sources = [
+            Source(key, int(size), functools.partial(store.open_read, uri))
+            for uri, key, size in request["objects"]
+        ]
+        out_dir = Path(request["out_dir"])
         info = build_dataset(
             sources,
             schema,

@@ -85,6 +85,37 @@ def test_failures_are_the_jobs_threads(services: tuple[Service, Service]) -> Non
     assert "table/meta.json" not in _files(procs, "ds-short")
 
 
+def test_a_large_input_read_in_parts_on_every_reader_is_the_same_table(
+    services: tuple[Service, Service], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Parts by byte range on both readers, merged in the job's thread: the same files, insights and
+    failures as one read (here with the thresholds lowered: 84 KB of wine in parts of 16 KiB)."""
+    monkeypatch.setattr(reader_processes, "PARTS_MIN_BYTES", 0)
+    monkeypatch.setattr(reader_processes, "PART_BYTES", 16 << 10)
+    procs, thread = services
+    random = {
+        "percentBegin": 10,
+        "percentEnd": 90,
+        "strategy": "random",
+        "strategyParams": {"randomSeed": "x"},
+    }
+    for ds_id, split in (
+        ("ds-tr", {"percentBegin": 0, "percentEnd": 70}),
+        ("ds-rnd", random),
+        ("ds-all", None),
+    ):
+        a, b = _create(procs, ds_id, "wine.csv", split), _create(thread, ds_id, "wine.csv", split)
+        assert a["Status"] == b["Status"] == "COMPLETED", (a, b)
+        assert _files(procs, ds_id) == _files(thread, ds_id)  # codes, dictionaries, meta, insights
+        assert procs.get_data_insights(ds_id) == thread.get_data_insights(ds_id)
+        log = next((procs.home / "logs").rglob(f"{entity_dir_name('DataSource', ds_id)}.log")).read_text()
+        assert "reading in 6 part(s) of up to 16,384 bytes on the datasource reader processes" in log, log
+    # more than 10,000 rejected rows over several parts: the merge's own check, the one read's message
+    a, b = _create(procs, "ds-short", "short.csv"), _create(thread, "ds-short", "short.csv")
+    assert a["Status"] == b["Status"] == "FAILED" and a["Message"] == b["Message"], (a, b)
+    assert not list((procs.home / "datasources").rglob(".parts-*"))  # no part left behind
+
+
 def test_a_killed_reader_fails_only_its_job(tmp_path: Path) -> None:
     settings = Settings(home=tmp_path / "h", max_jobs=1, datasource_processes=1)
     root = settings.resolved_storage_root()

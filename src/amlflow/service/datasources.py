@@ -148,6 +148,22 @@ class DataSources(EntityOps):
                     memory_budget=budget,
                 )
             processes = self._reader_processes()  # 0 unless the storage has a spec
+            if info is None and processes > 1:  # a large input by byte range on every reader
+                got = reader_processes.read_in_parts(
+                    processes,
+                    storage=self.storage,
+                    objects=objects,
+                    schema=schema,
+                    schema_json=entity.internal["schema"],
+                    rearrangement=rearrangement,
+                    rearrangement_json=entity.attrs.get("DataRearrangement") or None,
+                    out_dir=table_dir,
+                    statistics=bool(entity.attrs.get("ComputeStatistics")),
+                    memory_budget=budget,
+                    log=ctx.log,
+                )
+                if got is not None:
+                    info, insights = got
             if info is None and processes:  # docs/scale.md, "Datasource readers"
                 ctx.log(f"reading in a datasource reader process (up to {processes} in this service)")
                 info, insights = reader_processes.read_in_process(

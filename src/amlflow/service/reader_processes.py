@@ -22,6 +22,12 @@ The pool is one per process (any number of services share it), started when a se
 jobs (:func:`warm`), its workers ready before the first job: a worker's imports (~0.5 s) are not a job's.
 A worker that dies (killed, out of memory) fails only the job it ran, naming its exit status; the next
 job starts a new one.
+
+A large input (:data:`PARTS_MIN_BYTES` and more than one part) is read by byte range on every reader at once
+(:func:`read_in_parts`: the Dask datasource's plan and the engine's ``read_part``, merged in the job's thread
+into the table one reader would write, byte for byte; the statistics then on a reader). The same program
+also trains the shards of a data-parallel fit (:mod:`amlflow.service.training_processes`), in a pool of its
+own (:func:`pool` with another ``role``) that lends a job several workers at once (:meth:`ReaderPool.hold`).
 """
 
 from __future__ import annotations
@@ -47,6 +53,7 @@ __all__ = [
     "default_processes",
     "pool",
     "pools",
+    "read_in_parts",
     "read_in_process",
     "warm",
 ]
@@ -361,6 +368,31 @@ def warm(size: int) -> None:
             log.warning("could not start the datasource readers: %s", exc)
 
 
+def _with_env(request: dict[str, Any], storage: str) -> dict[str, Any]:
+    if storage == "s3":  # the worker may be older than the configuration: it gets today's
+        request["env"] = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
+    return request
+
+
+def _checked(answer: dict[str, Any]) -> dict[str, Any]:
+    """A reader's answer, or the error the in-thread job would have raised, raised here."""
+    from amlflow.engine import errors
+
+    kind = answer.get("error")
+    if kind == "engine":
+        cls = getattr(errors, str(answer.get("type")), errors.EngineError)
+        if not (isinstance(cls, type) and issubclass(cls, errors.EngineError)):
+            cls = errors.EngineError
+        raise cls(str(answer["message"]), field=answer.get("field"))
+    if kind == "missing":
+        raise FileNotFoundError(str(answer["message"]))
+    if kind == "value":
+        raise ValueError(str(answer["message"]))
+    if kind is not None:
+        raise RuntimeError(f"the datasource reader process failed:\n{answer.get('message')}")
+    return answer
+
+
 def read_in_process(
     size: int,
     *,
@@ -378,7 +410,6 @@ def read_in_process(
         DataError (an EngineError), FileNotFoundError, ValueError: as the in-thread job meets them.
         WorkerDied: the worker exited while it read.
     """
-    from amlflow.engine import errors
     from amlflow.engine.dataset import DatasetInfo
 
     request: dict[str, Any] = {
@@ -390,21 +421,7 @@ def read_in_process(
         "statistics": statistics,
         "memory_budget": memory_budget,
     }
-    if storage == "s3":  # the worker may be older than the configuration: it gets today's
-        request["env"] = {k: v for k, v in os.environ.items() if k.startswith("AWS_")}
-    answer = pool(size).call(request)
-    kind = answer.get("error")
-    if kind == "engine":
-        cls = getattr(errors, str(answer.get("type")), errors.EngineError)
-        if not (isinstance(cls, type) and issubclass(cls, errors.EngineError)):
-            cls = errors.EngineError
-        raise cls(str(answer["message"]), field=answer.get("field"))
-    if kind == "missing":
-        raise FileNotFoundError(str(answer["message"]))
-    if kind == "value":
-        raise ValueError(str(answer["message"]))
-    if kind is not None:
-        raise RuntimeError(f"the datasource reader process failed:\n{answer.get('message')}")
+    answer = _checked(pool(size).call(_with_env(request, storage)))
     d = answer["info"]
     info = DatasetInfo(
         n_rows=int(d["n_rows"]),
@@ -417,3 +434,138 @@ def read_in_process(
         files=[(str(k), int(a), int(b)) for k, a, b in d["files"]],
     )
     return info, answer.get("insights")
+
+
+#: a datasource of at least this many bytes, in more than one part, is read in parts on every reader
+#: (:func:`read_in_parts`): below it, one reader parses it about as fast as parts and their merge
+PARTS_MIN_BYTES = 128 << 20
+#: the parts' size, as on Dask (``dask_datasource.RANGE_BYTES``)
+PART_BYTES = 64 << 20
+
+
+def read_in_parts(
+    size: int,
+    *,
+    storage: Any,
+    objects: Sequence[Any],
+    schema: Any,
+    schema_json: str,
+    rearrangement: Any,
+    rearrangement_json: str | None,
+    out_dir: Path,
+    statistics: bool,
+    memory_budget: int | None = None,
+    log: Any = None,
+) -> tuple[Any, dict[str, Any] | None] | None:
+    """A large datasource read by byte range on ``size`` readers at once: ``(DatasetInfo, insights or
+    None)``, the table at ``out_dir`` byte for byte the one one reader writes; or None (read it whole)
+    when the input is under :data:`PARTS_MIN_BYTES`, makes one part or there are fewer than 2 readers.
+
+    The plan is the Dask datasource's (``dask_datasource.plan_parts``: ranges of :data:`PART_BYTES`, a gzip
+    file whole); each part is ``engine.dataset_parts.read_part`` on a reader, written under the job's own
+    folder (``.parts-<token>`` beside the table); the job's thread merges them in input order as they come
+    (``PartMerger``) and a reader computes the statistics of the merged table.
+
+    Raises:
+        DataError (an EngineError), FileNotFoundError, ValueError: as the in-thread job meets them, in
+            input order.
+        WorkerDied: a reader exited while it read.
+    """
+    import functools
+    import shutil
+    import time
+    import uuid
+    from concurrent.futures import ThreadPoolExecutor
+
+    from amlflow.engine.dataset import Source, input_sizes, is_gzip
+    from amlflow.engine.dataset_parts import PartMerger
+    from amlflow.service.dask_datasource import plan_parts
+    from amlflow.storage import storage_spec
+
+    spec = storage_spec(storage)
+    total_size = sum(o.size for o in objects)
+    if size < 2 or spec is None or total_size < PARTS_MIN_BYTES:
+        return None
+    sources = [Source(o.key, o.size, functools.partial(storage.open_read, o.uri)) for o in objects]
+    gz = [o.size > PART_BYTES and is_gzip(src) for o, src in zip(objects, sources, strict=True)]
+    plan = plan_parts(objects, gz, PART_BYTES)
+    if len(plan) < 2:
+        return None
+    sizes = input_sizes(sources, rearrangement)
+    starts = [sum(sizes[:i]) for i in range(len(sizes))]
+    work = out_dir.parent / f".parts-{uuid.uuid4().hex[:12]}"
+    work.mkdir(parents=True)
+    say = log or (lambda _msg: None)
+    say(
+        f"reading in {len(plan)} part(s) of up to {PART_BYTES:,} bytes on the datasource reader processes "
+        f"(up to {size} at once; {sum(gz)} gzip file(s) read whole)"
+    )
+
+    def part(k: int) -> dict[str, Any]:
+        i, lo, hi = plan[k]
+        o = objects[i]
+        request = {
+            "op": "read_part",
+            "storage": str(spec),
+            "object": [o.uri, o.key, o.size],
+            "schema": schema_json,
+            "rearrangement": rearrangement_json,
+            "out_dir": str(work / f"{k:06d}"),
+            "total_bytes": sum(sizes),
+            "file_start": starts[i],
+            "lo": lo,
+            "hi": hi,
+            "memory_budget": memory_budget,
+        }
+        return _checked(pool(size).call(_with_env(request, str(spec))))
+
+    t0 = time.perf_counter()
+    merged = 0.0
+    executor = ThreadPoolExecutor(max_workers=size, thread_name_prefix="amlflow-part")
+    try:
+        futures = [executor.submit(part, k) for k in range(len(plan))]
+        with PartMerger(
+            schema, rearrangement, [(o.key, o.size) for o in objects], out_dir, memory_budget=memory_budget
+        ) as merger:
+            for k, future in enumerate(futures):
+                future.result()  # a part's failure is raised in input order, as the whole read meets it
+                t1 = time.perf_counter()
+                merger.add(work / f"{k:06d}")
+                shutil.rmtree(work / f"{k:06d}", ignore_errors=True)
+                merged += time.perf_counter() - t1
+            t1 = time.perf_counter()
+            info = merger.finish()
+            merged += time.perf_counter() - t1
+    finally:
+        executor.shutdown(wait=True, cancel_futures=True)  # no reader still writes into work
+        shutil.rmtree(work, ignore_errors=True)
+    t1 = time.perf_counter()
+    insights = None
+    if statistics and info.n_rows:
+        insights = _statistics(size, out_dir, schema, schema_json)
+    say(
+        f"read in parts: {time.perf_counter() - t0:.2f} s, of which merging {merged:.2f} s in the job's "
+        f"thread; statistics on {size} readers {time.perf_counter() - t1:.2f} s"
+    )
+    return info, insights
+
+
+def _statistics(size: int, table_dir: Path, schema: Any, schema_json: str) -> dict[str, Any]:
+    """The insights of the table at ``table_dir``, its attributes dealt to ``size`` readers
+    (``compute_statistics(only=...)``: each entry is its own column's and the target's), put back in
+    schema order: the document one reader computes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    names = [a.name for a in schema.attributes if a.name != schema.target]
+    groups = [names[i::size] for i in range(size) if names[i::size]] or [[]]
+
+    def one(group: list[str]) -> dict[str, Any]:
+        request = {"op": "statistics", "table": str(table_dir), "schema": schema_json, "attributes": group}
+        return dict(_checked(pool(size).call(request))["insights"])
+
+    with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="amlflow-stats") as executor:
+        parts = list(executor.map(one, groups))
+    entries = {e["name"]: e for part in parts for e in part["attributes"]}
+    out = parts[0]
+    out["attributes"] = [entries[n] for n in names if n in entries]
+    return out
