@@ -130,8 +130,13 @@ def test_crash_leftovers_are_cleaned_at_start_up(tmp_path: Path) -> None:
     (ds_dir / ".parts-0123abcd" / "000001").mkdir(parents=True)
     (ds_dir / "table").mkdir()
     (ds_dir / "table" / "meta.json").write_text("{}")
+    # a data-parallel fit's work folder (learner states, the shards' chunk features) of a killed service
+    ml_dir = home / "models" / entity_dir_name("MLModel", "ml")
+    (ml_dir / ".shards.tmp-0123456789ab" / "shard-0").mkdir(parents=True)
+    (ml_dir / ".shards.tmp-0123456789ab" / "state.npz").write_bytes(b"half a state")
     service = Service(settings)
     try:
+        assert not (ml_dir / ".shards.tmp-0123456789ab").exists()
         assert not (ds_dir / "parts").exists() and not (ds_dir / ".parts-0123abcd").exists()
         assert (ds_dir / "table" / "meta.json").read_text() == "{}"  # a finished table stays
         assert not work.exists()
