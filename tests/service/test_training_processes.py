@@ -10,6 +10,7 @@ import io
 import os
 import signal
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -42,7 +43,8 @@ def mnist(tmp_path_factory: pytest.TempPathFactory) -> tuple[EncodedTable, objec
     return EncodedTable.open(out), schema, recipe
 
 
-def _train(mnist: tuple[EncodedTable, object, object], work: Path, log: list[str] | None = None) -> object:
+def _train(mnist: tuple[EncodedTable, object, object], work: Path, log: Any = None) -> object:
+    """Train the sample on 2 workers (``when="always"``); ``log``: a list the lines go to, or a callable."""
     table, schema, recipe = mnist
     return training_processes.train_in_processes(
         2,
@@ -55,7 +57,7 @@ def _train(mnist: tuple[EncodedTable, object, object], work: Path, log: list[str
         seed=0,
         memory_budget=None,
         when="always",
-        log=(log.append if log is not None else None),
+        log=log.append if isinstance(log, list) else log,
     )
 
 
@@ -93,21 +95,8 @@ def test_a_killed_worker_fails_the_fit_and_the_next_fit_gets_new_ones(mnist, tmp
             killed.append(pool.pids()[0])
             os.kill(killed[0], signal.SIGKILL)
 
-    table, schema, recipe = mnist
     with pytest.raises(JobFailed, match=r"training: the training worker process was killed by signal 9"):
-        training_processes.train_in_processes(
-            2,
-            work_dir=tmp_path / "work",
-            table=table,
-            schema=schema,  # type: ignore[arg-type]
-            recipe=recipe,  # type: ignore[arg-type]
-            params=parse_parameters(MNIST_PARAMETERS),
-            model_type="MULTICLASS",
-            seed=0,
-            memory_budget=None,
-            when="always",
-            log=log,
-        )
+        _train(mnist, tmp_path / "work", log)
     assert killed and not (tmp_path / "work").exists()
     assert killed[0] not in pool.pids()
     model = _train(mnist, tmp_path / "again")

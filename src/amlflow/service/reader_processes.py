@@ -191,15 +191,7 @@ class ReaderPool:
             for w in fresh:
                 w.wait_ready()
         finally:
-            with self._cond:
-                for w in fresh:
-                    if w.alive() and w.ready:
-                        self._idle.append(w)
-                    else:
-                        w.discard()
-                        self._live.remove(w)
-                        self._n -= 1
-                self._cond.notify_all()
+            self._give_back(fresh)
 
     def _take(self) -> _Worker:
         with self._cond:
@@ -286,9 +278,13 @@ class ReaderPool:
         except BaseException:
             self._drop(held)
             raise
+        self._give_back(held)
+
+    def _give_back(self, workers: list[_Worker]) -> None:
+        """Ready, live workers back to the idle list; the others discarded."""
         with self._cond:
-            for w in held:
-                if w.alive():
+            for w in workers:
+                if w.alive() and w.ready:
                     self._idle.append(w)
                 else:
                     w.discard()
