@@ -6,8 +6,9 @@ A result file is one gzip member made of independently compressed blocks
 positions ``[first + j * R, first + (j + 1) * R)`` (block 0 also the header), with ``R`` =
 :func:`block_rows` of the output's layout — a function of the data, never of where or by how many
 workers the rows are scored. The in-process job cuts the engine's CSV into these blocks as it is written
-and deflates them on a second thread; on a Dask cluster (``service/distributed.py``) every worker cuts and
-deflates the blocks of its own partitions and the service only appends them. Same blocks, same bytes.
+and deflates them on a second thread; on a Dask cluster (``service/distributed.py``) and on this machine's
+batch worker processes (``service/batch_processes.py``, a batch of ``MIN_ROWS`` or more) every worker cuts
+and deflates the blocks of its own partitions and the service only appends them. Same blocks, same bytes.
 """
 
 from __future__ import annotations
@@ -16,12 +17,9 @@ import json
 import shutil
 import tempfile
 from collections import deque
-from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path, PurePosixPath
 from typing import Any, BinaryIO, cast
-
-import numpy as np
 
 from amlflow.engine.schema import Schema
 from amlflow.engine.table import Table
@@ -32,7 +30,7 @@ from amlflow.service.errors import (
 from amlflow.service.jobs import JobContext, JobResult
 from amlflow.service.layout import BATCH_WORK_PREFIX, entity_dir_name
 from amlflow.storage import parse_s3_uri
-from amlflow.storage.gzip_blocks import BlockGzipWriter, DeflatedBlock, deflate_block
+from amlflow.storage.gzip_blocks import BlockGzipWriter, DeflatedBlock, RecordBlocks, deflate_block
 
 __all__ = ["BatchPredictions", "RecordBlocks", "block_rows"]
 
@@ -69,70 +67,10 @@ def block_rows(model: Any, table: Table, schema: Schema) -> int:
     return min(rows, MAX_BLOCK_ROWS)
 
 
-class RecordBlocks:
-    """A writable binary sink that cuts AML batch CSV into blocks of ``rows`` records, in order.
+def _batch_min_rows() -> int:
+    from amlflow.service.batch_processes import MIN_ROWS
 
-    The first record written is the header: with ``header=True`` it opens block 0 (which then holds the
-    header and ``rows`` records), otherwise it is dropped (a later partition of a span, whose header the
-    span's first partition carries). Every block is handed to ``emit`` as bytes as soon as it is
-    complete; :meth:`close` hands over the rest. A record ends at a ``\n`` outside double quotes (the
-    engine quotes a field with ``"`` when it holds ``,``, ``"`` or a line break, doubling inner quotes),
-    so one record is one output position, whatever its fields hold.
-    """
-
-    def __init__(self, rows: int, *, header: bool, emit: Callable[[bytes], None]) -> None:
-        if rows < 1:
-            raise ValueError(f"rows: {rows} must be at least 1")
-        self._rows = rows
-        self._emit = emit
-        self._keep_header = header
-        self._rest = b""  # bytes after the last cut
-        self._scanned = 0  # bytes of _rest already searched for record ends
-        self._in_block = 0  # complete records in _rest (the header not counted)
-        self._quoted = False  # _rest ends inside a quoted field
-        self._before_header = True
-        self.records = 0  # records after the header
-
-    def writable(self) -> bool:
-        return True
-
-    def write(self, data: bytes | bytearray | memoryview) -> int:
-        chunk = bytes(data)
-        if not chunk:
-            return 0
-        buf = self._rest + chunk if self._rest else chunk
-        view = np.frombuffer(buf, dtype=np.uint8)[self._scanned :]
-        ends = np.flatnonzero(view == 10)
-        if self._quoted or buf.find(b'"', self._scanned) >= 0:
-            parity = np.cumsum(view == 34, dtype=np.int64) + int(self._quoted)
-            ends = ends[(parity[ends] & 1) == 0]
-            self._quoted = bool(parity[-1] & 1)
-        cut_ends = (ends + (self._scanned + 1)).tolist()  # offsets in buf just past each record
-        cut = 0
-        if self._before_header and cut_ends:
-            self._before_header = False
-            header_end = cut_ends.pop(0)
-            if not self._keep_header:
-                cut = header_end
-        first = self._rows - self._in_block - 1  # index in cut_ends of the record completing the block
-        for k in range(first, len(cut_ends), self._rows):
-            self._emit(buf[cut : cut_ends[k]])
-            cut = cut_ends[k]
-        self._in_block = (self._in_block + len(cut_ends)) % self._rows
-        self.records += len(cut_ends)
-        self._rest = buf[cut:]
-        self._scanned = len(self._rest)
-        return len(chunk)
-
-    def flush(self) -> None:
-        pass
-
-    def close(self) -> None:
-        """Hand over the last (partial) block, if any bytes are left."""
-        if self._rest:
-            self._emit(self._rest)
-        self._rest = b""
-        self._scanned = self._in_block = 0
+    return MIN_ROWS
 
 
 class _DeflateAhead:
@@ -197,6 +135,15 @@ class BatchPredictions(EntityOps):
         }
         return self._create("BatchPrediction", BatchPredictionId, request, attrs)
 
+    def _batch_processes(self) -> int:
+        """How many worker processes a large batch of this service is scored on: none when its engine is
+        not the real one (a test's stand-in scores in the job's thread)."""
+        from amlflow.engine.batch import write_batch_output
+
+        if self.engine.write_batch_output is not write_batch_output:
+            return 0
+        return self.settings.resolved_batch_processes()
+
     def _batch_job(self, ctx: JobContext) -> JobResult:
         entity = ctx.entity
         model, table, schema, ds = self._scoring_inputs(entity, "BatchPredictionDataSourceId")
@@ -217,11 +164,11 @@ class BatchPredictions(EntityOps):
         staged: list[tuple[Path, str, str]] = []  # (local part, result URI, input URI)
         published: list[str] = []
         rows_per_block = block_rows(model, table, schema)
-        dask = None
+        scorer: Any = None  # the partitions scored elsewhere: a Dask cluster or this machine's workers
         if self.settings.dask_address:  # scored on a Dask cluster, same bytes (service/distributed.py)
             from amlflow.service.distributed import BatchScorer
 
-            dask = BatchScorer(
+            scorer = BatchScorer(
                 self.settings.dask_address,
                 self.artifacts,
                 model_id=entity.attrs["MLModelId"],
@@ -237,7 +184,28 @@ class BatchPredictions(EntityOps):
                 prefix=f"{BATCH_WORK_PREFIX}{entity_dir_name('BatchPrediction', entity.id)}-", dir=self.home
             )
         )
-        deflater = None if dask is not None else ThreadPoolExecutor(1, thread_name_prefix="amlflow-deflate")
+        processes = self._batch_processes()
+        directory = getattr(table, "directory", None)
+        if (
+            scorer is None
+            and processes > 1
+            and directory is not None
+            and table.n_positions >= _batch_min_rows()
+        ):
+            from amlflow.service.batch_processes import ProcessScorer  # same bytes (docs/scale.md)
+
+            scorer = ProcessScorer(
+                processes,
+                model_dir=self._fetched("MLModel", entity.attrs["MLModelId"]) / "model",
+                table_dir=Path(directory),
+                schema_json=ds.internal["schema"],
+                threshold=threshold,
+                spans=[rows or (0, table.n_positions) for _, _, rows in spans],
+                block_rows=rows_per_block,
+                work=work,
+                log=ctx.log,
+            )
+        deflater = None if scorer is not None else ThreadPoolExecutor(1, thread_name_prefix="amlflow-deflate")
         try:
             # 1. score every input file into local parts: the long part, nothing visible yet
             for i, (input_uri, key, rows) in enumerate(spans):
@@ -248,8 +216,8 @@ class BatchPredictions(EntityOps):
                 gz = work / f"part-{i}.gz"
                 with gz.open("wb") as fh:
                     writer = BlockGzipWriter(cast(BinaryIO, fh))
-                    if dask is not None:
-                        counts = dask.write(i, writer)
+                    if scorer is not None:
+                        counts = scorer.write(i, writer)
                     else:
                         assert deflater is not None
                         ahead = _DeflateAhead(deflater, writer)
@@ -283,8 +251,8 @@ class BatchPredictions(EntityOps):
                     ctx.log(f"could not remove {uri}: {exc}")
             raise
         finally:
-            if dask is not None:
-                dask.close()
+            if scorer is not None:
+                scorer.close()
             if deflater is not None:
                 deflater.shutdown(wait=True, cancel_futures=True)
             shutil.rmtree(work, ignore_errors=True)

@@ -67,11 +67,10 @@ from amlflow.engine.model import Predictions, TrainedModel, load_model
 from amlflow.engine.schema import Schema, parse_schema
 from amlflow.engine.table import EncodedTable, Table
 from amlflow.service.artifacts import Artifacts
-from amlflow.service.batch import RecordBlocks
 from amlflow.service.errors import AmlError
 from amlflow.service.jobs import JobFailed
 from amlflow.storage import S3Storage
-from amlflow.storage.gzip_blocks import BlockGzipWriter, DeflatedBlock, deflate_block
+from amlflow.storage.gzip_blocks import BlockGzipWriter, DeflatedBlock, RecordBlocks, deflate_block
 
 __all__ = [
     "BatchScorer",
@@ -255,7 +254,7 @@ def batch_part(
     datasource's output sequence, in the span that starts at ``span_first``.
 
     ``first - span_first`` is a multiple of ``block_rows``, so the partition's blocks are the span's own
-    (:class:`~amlflow.service.batch.RecordBlocks`; the span's header opens its first block, a later
+    (:class:`~amlflow.storage.gzip_blocks.RecordBlocks`; the span's header opens its first block, a later
     partition drops it). Returns ``(blocks, total, invalid)``: each block as ``(deflate bytes, CRC-32,
     uncompressed length)`` (:func:`~amlflow.storage.gzip_blocks.deflate_block`), and the partition's
     :class:`~amlflow.engine.batch.BatchCounts`.

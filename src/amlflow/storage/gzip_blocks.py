@@ -29,11 +29,22 @@ from __future__ import annotations
 
 import struct
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import BinaryIO
 
-__all__ = ["HEADER", "TRAILER_BLOCK", "BlockGzipWriter", "DeflatedBlock", "crc32_combine", "deflate_block"]
+import numpy as np
+
+__all__ = [
+    "HEADER",
+    "TRAILER_BLOCK",
+    "BlockGzipWriter",
+    "DeflatedBlock",
+    "RecordBlocks",
+    "crc32_combine",
+    "deflate_block",
+]
 
 #: the gzip member header every file starts with: deflate, no flags, MTIME 0, XFL 0, OS 255 (unknown)
 HEADER = b"\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff"
@@ -175,3 +186,69 @@ class BlockGzipWriter:
     ) -> None:
         if kind is None:
             self.close()
+
+
+class RecordBlocks:
+    """A writable binary sink that cuts AML batch CSV into blocks of ``rows`` records, in order.
+
+    The first record written is the header: with ``header=True`` it opens block 0 (which then holds the
+    header and ``rows`` records), otherwise it is dropped (a later partition of a span, whose header the
+    span's first partition carries). Every block is handed to ``emit`` as bytes as soon as it is
+    complete; :meth:`close` hands over the rest. A record ends at a ``\n`` outside double quotes (the
+    engine quotes a field with ``"`` when it holds ``,``, ``"`` or a line break, doubling inner quotes),
+    so one record is one output position, whatever its fields hold.
+    """
+
+    def __init__(self, rows: int, *, header: bool, emit: Callable[[bytes], None]) -> None:
+        if rows < 1:
+            raise ValueError(f"rows: {rows} must be at least 1")
+        self._rows = rows
+        self._emit = emit
+        self._keep_header = header
+        self._rest = b""  # bytes after the last cut
+        self._scanned = 0  # bytes of _rest already searched for record ends
+        self._in_block = 0  # complete records in _rest (the header not counted)
+        self._quoted = False  # _rest ends inside a quoted field
+        self._before_header = True
+        self.records = 0  # records after the header
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes | bytearray | memoryview) -> int:
+        chunk = bytes(data)
+        if not chunk:
+            return 0
+        buf = self._rest + chunk if self._rest else chunk
+        view = np.frombuffer(buf, dtype=np.uint8)[self._scanned :]
+        ends = np.flatnonzero(view == 10)
+        if self._quoted or buf.find(b'"', self._scanned) >= 0:
+            parity = np.cumsum(view == 34, dtype=np.int64) + int(self._quoted)
+            ends = ends[(parity[ends] & 1) == 0]
+            self._quoted = bool(parity[-1] & 1)
+        cut_ends = (ends + (self._scanned + 1)).tolist()  # offsets in buf just past each record
+        cut = 0
+        if self._before_header and cut_ends:
+            self._before_header = False
+            header_end = cut_ends.pop(0)
+            if not self._keep_header:
+                cut = header_end
+        first = self._rows - self._in_block - 1  # index in cut_ends of the record completing the block
+        for k in range(first, len(cut_ends), self._rows):
+            self._emit(buf[cut : cut_ends[k]])
+            cut = cut_ends[k]
+        self._in_block = (self._in_block + len(cut_ends)) % self._rows
+        self.records += len(cut_ends)
+        self._rest = buf[cut:]
+        self._scanned = len(self._rest)
+        return len(chunk)
+
+    def flush(self) -> None:
+        pass
+
+    def close(self) -> None:
+        """Hand over the last (partial) block, if any bytes are left."""
+        if self._rest:
+            self._emit(self._rest)
+        self._rest = b""
+        self._scanned = self._in_block = 0
