@@ -128,10 +128,65 @@ def _shard_request(request: dict[str, Any]) -> dict[str, Any]:
     raise ValueError(f"unknown request {op!r}")
 
 
+#: the models and tables batch partitions were scored with: (model dir, its model.json's mtime, table dir)
+_batch_inputs: dict[tuple[str, int, str], tuple[Any, Any]] = {}
+_KEEP_BATCH_INPUTS = 2
+
+
+def _batch_part(request: dict[str, Any]) -> dict[str, Any]:
+    """Positions ``[first, stop)`` of a batch prediction's span (``amlflow.service.batch_processes``):
+    AML's batch CSV cut into the span's blocks (``RecordBlocks``; the header only in the span's first
+    partition), each deflated and appended to the file ``out``; the blocks' (length, CRC-32, uncompressed
+    size) and the partition's counts."""
+    from amlflow.engine.batch import write_batch_output
+    from amlflow.engine.errors import EngineError
+    from amlflow.engine.model import load_model
+    from amlflow.engine.schema import parse_schema
+    from amlflow.engine.table import EncodedTable
+    from amlflow.storage.gzip_blocks import RecordBlocks, deflate_block
+
+    model_dir = Path(request["model"])
+    key = (str(model_dir), (model_dir / "model.json").stat().st_mtime_ns, str(request["table"]))
+    with _shards_lock:
+        got = _batch_inputs.get(key)
+    try:
+        if got is None:
+            got = (load_model(model_dir), EncodedTable.open(request["table"]))
+            with _shards_lock:
+                _batch_inputs[key] = got
+                while len(_batch_inputs) > _KEEP_BATCH_INPUTS:
+                    del _batch_inputs[next(iter(_batch_inputs))]
+        model, table = got
+        first, stop, span_first = int(request["first"]), int(request["stop"]), int(request["span_first"])
+        blocks: list[list[int]] = []
+        with open(request["out"], "wb") as fh:
+
+            def emit(raw: bytes) -> None:
+                block = deflate_block(raw)
+                fh.write(block.data)
+                blocks.append([len(block.data), block.crc, block.size])
+
+            sink = RecordBlocks(int(request["block_rows"]), header=first == span_first, emit=emit)
+            counts = write_batch_output(
+                model,
+                table,
+                parse_schema(request["schema"]),
+                sink,  # type: ignore[arg-type]
+                threshold=float(request["threshold"]),
+                rows=(first, stop),
+            )
+            sink.close()
+    except EngineError as exc:
+        return _engine_error(exc)
+    return {"blocks": blocks, "total": int(counts.total), "invalid": int(counts.invalid)}
+
+
 def _serve_one(request: dict[str, Any]) -> dict[str, Any]:
     op = request.get("op", "read")
     if op.startswith("shard_"):
         return _shard_request(request)
+    if op == "batch_part":
+        return _batch_part(request)
     import functools
 
     from amlflow.engine.dataset import EncodedTable, Source, build_dataset

@@ -19,6 +19,7 @@
 | dask_datasource | ``AMLFLOW_DASK_DATASOURCE``| ``auto`` (cluster for a large input), ``always``, ``never`` |
 | datasource_processes | ``AMLFLOW_DATASOURCE_PROCESSES`` | a reader per job slot, up to the cores (0: none) |
 | training_processes | ``AMLFLOW_TRAINING_PROCESSES`` | one per core (0 or 1: stream in the job's thread) |
+| batch_processes | ``AMLFLOW_BATCH_PROCESSES`` | one per core (0 or 1: score in the job's thread) |
 
 See docs/configuration.md.
 """
@@ -83,6 +84,10 @@ class Settings(BaseSettings):
     #: None is one per core (none on one core); 0 or 1 streams in the job's thread (docs/scale.md,
     #: "Training on this machine's cores")
     training_processes: int | None = Field(default=None, ge=0, le=64)
+    #: worker processes a batch prediction of ``batch_processes.MIN_ROWS`` rows or more is scored on (the
+    #: same bytes): None is one per core (none on one core); 0 or 1 scores in the job's thread
+    #: (docs/scale.md, "Batch predictions on this machine's cores")
+    batch_processes: int | None = Field(default=None, ge=0, le=64)
 
     def resolved_datasource_processes(self) -> int:
         """``datasource_processes``, or its default for ``max_jobs`` on this machine."""
@@ -94,12 +99,11 @@ class Settings(BaseSettings):
 
     def resolved_training_processes(self) -> int:
         """``training_processes``, or its default on this machine (one per core; none on one core)."""
-        if self.training_processes is not None:
-            return self.training_processes
-        from amlflow.service.reader_processes import cores
+        return _per_core(self.training_processes)
 
-        n = cores()
-        return 0 if n < 2 else n
+    def resolved_batch_processes(self) -> int:
+        """``batch_processes``, or its default on this machine (one per core; none on one core)."""
+        return _per_core(self.batch_processes)
 
     def resolved_database_url(self) -> str:
         """``database_url``, or the SQLite file ``<home>/state.db``."""
@@ -111,3 +115,13 @@ class Settings(BaseSettings):
         """The local storage root: ``storage_root`` or ``<home>/s3``."""
         root = self.storage_root if self.storage_root is not None else self.home / "s3"
         return Path(root).expanduser()
+
+
+def _per_core(value: int | None) -> int:
+    """``value``, or one per core of this machine (none on one core)."""
+    if value is not None:
+        return value
+    from amlflow.service.reader_processes import cores
+
+    n = cores()
+    return 0 if n < 2 else n
