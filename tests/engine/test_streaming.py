@@ -100,6 +100,32 @@ def test_banking_streaming_is_as_good_as_in_memory(banking) -> None:
     )  # the same features, the same vocabularies
 
 
+def test_the_streaming_callback_replaces_streaming_only_where_auto_streams(banking) -> None:
+    """``train(streaming=...)``: where ``auto`` would stream, the callback's model is returned (and
+    train logs nothing of its own); it is not called where the model fits in memory, and a callback that
+    returns None lets the streaming mode run, its lines logged once."""
+    tr, _, _, schema, recipe = banking
+    params = parse_parameters(None)
+    elsewhere = train(tr, schema, recipe, params, "BINARY", mode="memory")  # any model stands for it
+    calls: list[int] = []
+
+    def callback(answer: TrainedModel | None) -> object:
+        return lambda: calls.append(1) or answer
+
+    lines: list[str] = []
+    got = train(tr, schema, recipe, params, "BINARY", memory_budget=16 << 20, streaming=callback(elsewhere),
+                log=lines.append)  # fmt: skip
+    assert got is elsewhere and calls == [1] and lines == []
+    fits = train(tr, schema, recipe, params, "BINARY", streaming=callback(elsewhere), log=lines.append)
+    assert calls == [1] and fits is not elsewhere and fits.training_info["training_mode"] == "memory"
+    lines.clear()
+    streamed = train(tr, schema, recipe, params, "BINARY", memory_budget=16 << 20, streaming=callback(None),
+                     log=lines.append)  # fmt: skip
+    assert calls == [1, 1] and streamed.training_info["training_mode"] == "streaming"
+    assert sum(1 for line in lines if line.startswith("initial-training")) == 1, lines
+    assert sum(1 for line in lines if line.startswith("training mode: streaming")) == 1, lines
+
+
 @pytest.fixture(scope="module")
 def mnist_sample(tmp_path_factory: pytest.TempPathFactory) -> tuple[EncodedTable, EncodedTable, Schema]:
     """data/mnist-sample's 5,000 Kaggle rows, split 70/30 by bytes as a datasource job does."""

@@ -172,6 +172,7 @@ def train(
     memory_budget: int | None = None,
     mode: TrainingMode = "auto",
     scratch_dir: Path | str | None = None,
+    streaming: Callable[[], TrainedModel | None] | None = None,
 ) -> TrainedModel:
     """Fit an AML model of ``model_type`` on ``table`` (read with ``schema``) and ``recipe`` features.
 
@@ -183,7 +184,9 @@ def train(
     budget, ``"streaming"`` otherwise. The choice and the reason are logged (``training mode: ...``). Both
     modes give the same :class:`TrainedModel` (same features, same save format, same scoring). The streaming
     mode keeps the chunks' features on disk between passes, in a temporary directory under ``scratch_dir``
-    (None: the system's), when there is room for them there.
+    (None: the system's), when there is room for them there. ``streaming``, when given, is called instead
+    when ``"auto"`` chooses streaming (the service's data-parallel fit on its worker processes, which
+    logs its own lines): its model is returned, or the streaming mode runs when it returns None.
 
     Raises:
         TrainingError: no target in the schema, no usable rows, a single class, more than 100 classes, or
@@ -194,7 +197,8 @@ def train(
     t0 = time.perf_counter()
     if mode not in TRAINING_MODES:
         raise ValueError(f"mode: {mode!r} is not one of {', '.join(TRAINING_MODES)}")
-    tgt = _start(table, schema, params, model_type, say)
+    early: list[str] = []  # the lines before the mode is chosen (the streaming callback logs its own)
+    tgt = _start(table, schema, params, model_type, early.append)
     classes = tgt.classes
     valid = tgt.valid
     n_valid = tgt.n_valid
@@ -206,11 +210,17 @@ def train(
     needed = estimate_training_bytes(bound, n_classes)
     budget = default_memory_budget() if memory_budget is None else memory_budget
     plan = plan_streaming(bound, n_classes, budget)
+    chosen, why = _choose_mode(mode, needed, budget, plan)
+    if streaming is not None and mode == "auto" and chosen == "streaming":
+        elsewhere = streaming()
+        if elsewhere is not None:
+            return elsewhere
+    for line in early:
+        say(line)
     say(
         f"memory-estimate: records={bound.rows} nonzeros<={bound.nonzeros} features<={bound.features} "
         f"max-per-record={bound.max_row} bytes<={needed}"
     )
-    chosen, why = _choose_mode(mode, needed, budget, plan)
     say(f"training mode: {'in-memory' if chosen == 'memory' else 'streaming'} ({why})")
     if chosen == "memory":
         _check_memory_mode(bound, needed, budget)

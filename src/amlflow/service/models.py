@@ -134,24 +134,28 @@ class Models(EntityOps):
                 when=self.settings.dask_training,
                 log=ctx.log,
             )
-        processes = self._training_processes()
-        if model is None and processes > 1:  # streaming on every core (docs/scale.md)
-            from amlflow.service.training_processes import train_in_processes
-
-            model = train_in_processes(
-                processes,
-                work_dir=self._paths("MLModel", entity.id) / f".shards.tmp-{uuid.uuid4().hex[:12]}",
-                table=table,
-                schema=schema,
-                recipe=recipe,
-                params=params,
-                model_type=entity.attrs["MLModelType"],
-                seed=self.settings.seed,
-                memory_budget=int(budget) if budget is not None else None,
-                log=ctx.log,
-            )
         if model is None:
-            model = self.engine.train(
+            trainer, extra = self.engine.train, {}
+            processes = self._training_processes()
+            if processes > 1:  # the real engine: where it would stream, it trains on every core instead
+                from amlflow.service.training_processes import train_in_processes  # docs/scale.md
+
+                def on_the_workers() -> Any:
+                    return train_in_processes(
+                        processes,
+                        work_dir=self._paths("MLModel", entity.id) / f".shards.tmp-{uuid.uuid4().hex[:12]}",
+                        table=table,
+                        schema=schema,
+                        recipe=recipe,
+                        params=params,
+                        model_type=entity.attrs["MLModelType"],
+                        seed=self.settings.seed,
+                        memory_budget=int(budget) if budget is not None else None,
+                        log=ctx.log,
+                    )
+
+                trainer, extra = engine_train, {"streaming": on_the_workers}
+            model = trainer(
                 table,
                 schema,
                 recipe,
@@ -160,6 +164,7 @@ class Models(EntityOps):
                 seed=self.settings.seed,
                 log=ctx.log,
                 memory_budget=int(budget) if budget is not None else None,
+                **extra,
             )
         folder = self._paths("MLModel", entity.id) / "model"
         if folder.exists():

@@ -125,10 +125,11 @@ def train_in_processes(
     config = shard_config(fit.config, shards)
     rows = [sum(b - a for a, b in r) for r in plan]
     token = uuid.uuid4().hex[:12]
-    t_wait = time.perf_counter()
     pool = reader_processes.pool(processes, ROLE)
     work_dir.mkdir(parents=True, exist_ok=False)
     try:
+        pool.start(processes)  # the workers' start (their imports, ~0.5 s the first time) is not a wait
+        t_wait = time.perf_counter()
         with pool.hold(shards) as workers:
             waited = time.perf_counter() - t_wait
             say(
