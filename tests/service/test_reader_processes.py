@@ -221,3 +221,31 @@ def test_dictionaries_over_the_memory_limit_fail_the_job(tmp_path: Path, process
         )
     finally:
         service.shutdown(timeout=30)
+
+
+def test_parts_read_from_s3_are_the_same_table(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The readers' ranged reads of an S3 object (moto's server; the readers get the service's AWS
+    environment with each request): the same table and insights as the job's thread reading it whole."""
+    from tests.service.dask_support import mnist_s3, s3_settings
+
+    monkeypatch.setattr(reader_processes, "PARTS_MIN_BYTES", 0)
+    monkeypatch.setattr(reader_processes, "PART_BYTES", 16 << 10)
+    with mnist_s3(monkeypatch, {"wine/wine.csv": aml_data.wine_binary_csv()}):
+        files = {}
+        for name, processes in (("procs", 2), ("thread", 0)):
+            settings = s3_settings(tmp_path / name, tmp_path / f"{name}.db", datasource_processes=processes)
+            service = Service(settings, endpoint_url="http://127.0.0.1:1")
+            try:
+                spec = {
+                    "DataLocationS3": "s3://data/wine/wine.csv",
+                    "DataSchema": aml_data.wine_binary_schema(),
+                }
+                service.create_data_source_from_s3(DataSourceId="ds", DataSpec=spec, ComputeStatistics=True)
+                got = wait(service, "DataSource", "ds", timeout=60)
+                assert got["Status"] == "COMPLETED", got
+                log = service.jobs.log_path("DataSource", "ds").read_text()
+                files[name] = _files(service, "ds")
+            finally:
+                service.shutdown(timeout=30)
+            assert ("part(s) of up to 16,384 bytes" in log) == bool(processes), log
+    assert "table/codes.bin" in files["procs"] and files["procs"] == files["thread"]
