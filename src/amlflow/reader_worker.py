@@ -133,6 +133,41 @@ _batch_inputs: dict[tuple[str, int, str], tuple[Any, Any]] = {}
 _KEEP_BATCH_INPUTS = 2
 
 
+def _scoring_inputs(request: dict[str, Any]) -> tuple[Any, Any]:
+    """The model and table of a scoring request, kept for the next partitions (a model folder is never
+    rewritten in place; its model.json's mtime is in the key all the same)."""
+    from amlflow.engine.model import load_model
+    from amlflow.engine.table import EncodedTable
+
+    model_dir = Path(request["model"])
+    key = (str(model_dir), (model_dir / "model.json").stat().st_mtime_ns, str(request["table"]))
+    with _shards_lock:
+        got = _batch_inputs.get(key)
+    if got is None:
+        got = (load_model(model_dir), EncodedTable.open(request["table"]))
+        with _shards_lock:
+            _batch_inputs[key] = got
+            while len(_batch_inputs) > _KEEP_BATCH_INPUTS:
+                del _batch_inputs[next(iter(_batch_inputs))]
+    return got
+
+
+def _score_part(request: dict[str, Any]) -> dict[str, Any]:
+    """The model's scores of table rows ``[start, stop)`` (``amlflow.service.batch_processes``, an
+    evaluation), saved as a ``.npy`` file at ``out``."""
+    import numpy as np
+
+    from amlflow.engine.errors import EngineError
+
+    try:
+        model, table = _scoring_inputs(request)
+        scores = model.predict_table(table, start=int(request["start"]), stop=int(request["stop"])).scores
+    except EngineError as exc:
+        return _engine_error(exc)
+    np.save(request["out"], scores, allow_pickle=False)
+    return {"rows": len(scores)}
+
+
 def _batch_part(request: dict[str, Any]) -> dict[str, Any]:
     """Positions ``[first, stop)`` of a batch prediction's span (``amlflow.service.batch_processes``):
     AML's batch CSV cut into the span's blocks (``RecordBlocks``; the header only in the span's first
@@ -140,23 +175,11 @@ def _batch_part(request: dict[str, Any]) -> dict[str, Any]:
     size) and the partition's counts."""
     from amlflow.engine.batch import write_batch_output
     from amlflow.engine.errors import EngineError
-    from amlflow.engine.model import load_model
     from amlflow.engine.schema import parse_schema
-    from amlflow.engine.table import EncodedTable
     from amlflow.storage.gzip_blocks import RecordBlocks, deflate_block
 
-    model_dir = Path(request["model"])
-    key = (str(model_dir), (model_dir / "model.json").stat().st_mtime_ns, str(request["table"]))
-    with _shards_lock:
-        got = _batch_inputs.get(key)
     try:
-        if got is None:
-            got = (load_model(model_dir), EncodedTable.open(request["table"]))
-            with _shards_lock:
-                _batch_inputs[key] = got
-                while len(_batch_inputs) > _KEEP_BATCH_INPUTS:
-                    del _batch_inputs[next(iter(_batch_inputs))]
-        model, table = got
+        model, table = _scoring_inputs(request)
         first, stop, span_first = int(request["first"]), int(request["stop"]), int(request["span_first"])
         blocks: list[list[int]] = []
         with open(request["out"], "wb") as fh:
@@ -187,6 +210,8 @@ def _serve_one(request: dict[str, Any]) -> dict[str, Any]:
         return _shard_request(request)
     if op == "batch_part":
         return _batch_part(request)
+    if op == "score_part":
+        return _score_part(request)
     import functools
 
     from amlflow.engine.dataset import EncodedTable, Source, build_dataset

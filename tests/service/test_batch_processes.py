@@ -110,3 +110,29 @@ def test_a_killed_worker_fails_the_batch_and_publishes_nothing(
     assert bp["Status"] == "FAILED", bp
     assert "scoring: the batch worker process was killed by signal 9" in bp["Message"], bp
     assert not (root / "wine" / "out").exists() or _outputs(root) == {}
+
+
+def test_an_evaluation_scored_on_the_workers_is_the_jobs_threads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The exact evaluation's scores from the batch workers' partitions: the same metric and report."""
+    monkeypatch.setattr(batch_processes, "MIN_ROWS", 0)
+    got = {}
+    for name, processes in (("procs", 2), ("thread", 0)):
+        service, ml, _ = _service(tmp_path / name, processes)
+        try:
+            ml.create_evaluation(  # type: ignore[attr-defined]
+                EvaluationId="ev", MLModelId="ml", EvaluationDataSourceId="ds-batch"
+            )
+            ev = wait(service, "Evaluation", "ev", timeout=120)
+            log = service.jobs.log_path("Evaluation", "ev").read_text()
+            report = service.get_evaluation_report("ev")
+        finally:
+            service.shutdown(timeout=30)
+        assert ev["Status"] == "COMPLETED", ev
+        got[name] = (ev["PerformanceMetrics"], report, log)
+    assert got["procs"][:2] == got["thread"][:2]  # the metric, digit for digit, and the whole report
+    assert got["procs"][1]["evaluation_mode"] == "exact"
+    assert "scoring in 2 batch worker processes:" in got["procs"][2], got["procs"][2]
+    assert "batch worker" not in got["thread"][2]
+    assert not list((tmp_path / "procs").rglob(".bp-ev-*"))

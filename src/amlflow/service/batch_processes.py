@@ -10,6 +10,11 @@ worker (``python -m amlflow.reader_worker``, ``batch_part``: the model and the t
 folders, kept for the next partition), cut into the span's blocks and deflated there, written to a file in
 the job's work folder; the job's thread appends the blocks in order. The same blocks, so the same bytes, as
 the in-thread job's (tests/service/test_batch_processes.py).
+
+An evaluation of :data:`MIN_ROWS` rows or more whose scores fit the budget (the engine's exact path) gets
+its scores the same way (:class:`ProcessEvaluationModel`: ``predict_table`` of the whole table from the
+workers' partitions, each saved as an ``.npy`` file), so the metric and the report are the in-thread job's;
+the bounded path stays in the job's thread.
 """
 
 from __future__ import annotations
@@ -20,13 +25,16 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from amlflow.engine.batch import BatchCounts
+from amlflow.engine.model import Predictions
 from amlflow.service import reader_processes
 from amlflow.service.distributed import partitions
 from amlflow.service.jobs import JobFailed
 from amlflow.storage.gzip_blocks import BlockGzipWriter, DeflatedBlock
 
-__all__ = ["MIN_ROWS", "ROLE", "ProcessScorer"]
+__all__ = ["MIN_ROWS", "ROLE", "ProcessEvaluationModel", "ProcessScorer"]
 
 #: how the workers are named in failures (and the pool's key)
 ROLE = "batch worker"
@@ -113,3 +121,60 @@ class ProcessScorer:
         folder)."""
         with contextlib.suppress(Exception):
             self._executor.shutdown(wait=True, cancel_futures=True)
+
+
+class ProcessEvaluationModel:
+    """``model`` whose scores of a whole table come from ``processes`` workers, by partition; every other
+    attribute (and a partial ``predict_table``: the engine's bounded path) is the model's own, so the
+    engine's ``evaluate`` runs unchanged on it."""
+
+    def __init__(
+        self,
+        processes: int,
+        model: Any,
+        *,
+        model_dir: Path,
+        table_dir: Path,
+        work: Path,
+        log: Callable[[str], None] | None = None,
+    ) -> None:
+        self._model = model
+        self._processes = processes
+        self._dirs = (str(model_dir), str(table_dir))
+        self._work = work
+        self._log = log
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._model, name)
+
+    def predict_table(
+        self, table: Any, schema: Any = None, *, start: int = 0, stop: int | None = None
+    ) -> Predictions:
+        if start != 0 or (stop is not None and stop != table.n_rows) or table.n_rows == 0:
+            return self._model.predict_table(table, schema, start=start, stop=stop)  # type: ignore[no-any-return]
+        pool = reader_processes.pool(self._processes, ROLE)
+        (plan,) = partitions([(0, int(table.n_rows))], self._processes)
+        self._work.mkdir(parents=True, exist_ok=True)
+
+        def one(k: int) -> np.ndarray:
+            a, b = plan[k]
+            out = self._work / f"scores-{k:06d}.npy"
+            request = {"op": "score_part", "model": self._dirs[0], "table": self._dirs[1], "start": a,
+                       "stop": b, "out": str(out)}  # fmt: skip
+            try:
+                answer = pool.call(request)
+            except reader_processes.WorkerDied as exc:
+                raise JobFailed(f"scoring: {exc}") from None
+            if answer.get("error") is not None:
+                reader_processes._checked(answer)
+                raise JobFailed(f"the batch worker process failed: {answer.get('message')}")
+            scores: np.ndarray = np.load(out, allow_pickle=False)
+            out.unlink()
+            return scores
+
+        if self._log is not None:
+            self._log(f"scoring in {self._processes} batch worker processes: {len(plan)} partition(s)")
+        with ThreadPoolExecutor(self._processes, thread_name_prefix="amlflow-score-part") as executor:
+            parts = list(executor.map(one, range(len(plan))))
+        scores = np.concatenate(parts)
+        return Predictions(self._model.model_type, self._model.classes, scores, np.ones(len(scores), bool))

@@ -6,6 +6,9 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 from amlflow.service.entities import DESCRIBE_FIELDS, EntityOps, write_json
@@ -14,6 +17,7 @@ from amlflow.service.errors import (
     ResourceNotFoundException,
 )
 from amlflow.service.jobs import JobContext, JobFailed, JobResult
+from amlflow.service.layout import BATCH_WORK_PREFIX
 
 __all__ = ["Evaluations"]
 
@@ -61,6 +65,15 @@ class Evaluations(EntityOps):
         }
         return self._create("Evaluation", EvaluationId, request, attrs)
 
+    def _scoring_processes(self) -> int:
+        """The batch workers an evaluation's scores may come from: none when the engine is not the real
+        one (a test's stand-in evaluates in the job's thread)."""
+        from amlflow.engine.evaluation import evaluate
+
+        if self.engine.evaluate is not evaluate:
+            return 0
+        return self.settings.resolved_batch_processes()
+
     def _evaluation_job(self, ctx: JobContext) -> JobResult:
         entity = ctx.entity
         model, table, schema, _ = self._scoring_inputs(entity, "EvaluationDataSourceId")
@@ -83,14 +96,34 @@ class Evaluations(EntityOps):
                 n_rows=table.n_rows,
                 log=ctx.log,
             )
+        work: Path | None = None
+        processes = self._scoring_processes()
+        directory = getattr(table, "directory", None)
+        if not self.settings.dask_address and processes > 1 and directory is not None:
+            from amlflow.service.batch_processes import MIN_ROWS, ProcessEvaluationModel
+
+            if table.n_rows >= MIN_ROWS:  # scores by partition on the batch workers (docs/scale.md)
+                work = Path(tempfile.mkdtemp(prefix=f"{BATCH_WORK_PREFIX}ev-", dir=self.home))
+                model = ProcessEvaluationModel(
+                    processes,
+                    model,
+                    model_dir=self._fetched("MLModel", entity.attrs["MLModelId"]) / "model",
+                    table_dir=Path(directory),
+                    work=work,
+                    log=ctx.log,
+                )
         budget = self.settings.memory_limit
-        result = self.engine.evaluate(
-            model,
-            table,
-            schema,
-            training_info=training_info,
-            memory_budget=int(budget) if budget is not None else None,
-        )
+        try:
+            result = self.engine.evaluate(
+                model,
+                table,
+                schema,
+                training_info=training_info,
+                memory_budget=int(budget) if budget is not None else None,
+            )
+        finally:
+            if work is not None:
+                shutil.rmtree(work, ignore_errors=True)
         mode = result.report.get("evaluation_mode")
         if mode is not None:
             from amlflow.engine.evaluation import evaluation_mode
