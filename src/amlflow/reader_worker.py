@@ -21,7 +21,7 @@ READY = "ready"
 
 #: the shards of data-parallel fits this worker holds: (job token, shard) -> (chunks, table)
 _shards: dict[tuple[str, int], Any] = {}
-_shards_lock = threading.Lock()
+_lock = threading.Lock()  # guards _shards and _batch_inputs (requests run on their own threads)
 
 
 #: glibc's mallopt parameters, and the thresholds training runs with (:func:`_malloc_for_training`)
@@ -87,7 +87,7 @@ def _shard_request(request: dict[str, Any]) -> dict[str, Any]:
     t0 = time.perf_counter()
     try:
         if op == "shard_drop":
-            with _shards_lock:
+            with _lock:
                 gone = [k for k in _shards if k[0] == token]
                 for k in gone:
                     del _shards[k]
@@ -105,11 +105,11 @@ def _shard_request(request: dict[str, Any]) -> dict[str, Any]:
                 spill=None if spill is None else Path(spill),
             )
             total, rows = measure_shard(chunks)
-            with _shards_lock:
+            with _lock:
                 _shards[key] = (chunks, spec)
             return {"sq": total, "rows": rows, "seconds": time.perf_counter() - t0, "malloc_raised": raised}
         if op == "shard_pass":
-            with _shards_lock:
+            with _lock:
                 chunks, spec = _shards[key]
             state = run_shard(
                 chunks,
@@ -141,11 +141,11 @@ def _scoring_inputs(request: dict[str, Any]) -> tuple[Any, Any]:
 
     model_dir = Path(request["model"])
     key = (str(model_dir), (model_dir / "model.json").stat().st_mtime_ns, str(request["table"]))
-    with _shards_lock:
+    with _lock:
         got = _batch_inputs.get(key)
     if got is None:
         got = (load_model(model_dir), EncodedTable.open(request["table"]))
-        with _shards_lock:
+        with _lock:
             _batch_inputs[key] = got
             while len(_batch_inputs) > _KEEP_BATCH_INPUTS:
                 del _batch_inputs[next(iter(_batch_inputs))]

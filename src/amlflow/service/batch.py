@@ -23,6 +23,7 @@ from typing import Any, BinaryIO, cast
 
 from amlflow.engine.schema import Schema
 from amlflow.engine.table import Table
+from amlflow.service import batch_processes
 from amlflow.service.entities import DESCRIBE_FIELDS, EntityOps
 from amlflow.service.errors import (
     InvalidInputException,
@@ -65,12 +66,6 @@ def block_rows(model: Any, table: Table, schema: Schema) -> int:
     while rows * 2 <= min(MAX_BLOCK_ROWS, BLOCK_BYTES // (FIELD_BYTES * fields)):
         rows *= 2
     return min(rows, MAX_BLOCK_ROWS)
-
-
-def _batch_min_rows() -> int:
-    from amlflow.service.batch_processes import MIN_ROWS
-
-    return MIN_ROWS
 
 
 class _DeflateAhead:
@@ -190,11 +185,9 @@ class BatchPredictions(EntityOps):
             scorer is None
             and processes > 1
             and directory is not None
-            and table.n_positions >= _batch_min_rows()
+            and table.n_positions >= batch_processes.MIN_ROWS
         ):
-            from amlflow.service.batch_processes import ProcessScorer  # same bytes (docs/scale.md)
-
-            scorer = ProcessScorer(
+            scorer = batch_processes.ProcessScorer(  # same bytes (docs/scale.md)
                 processes,
                 model_dir=self._fetched("MLModel", entity.attrs["MLModelId"]) / "model",
                 table_dir=Path(directory),

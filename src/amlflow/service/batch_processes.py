@@ -43,6 +43,17 @@ ROLE = "batch worker"
 MIN_ROWS = 20_000
 
 
+def _call(pool: reader_processes.ReaderPool, request: dict[str, Any]) -> dict[str, Any]:
+    """One request on a batch worker: its answer; an engine error is raised as the in-thread job's, a
+    dead or failing worker as a JobFailed naming it."""
+    try:
+        return reader_processes.checked(pool.call(request), ROLE)
+    except reader_processes.WorkerDied as exc:
+        raise JobFailed(f"scoring: {exc}") from None
+    except RuntimeError as exc:
+        raise JobFailed(str(exc)) from None
+
+
 class ProcessScorer:
     """A batch prediction's spans scored on ``processes`` workers; :meth:`write` adds span ``i``'s blocks
     to a :class:`~amlflow.storage.gzip_blocks.BlockGzipWriter` in order, as
@@ -93,14 +104,7 @@ class ProcessScorer:
             )
 
     def _score(self, request: dict[str, Any]) -> tuple[Path, dict[str, Any]]:
-        try:
-            answer = self._pool.call(request)
-        except reader_processes.WorkerDied as exc:
-            raise JobFailed(f"scoring: {exc}") from None
-        if answer.get("error") is not None:
-            reader_processes._checked(answer)  # an engine error is raised as the in-thread job's
-            raise JobFailed(f"the batch worker process failed: {answer.get('message')}")
-        return Path(request["out"]), answer
+        return Path(request["out"]), _call(self._pool, request)
 
     def write(self, index: int, out: BlockGzipWriter) -> BatchCounts:
         """Add span ``index``'s blocks (its partitions' in order) to ``out``."""
@@ -161,13 +165,7 @@ class ProcessEvaluationModel:
             out = self._work / f"scores-{k:06d}.npy"
             request = {"op": "score_part", "model": self._dirs[0], "table": self._dirs[1], "start": a,
                        "stop": b, "out": str(out)}  # fmt: skip
-            try:
-                answer = pool.call(request)
-            except reader_processes.WorkerDied as exc:
-                raise JobFailed(f"scoring: {exc}") from None
-            if answer.get("error") is not None:
-                reader_processes._checked(answer)
-                raise JobFailed(f"the batch worker process failed: {answer.get('message')}")
+            _call(pool, request)
             scores: np.ndarray = np.load(out, allow_pickle=False)
             out.unlink()
             return scores

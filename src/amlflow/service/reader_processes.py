@@ -49,6 +49,7 @@ from amlflow.reader_worker import READY as _READY  # the worker's first line: im
 __all__ = [
     "ReaderPool",
     "WorkerDied",
+    "checked",
     "cores",
     "default_processes",
     "pool",
@@ -370,8 +371,10 @@ def _with_env(request: dict[str, Any], storage: str) -> dict[str, Any]:
     return request
 
 
-def _checked(answer: dict[str, Any]) -> dict[str, Any]:
-    """A reader's answer, or the error the in-thread job would have raised, raised here."""
+def checked(answer: dict[str, Any], role: str = "datasource reader") -> dict[str, Any]:
+    """A worker's answer, or the error the in-thread job would have raised, raised here: the engine error
+    it reported (its class and field), a missing object, a refused value; any other failure of the
+    ``role`` process as a RuntimeError with its traceback."""
     from amlflow.engine import errors
 
     kind = answer.get("error")
@@ -385,7 +388,7 @@ def _checked(answer: dict[str, Any]) -> dict[str, Any]:
     if kind == "value":
         raise ValueError(str(answer["message"]))
     if kind is not None:
-        raise RuntimeError(f"the datasource reader process failed:\n{answer.get('message')}")
+        raise RuntimeError(f"the {role} process failed:\n{answer.get('message')}")
     return answer
 
 
@@ -417,7 +420,7 @@ def read_in_process(
         "statistics": statistics,
         "memory_budget": memory_budget,
     }
-    answer = _checked(pool(size).call(_with_env(request, storage)))
+    answer = checked(pool(size).call(_with_env(request, storage)))
     d = answer["info"]
     info = DatasetInfo(
         n_rows=int(d["n_rows"]),
@@ -513,7 +516,7 @@ def read_in_parts(
             "hi": hi,
             "memory_budget": memory_budget,
         }
-        return _checked(pool(size).call(_with_env(request, str(spec))))
+        return checked(pool(size).call(_with_env(request, str(spec))))
 
     t0 = time.perf_counter()
     merged = 0.0
@@ -557,7 +560,7 @@ def _statistics(size: int, table_dir: Path, schema: Any, schema_json: str) -> di
 
     def one(group: list[str]) -> dict[str, Any]:
         request = {"op": "statistics", "table": str(table_dir), "schema": schema_json, "attributes": group}
-        return dict(_checked(pool(size).call(request))["insights"])
+        return dict(checked(pool(size).call(request))["insights"])
 
     with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="amlflow-stats") as executor:
         parts = list(executor.map(one, groups))

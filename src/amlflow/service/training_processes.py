@@ -36,7 +36,6 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Literal
 
-from amlflow.engine import errors
 from amlflow.engine.model import TrainedModel, finish_parallel, prepare_parallel
 from amlflow.engine.params import TrainingParameters
 from amlflow.engine.recipe import Recipe
@@ -58,16 +57,12 @@ _Log = Callable[[str], None]
 
 
 def _answer(answer: dict[str, Any]) -> dict[str, Any]:
-    """The worker's answer, or the engine error (a TrainingError, ...) it reported, raised here."""
-    kind = answer.get("error")
-    if kind is None:
-        return answer
-    if kind == "engine":
-        cls = getattr(errors, str(answer.get("type")), errors.EngineError)
-        if not (isinstance(cls, type) and issubclass(cls, errors.EngineError)):
-            cls = errors.EngineError
-        raise cls(str(answer["message"]), field=answer.get("field"))
-    raise JobFailed(f"the {ROLE} process failed: {answer.get('message')}")
+    """The worker's answer, or the engine error (a TrainingError, ...) it reported, raised here; any
+    other failure as a JobFailed naming the worker."""
+    try:
+        return reader_processes.checked(answer, ROLE)
+    except RuntimeError as exc:
+        raise JobFailed(str(exc)) from None
 
 
 def _all(workers: Sequence[Any], requests: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
