@@ -15,6 +15,7 @@ MODULES = [
     "amlflow.engine.evaluation",
     "amlflow.engine.limits",
     "amlflow.engine.model",
+    "amlflow.engine.order_stats",
     "amlflow.engine.params",
     "amlflow.engine.rearrange",
     "amlflow.engine.recipe",

@@ -196,23 +196,37 @@ def test_default_is_one_reader_per_job_slot_up_to_the_cores(monkeypatch: pytest.
 
 
 @pytest.mark.parametrize("processes", [2, 0])
-def test_dictionaries_over_the_memory_limit_fail_the_job(tmp_path: Path, processes: int) -> None:
-    """AMLFLOW_MEMORY_LIMIT bounds the datasource job too: a column with a value per row whose dictionary
-    would pass half of it (and the 256 MiB floor) fails the job naming the column, in a reader process as
-    in the job's thread."""
+def test_dictionaries_over_the_memory_limit(tmp_path: Path, processes: int) -> None:
+    """AMLFLOW_MEMORY_LIMIT bounds the datasource job too, in a reader process as in the job's thread: a
+    NUMERIC column with a value per row is stored without a dictionary (the job completes, its insights
+    exact), and a CATEGORICAL one whose dictionary would pass half of the budget (and the 256 MiB floor)
+    fails the job naming the column."""
     from amlflow.engine.dataset import MIN_DICTIONARY_BYTES
-    from amlflow.engine.table import BYTES_PER_DISTINCT_VALUE
+    from amlflow.engine.table import BYTES_PER_DISTINCT_VALUE, EncodedTable
 
     n = MIN_DICTIONARY_BYTES // BYTES_PER_DISTINCT_VALUE + 50_000  # ~840,000 distinct values
     settings = Settings(home=tmp_path, datasource_processes=processes, memory_limit=64 << 20)
     root = settings.resolved_storage_root()
     (root / "b").mkdir(parents=True)
     (root / "b" / "ids.csv").write_text("x,y\n" + "".join(f"{i},{i % 2}\n" for i in range(n)))
+    categorical = json.loads(SCHEMA)
+    for a in categorical["attributes"]:
+        if a["attributeName"] == "x":
+            a["attributeType"] = "CATEGORICAL"
     service = Service(settings, endpoint_url="http://127.0.0.1:1")
     try:
         spec = {"DataLocationS3": "s3://b/ids.csv", "DataSchema": SCHEMA}  # x NUMERIC, y BINARY
         service.create_data_source_from_s3(DataSourceId="ds", DataSpec=spec, ComputeStatistics=True)
+        spec = {**spec, "DataSchema": json.dumps(categorical)}
+        service.create_data_source_from_s3(DataSourceId="ds-ids", DataSpec=spec, ComputeStatistics=True)
         out = wait(service, "DataSource", "ds", timeout=120)
+        assert out["Status"] == "COMPLETED", out
+        ds_dir = tmp_path / "datasources" / entity_dir_name("DataSource", "ds")
+        assert EncodedTable.open(ds_dir / "table").kind("x") == "values"
+        insights = json.loads((ds_dir / "insights.json").read_text())
+        (x,) = (a for a in insights["attributes"] if a["name"] == "x")
+        assert (x["min"], x["max"], x["median"], x["missing"]) == (0.0, n - 1.0, (n - 1) / 2, 0)
+        out = wait(service, "DataSource", "ds-ids", timeout=120)
         assert out["Status"] == "FAILED"
         assert out["Message"].startswith("x: the columns' distinct values would need more memory")
         assert (

@@ -63,6 +63,7 @@ __all__ = [
     "dictionary_budget",
     "input_sizes",
     "is_gzip",
+    "value_column_indices",
 ]
 
 MAX_ROW_BYTES = MAX_RECORD_BYTES
@@ -522,6 +523,25 @@ def dictionary_budget(memory_budget: int | None) -> int:
     return max(budget // 2, MIN_DICTIONARY_BYTES)
 
 
+def value_column_indices(schema: Schema) -> list[int]:
+    """The columns a datasource job stores without a dictionary once they have more than
+    :data:`~amlflow.engine.table.VALUE_COLUMN_MIN_VALUES` distinct values: the NUMERIC attributes but the
+    target, the rowId and the rowWeight (the batch output prints the target's and the tag's text, and
+    training reads the target and the weight per dictionary entry)."""
+    keep = {schema.target, schema.row_id, schema.row_weight}
+    return [i for i, n in enumerate(schema.names) if n not in keep and schema.type_of(n) == "NUMERIC"]
+
+
+def table_writer(out_dir: Path | str, schema: Schema, memory_budget: int | None) -> TableWriter:
+    """The writer of a datasource job's table (or part): its dictionary budget and value columns."""
+    return TableWriter(
+        out_dir,
+        schema.names,
+        dictionary_budget=dictionary_budget(memory_budget),
+        value_columns=value_column_indices(schema),
+    )
+
+
 def build_dataset(
     sources: Sequence[Source],
     schema: Schema,
@@ -555,7 +575,7 @@ def build_dataset(
     sizes = input_sizes(sources, rearrangement)
     total = sum(sizes)
     totals = _Totals([(s.key, int(s.size)) for s in sources])
-    with TableWriter(out_dir, schema.names, dictionary_budget=dictionary_budget(memory_budget)) as writer:
+    with table_writer(out_dir, schema, memory_budget) as writer:
         reader = _Reader(schema, rearrangement, writer, total)
         file_start = 0
         for source, size in zip(sources, sizes, strict=True):

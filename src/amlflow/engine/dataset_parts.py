@@ -142,8 +142,7 @@ def read_part(
     """
     if rearrangement is None:
         rearrangement = Rearrangement()
-    budget = _ds.dictionary_budget(memory_budget)
-    with TableWriter(out_dir, schema.names, dictionary_budget=budget) as writer:
+    with _ds.table_writer(out_dir, schema, memory_budget) as writer:
         reader = _ds._Reader(schema, rearrangement, writer, total_bytes, limit=False)
         header = bool(schema.has_header) and lo == 0
         overflow = False
@@ -211,7 +210,7 @@ class PartMerger:
         self.rearrangement = rearrangement if rearrangement is not None else Rearrangement()
         self.totals = _ds._Totals(sources)
         self.names = list(schema.names)
-        self.writer = TableWriter(out_dir, self.names, dictionary_budget=_ds.dictionary_budget(memory_budget))
+        self.writer = _ds.table_writer(out_dir, schema, memory_budget)
         self.slice_rows = slice_rows
         self.pos = 0
         self._file = -1  # index in sources of the current file

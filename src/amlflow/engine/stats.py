@@ -1,7 +1,11 @@
 """Data insights: per-attribute statistics of an encoded table (AML's "data insights", DG data-insights).
 
 Everything is computed from each column's dictionary (small) and ``np.bincount`` of its codes — no Python
-loop over rows. The result is plain JSON (documented in docs/formats.md, "Data insights")::
+loop over rows. A NUMERIC column stored without a dictionary (a value column, :mod:`amlflow.engine.table`)
+gets the same figures from passes over its rows in chunks (:mod:`amlflow.engine.order_stats`: the median
+exactly, the mean and deviations summed per chunk, so equal to the dictionary path's to rounding).
+
+The result is plain JSON (documented in docs/formats.md, "Data insights")::
 
     {"n_rows": int, "n_rejected": int (when known),
      "target": {"name", "type", "missing", "invalid", "distribution": [{"value", "count"}]
@@ -24,18 +28,20 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import numpy as np
 
+from amlflow.engine.order_stats import Chunks, moments, order_statistics
 from amlflow.engine.schema import Schema, binary_view, is_invalid, numeric_view
-from amlflow.engine.table import Table
+from amlflow.engine.table import Table, is_value_column
 
 __all__ = ["compute_statistics"]
 
 TOP = 10
 BINS = 10
+CHUNK_ROWS = 1 << 20  # rows of a value column read at once
 
 
 def _num(x: Any) -> float | None:
@@ -206,7 +212,101 @@ def _text_stats(dictionary: np.ndarray, counts: np.ndarray) -> dict[str, Any]:
     }
 
 
+def _value_chunks(table: Table, name: str, rows: np.ndarray | None = None) -> Chunks:
+    """The pass function of a value column for :mod:`~amlflow.engine.order_stats` (``rows``: a boolean
+    mask of the rows to keep)."""
+
+    def chunks() -> Iterator[np.ndarray]:
+        for a, b in table.iter_row_batches(CHUNK_ROWS):
+            x = table.values(name, a, b)
+            yield x if rows is None else x[rows[a:b]]
+
+    return chunks
+
+
+def _value_summary(table: Table, name: str, bins: int = BINS) -> dict[str, Any]:
+    """:func:`_numeric_summary` of a value column, from passes over its rows."""
+    chunks = _value_chunks(table, name)
+    m = moments(chunks)
+    if m.n == 0:
+        return _numeric_summary(np.zeros(0), np.zeros(0))
+    lo, hi = order_statistics(chunks, [(m.n - 1) // 2, m.n // 2], n=m.n)
+    edges = np.histogram_bin_edges(np.array([m.min, m.max]), bins=bins)
+    hist = np.zeros(bins, dtype=np.int64)
+    for c in chunks():
+        hist += np.histogram(c[~np.isnan(c)], bins=edges)[0]
+    return {
+        "min": _num(m.min),
+        "max": _num(m.max),
+        "mean": _num(m.mean),
+        "median": _num((lo + hi) / 2),
+        "std": _num(math.sqrt(m.var)),
+        "histogram": {"edges": [_num(e) for e in edges], "counts": [int(c) for c in hist]},
+    }
+
+
+def _value_correlation(table: Table, name: str, target: _Target) -> float | None:
+    """:meth:`_Target.correlation` of a NUMERIC value column, summed over chunks of rows."""
+    if target.type in ("NUMERIC", "BINARY") and target.numeric is not None:
+        y_all = target.numeric
+        n, sx, sy = 0, 0.0, 0.0
+        for a, b in table.iter_row_batches(CHUNK_ROWS):
+            x, y = table.values(name, a, b), y_all[a:b]
+            ok = ~(np.isnan(x) | np.isnan(y))
+            n += int(ok.sum())
+            sx, sy = sx + float(x[ok].sum()), sy + float(y[ok].sum())
+        if n < 2:
+            return None
+        mx, my = sx / n, sy / n
+        sab = saa = sbb = 0.0
+        for a, b in table.iter_row_batches(CHUNK_ROWS):
+            x, y = table.values(name, a, b), y_all[a:b]
+            ok = ~(np.isnan(x) | np.isnan(y))
+            xa, yb = x[ok] - mx, y[ok] - my
+            sab += float((xa * yb).sum())
+            saa += float((xa * xa).sum())
+            sbb += float((yb * yb).sum())
+        den = math.sqrt(saa * sbb)
+        return _num(sab / den) if den > 0 else None
+    if target.groups is None:
+        return None
+    groups, k = target.groups, target.n_groups
+    cnt, sums = np.zeros(k), np.zeros(k)
+    n, total_sum = 0, 0.0
+    for a, b in table.iter_row_batches(CHUNK_ROWS):
+        v, g = table.values(name, a, b), groups[a:b]
+        ok = (g >= 0) & ~np.isnan(v)
+        g, v = g[ok], v[ok]
+        cnt += np.bincount(g, minlength=k)
+        sums += np.bincount(g, weights=v, minlength=k)
+        n, total_sum = n + len(v), total_sum + float(v.sum())
+    if n < 2:
+        return None
+    mean = total_sum / n
+    total = 0.0
+    for a, b in table.iter_row_batches(CHUNK_ROWS):
+        v, g = table.values(name, a, b), groups[a:b]
+        total += float(((v[(g >= 0) & ~np.isnan(v)] - mean) ** 2).sum())
+    if total <= 0:
+        return None
+    nz = cnt > 0
+    between = float((cnt[nz] * (sums[nz] / cnt[nz] - mean) ** 2).sum())
+    return _num(math.sqrt(min(1.0, between / total)))
+
+
+def _value_attribute(table: Table, name: str, target: _Target | None) -> dict[str, Any]:
+    counts = table.value_counts(name)
+    out: dict[str, Any] = {"name": name, "type": "NUMERIC", **counts}
+    out.update(_value_summary(table, name))
+    out["correlation"] = (
+        _value_correlation(table, name, target) if target is not None and table.n_rows else None
+    )
+    return out
+
+
 def _attribute(table: Table, name: str, type_: str, target: _Target | None) -> dict[str, Any]:
+    if is_value_column(table, name):
+        return _value_attribute(table, name, target)
     d = table.dictionary(name)
     codes = np.asarray(table.codes(name))
     counts = np.bincount(codes, minlength=len(d))

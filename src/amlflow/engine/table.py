@@ -16,6 +16,16 @@ half a table)::
                         ``offset``, ``n_rows`` values of its ``dtype``); memory-mapped when opened
     dictionaries.json  one JSON list of strings per column
 
+A NUMERIC input column with more than :data:`VALUE_COLUMN_MIN_VALUES` distinct values is stored
+**without a dictionary** instead (a *value column*, format version 3): one float64 per row in
+``codes.bin`` (nan where the value is missing or not a number), ``"kind": "values"`` and its
+``"missing"``/``"invalid"`` row counts in its ``meta.json`` entry, ``[]`` in ``dictionaries.json``.
+Its memory no longer grows with its distinct values (docs/scale.md, "Columns without a dictionary");
+:meth:`EncodedTable.values` reads it, :meth:`EncodedTable.dictionary`/:meth:`~EncodedTable.codes`
+refuse it. Which columns may become value columns is the writer's caller's choice (``value_columns``:
+:func:`amlflow.engine.dataset.value_column_indices`); a table without one is written as version 2,
+byte for byte as before.
+
 ``rejected_positions`` are the positions, in the selected output sequence, where a rejected row stood.
 :class:`TableWriter` writes this layout, :class:`EncodedTable` reads it; the CSV reader that fills a
 writer is :func:`amlflow.engine.dataset.build_dataset`. Everything that reads a table (the feature
@@ -35,7 +45,7 @@ import json
 import os
 import shutil
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, BinaryIO, Protocol, runtime_checkable
 
@@ -45,21 +55,29 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from amlflow.engine.errors import DataError
+from amlflow.engine.schema import numeric_view
 
 __all__ = [
     "BYTES_PER_DISTINCT_VALUE",
     "FORMAT",
     "SPILL_BYTES",
+    "VALUE_COLUMN_MIN_VALUES",
     "VERSION",
     "Columns",
     "EncodedTable",
     "Table",
     "TableWriter",
     "code_dtype",
+    "is_value_column",
 ]
 
 FORMAT = "amlflow-encoded-table"
 VERSION = 2
+#: the version of a table with a value column (older readers refuse it by its version)
+VALUES_VERSION = 3
+#: a NUMERIC input column with more distinct values than this is stored as float64 values instead of a
+#: dictionary (~22 MB of dictionary at BYTES_PER_DISTINCT_VALUE; 8 B a row on disk after)
+VALUE_COLUMN_MIN_VALUES = 1 << 16
 SPILL_BYTES = 64 << 20
 _ALIGN = 64
 #: what one distinct value of a column costs while a table is written (the writer's lookup and value
@@ -125,6 +143,18 @@ class Table(Columns, Protocol):
         """``(start, stop)`` row ranges of at most ``batch_rows`` rows covering the table."""
         ...
 
+    def kind(self, name: str) -> str:
+        """``"values"`` for a column stored without a dictionary, else ``"dictionary"``."""
+        ...
+
+    def values(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """A value column's float64 rows ``[start, stop)`` (nan: missing or invalid)."""
+        ...
+
+    def value_counts(self, name: str) -> dict[str, int]:
+        """A value column's ``{"missing": rows, "invalid": rows}``."""
+        ...
+
 
 def code_dtype(n_values: int) -> np.dtype[Any]:
     """The narrowest unsigned dtype able to index a dictionary of ``n_values`` entries."""
@@ -135,26 +165,132 @@ def code_dtype(n_values: int) -> np.dtype[Any]:
     return np.dtype(np.uint32)
 
 
+def is_value_column(columns: Columns, name: str) -> bool:
+    """Whether ``columns`` stores ``name`` without a dictionary (as :meth:`EncodedTable.values`)."""
+    kind = getattr(columns, "kind", None)
+    return kind is not None and kind(name) == "values"
+
+
 # --------------------------------------------------------------------------------------------- writer
 
 
-class _ColumnWriter:
-    """Merges per-batch dictionaries into one; keeps the codes in memory until the table spills them."""
+class _Segments:
+    """A column's rows as arrays: kept in memory until the table spills them to the column's file."""
+
+    kind = "dictionary"
 
     def __init__(self, spill_path: Path) -> None:
         self.spill_path = spill_path
-        self.index: dict[str, int] = {}
-        self.values: list[str] = []
+        self.values: list[str] = []  # the dictionary (none for a value column)
         self.n = 0
         self.buffered: list[np.ndarray] = []
         self.buffered_bytes = 0
         self.spilled: list[tuple[np.dtype[Any], int]] = []  # segments in the spill file, in order
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        raise NotImplementedError
+
+    def _buffer(self, arr: np.ndarray) -> int:
+        if len(arr):
+            self.buffered.append(arr)
+            self.buffered_bytes += arr.nbytes
+        self.n += len(arr)
+        return self.buffered_bytes
+
+    def segments(self) -> Iterator[np.ndarray]:
+        """Every row's array so far, in order, as written (spilled ones read back one at a time)."""
+        if self.spilled:
+            with open(self.spill_path, "rb") as fh:
+                for seg_dtype, count in self.spilled:
+                    yield np.fromfile(fh, dtype=seg_dtype, count=count)
+        yield from self.buffered
+
+    def spill(self) -> None:
+        """Move the buffered arrays to this column's spill file."""
+        if not self.buffered:
+            return
+        with open(self.spill_path, "ab") as fh:
+            for arr in self.buffered:
+                fh.write(arr.tobytes())
+                self.spilled.append((arr.dtype, len(arr)))
+        self.buffered, self.buffered_bytes = [], 0
+
+    def write_codes(self, out: BinaryIO) -> None:
+        """Write every row, in the final dtype, to ``out``."""
+        dtype = self.dtype
+        for arr in self.segments():
+            out.write(arr.astype(dtype, copy=False).tobytes())
+
+    def meta(self) -> dict[str, Any]:
+        return {"dtype": self.dtype.name, "n_values": len(self.values)}
+
+
+class _ValueWriter(_Segments):
+    """A NUMERIC column stored without a dictionary: one float64 a row, nan where the value is missing
+    (empty) or invalid (not a finite number, :func:`~amlflow.engine.schema.numeric_view`), counted."""
+
+    kind = "values"
+
+    def __init__(self, spill_path: Path) -> None:
+        super().__init__(spill_path)
+        self.n_missing = 0
+        self.n_invalid = 0
+
+    @property
+    def dtype(self) -> np.dtype[Any]:
+        return np.dtype(np.float64)
+
+    def append_entries(self, stripped: np.ndarray, local_codes: np.ndarray) -> int:
+        """Append rows given as codes into ``stripped`` (a batch's dictionary of stripped strings)."""
+        local_codes = np.asarray(local_codes, dtype=np.int64)
+        view = numeric_view(stripped)
+        counts = np.bincount(local_codes, minlength=len(stripped)) if len(stripped) else np.zeros(0, int)
+        missing = np.array([v == "" for v in stripped.tolist()], dtype=bool)
+        self.n_missing += int(counts[missing].sum())
+        self.n_invalid += int(counts[np.isnan(view) & ~missing].sum())
+        return self._buffer(view[local_codes] if len(local_codes) else np.zeros(0, np.float64))
+
+    def append_values(self, values: np.ndarray, n_missing: int, n_invalid: int) -> int:
+        """Append rows of another value column (``n_missing``/``n_invalid`` of them nan)."""
+        self.n_missing += int(n_missing)
+        self.n_invalid += int(n_invalid)
+        return self._buffer(np.array(values, dtype=np.float64))
+
+    def meta(self) -> dict[str, Any]:
+        return {
+            "dtype": self.dtype.name,
+            "n_values": 0,
+            "kind": "values",
+            "missing": self.n_missing,
+            "invalid": self.n_invalid,
+        }
+
+
+class _ColumnWriter(_Segments):
+    """Merges per-batch dictionaries into one; keeps the codes in memory until the table spills them."""
+
+    def __init__(self, spill_path: Path) -> None:
+        super().__init__(spill_path)
+        self.index: dict[str, int] = {}
         self.raw_seen: pa.Array | None = None  # raw values met so far (append_raw) ...
         self.raw_map = np.zeros(0, dtype=np.int64)  # ... and their codes
 
     @property
     def dtype(self) -> np.dtype[Any]:
         return code_dtype(len(self.values))
+
+    def to_values(self, spill_path: Path) -> _ValueWriter:
+        """This column's rows so far as a value column (spilled to ``spill_path``); this one is emptied."""
+        out = _ValueWriter(spill_path)
+        d = np.empty(len(self.values), dtype=object)
+        d[:] = self.values
+        for codes in self.segments():
+            out.append_entries(d, codes)
+            out.spill()
+        if self.spilled:
+            self.spill_path.unlink()
+        return out
 
     def _remap(self, local_values: Sequence[str]) -> np.ndarray:
         index, values = self.index, self.values
@@ -207,32 +343,9 @@ class _ColumnWriter:
         return self._append_codes(self._remap(local_values), local_codes)
 
     def _append_codes(self, remap: np.ndarray, local_codes: np.ndarray) -> int:
-        if len(local_codes):
-            codes = remap.astype(self.dtype)[local_codes]
-            self.buffered.append(codes)
-            self.buffered_bytes += codes.nbytes
-        self.n += len(local_codes)
-        return self.buffered_bytes
-
-    def spill(self) -> None:
-        """Move the buffered codes to this column's spill file."""
-        if not self.buffered:
-            return
-        with open(self.spill_path, "ab") as fh:
-            for arr in self.buffered:
-                fh.write(arr.tobytes())
-                self.spilled.append((arr.dtype, len(arr)))
-        self.buffered, self.buffered_bytes = [], 0
-
-    def write_codes(self, out: BinaryIO) -> None:
-        """Write every code, in the final dtype, to ``out``."""
-        dtype = self.dtype
-        if self.spilled:
-            with open(self.spill_path, "rb") as fh:
-                for seg_dtype, count in self.spilled:
-                    out.write(np.fromfile(fh, dtype=seg_dtype, count=count).astype(dtype).tobytes())
-        for arr in self.buffered:
-            out.write(arr.astype(dtype, copy=False).tobytes())
+        if not len(local_codes):
+            return self._buffer(np.zeros(0, dtype=self.dtype))
+        return self._buffer(remap.astype(self.dtype)[local_codes])
 
 
 class TableWriter:
@@ -259,20 +372,28 @@ class TableWriter:
         *,
         spill_bytes: int = SPILL_BYTES,
         dictionary_budget: int | None = None,
+        value_columns: Collection[int] = (),
+        value_threshold: int | None = None,
     ) -> None:
         self.out_dir = Path(out_dir)
         #: bytes the columns' dictionaries may take (at :data:`BYTES_PER_DISTINCT_VALUE` a value) before
-        #: an append raises a DataError naming the largest column; None: no limit
+        #: an append switches the largest of ``value_columns`` to values or, when it is none of them,
+        #: raises a DataError naming it; None: no limit
         self.dictionary_budget = dictionary_budget
         self._n_values = 0
         self.names = list(names)
         if len(set(self.names)) != len(self.names):
             raise ValueError("column names must be unique")
+        #: the columns that become value columns past ``value_threshold`` distinct values (NUMERIC inputs)
+        self.value_columns = frozenset(int(i) for i in value_columns)
+        self.value_threshold = VALUE_COLUMN_MIN_VALUES if value_threshold is None else int(value_threshold)
         self.spill_bytes = spill_bytes
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         self.tmp = self.out_dir.parent / f".{self.out_dir.name}.tmp-{uuid.uuid4().hex[:12]}"
         self.tmp.mkdir()
-        self.columns = [_ColumnWriter(self.tmp / f"{i}.spill") for i in range(len(self.names))]
+        self.columns: list[_ColumnWriter | _ValueWriter] = [
+            _ColumnWriter(self.tmp / f"{i}.spill") for i in range(len(self.names))
+        ]
         self._buffered = 0
         self._done = False
 
@@ -288,62 +409,125 @@ class TableWriter:
         """Rows written so far (the first column's count)."""
         return self.columns[0].n if self.columns else 0
 
+    def kind(self, i: int) -> str:
+        """``"dictionary"`` or ``"values"``: how column ``i`` is stored so far."""
+        return self.columns[i].kind
+
     def append_column(self, i: int, local_values: Sequence[str], local_codes: np.ndarray) -> None:
         """Append rows to column ``i``: ``local_codes`` index ``local_values`` (stripped on merge)."""
         col = self.columns[i]
-        before, n_before = col.buffered_bytes, len(col.values)
-        self._buffered += col.append(local_values, np.asarray(local_codes)) - before
-        self._grew(len(col.values) - n_before)
+        before = col.buffered_bytes
+        if isinstance(col, _ValueWriter):
+            stripped = np.empty(len(local_values), dtype=object)
+            stripped[:] = [v.strip() if v else "" for v in local_values]
+            self._buffered += col.append_entries(stripped, np.asarray(local_codes)) - before
+        else:
+            n_before = len(col.values)
+            self._buffered += col.append(local_values, np.asarray(local_codes)) - before
+            self._grew(i, len(col.values) - n_before)
         self._maybe_spill()
 
     def append_raw(self, i: int, local_dict: pa.Array, local_codes: np.ndarray) -> None:
         """Append rows to column ``i``: ``local_codes`` index ``local_dict``, a pyarrow binary/string
         array of raw values (decoded as UTF-8 with replacement, stripped on merge)."""
         col = self.columns[i]
-        before, n_before = col.buffered_bytes, len(col.values)
-        self._buffered += col.append_raw(local_dict, np.asarray(local_codes)) - before
-        self._grew(len(col.values) - n_before)
+        before = col.buffered_bytes
+        if isinstance(col, _ValueWriter):
+            texts = local_dict.to_pylist()
+            stripped = np.empty(len(texts), dtype=object)
+            stripped[:] = [
+                (v.decode("utf-8", "replace") if isinstance(v, bytes) else v).strip() if v else ""
+                for v in texts
+            ]
+            self._buffered += col.append_entries(stripped, np.asarray(local_codes)) - before
+        else:
+            n_before = len(col.values)
+            self._buffered += col.append_raw(local_dict, np.asarray(local_codes)) - before
+            self._grew(i, len(col.values) - n_before)
         self._maybe_spill()
 
     def append_table(self, table: Columns, n_rows: int, *, slice_rows: int = 1 << 20) -> None:
         """Append the ``n_rows`` rows of ``table`` (the same columns, values already stripped): each
         column's dictionary is remapped once and its codes are copied in slices of ``slice_rows``, so
         memory stays bounded whatever the table's size (a part merge, :class:`~amlflow.engine.dataset.
-        PartMerger`)."""
+        PartMerger`). A value column of ``table`` makes this one's a value column too."""
         if list(table.names) != self.names:
             raise ValueError(f"append_table: columns {table.names} are not {self.names}")
         for i, name in enumerate(self.names):
+            if is_value_column(table, name):
+                self._append_values(i, table, name, n_rows, slice_rows)
+                continue
             col = self.columns[i]
-            n_before = len(col.values)
-            remap = col._remap_stripped([str(v) for v in table.dictionary(name).tolist()])
-            self._grew(len(col.values) - n_before)
+            d = table.dictionary(name)
+            if isinstance(col, _ColumnWriter):
+                n_before = len(col.values)
+                remap = col._remap_stripped([str(v) for v in d.tolist()])
+                self._grew(i, len(col.values) - n_before)
+            col = self.columns[i]  # it may have become a value column
             for a in range(0, n_rows, slice_rows):
                 codes = np.asarray(table.codes(name, a, min(a + slice_rows, n_rows)))
                 before = col.buffered_bytes
-                self._buffered += col._append_codes(remap, codes) - before
+                if isinstance(col, _ValueWriter):
+                    self._buffered += col.append_entries(d, codes) - before
+                else:
+                    self._buffered += col._append_codes(remap, codes) - before
                 self._maybe_spill()
 
-    def _grew(self, new_values: int) -> None:
-        """Count ``new_values`` more distinct values; past :attr:`dictionary_budget`, raise."""
+    def _append_values(self, i: int, table: Columns, name: str, n_rows: int, slice_rows: int) -> None:
+        if i not in self.value_columns:
+            raise ValueError(f"append_table: {name!r} is a value column, which this table's is not")
+        col = self.columns[i]
+        if not isinstance(col, _ValueWriter):
+            col = self._to_values(i)
+        assert isinstance(table, Table)
+        counts = table.value_counts(name)
+        missing, invalid = counts["missing"], counts["invalid"]
+        for a in range(0, n_rows, slice_rows):
+            values = np.asarray(table.values(name, a, min(a + slice_rows, n_rows)))
+            before = col.buffered_bytes
+            # the source's counts go with its first slice (the rows are nan wherever they are counted)
+            self._buffered += col.append_values(values, missing, invalid) - before
+            missing = invalid = 0
+            self._maybe_spill()
+
+    def _to_values(self, i: int) -> _ValueWriter:
+        col = self.columns[i]
+        assert isinstance(col, _ColumnWriter)
+        self._n_values -= len(col.values)
+        self._buffered -= col.buffered_bytes
+        new = col.to_values(self.tmp / f"{i}.values.spill")
+        self.columns[i] = new
+        return new
+
+    def _grew(self, i: int, new_values: int) -> None:
+        """Count ``new_values`` more distinct values of column ``i``: past ``value_threshold``, one of
+        ``value_columns`` becomes a value column; past :attr:`dictionary_budget`, the largest of them
+        does, or (none left) raise."""
         if not new_values:
             return
         self._n_values += new_values
+        if i in self.value_columns and len(self.columns[i].values) > self.value_threshold:
+            self._to_values(i)
         budget = self.dictionary_budget
-        if budget is None or self._n_values * BYTES_PER_DISTINCT_VALUE <= budget:
-            return
-        widest = max(range(len(self.columns)), key=lambda i: len(self.columns[i].values))
-        name, n = self.names[widest], len(self.columns[widest].values)
-        raise DataError(
-            f"{name}: the columns' distinct values would need more memory than the datasource job may "
-            f"use: {self._n_values:,} distinct values so far ({name!r} has {n:,}), about "
-            f"{self._n_values * BYTES_PER_DISTINCT_VALUE / 2**20:,.0f} MB at ~{BYTES_PER_DISTINCT_VALUE} B "
-            f"each, over {budget / 2**20:,.0f} MB (half of the job's memory budget, AMLFLOW_MEMORY_LIMIT, "
-            "and at least 256 MB). "
-            "Every column is stored as a dictionary of its distinct values, so a column with a value per "
-            "row (an ID, a continuous measurement) grows with the data: raise AMLFLOW_MEMORY_LIMIT, or "
-            'leave that column out of the input (docs/scale.md, "The datasource job\'s memory")',
-            field=name,
-        )
+        while budget is not None and self._n_values * BYTES_PER_DISTINCT_VALUE > budget:
+            widest = max(range(len(self.columns)), key=lambda j: len(self.columns[j].values))
+            if widest in self.value_columns:
+                self._to_values(widest)
+                continue
+            name, n = self.names[widest], len(self.columns[widest].values)
+            raise DataError(
+                f"{name}: the columns' distinct values would need more memory than the datasource job "
+                f"may use: {self._n_values:,} distinct values so far ({name!r} has {n:,}), about "
+                f"{self._n_values * BYTES_PER_DISTINCT_VALUE / 2**20:,.0f} MB at "
+                f"~{BYTES_PER_DISTINCT_VALUE} B each, over {budget / 2**20:,.0f} MB (half of the job's "
+                "memory budget, AMLFLOW_MEMORY_LIMIT, and at least 256 MB). "
+                "A NUMERIC input attribute is stored without a dictionary past "
+                f"{self.value_threshold:,} distinct values, but this column is kept as a dictionary of "
+                "its distinct values (a target, rowId, weight, or not NUMERIC), so one with a value per "
+                "row (an ID, a free text) grows with the data: raise AMLFLOW_MEMORY_LIMIT, or leave that "
+                'column out of the input (docs/scale.md, "The datasource job\'s memory")',
+                field=name,
+            )
 
     def _maybe_spill(self) -> None:
         if self._buffered > self.spill_bytes:
@@ -384,10 +568,10 @@ class TableWriter:
         total = n_rows + len(rejected)
         meta = {
             "format": FORMAT,
-            "version": VERSION,
+            "version": VALUES_VERSION if any(c.kind == "values" for c in self.columns) else VERSION,
             "n_rows": n_rows,
             "columns": [
-                {"name": name, "dtype": col.dtype.name, "offset": off, "n_values": len(col.values)}
+                {"name": name, "dtype": col.meta()["dtype"], "offset": off, **col.meta()}
                 for name, col, off in zip(self.names, self.columns, offsets, strict=True)
             ],
             "files": [list(f) for f in files] if files is not None else [["", 0, total]],
@@ -430,8 +614,10 @@ class EncodedTable:
         info: dict[str, Any] | None = None,
         directory: Path | None = None,
         layout: dict[str, tuple[str, int]] | None = None,
+        value_counts: Mapping[str, Mapping[str, int]] | None = None,
     ) -> None:
         self._names = list(names)
+        self._value_counts = {k: dict(v) for k, v in (value_counts or {}).items()}
         self._dicts: dict[str, np.ndarray] = dict(dictionaries or {})
         self._codes: dict[str, np.ndarray] = dict(codes or {})
         self._n_rows = int(n_rows)
@@ -459,8 +645,10 @@ class EncodedTable:
                 meta = json.load(fh)
         except FileNotFoundError:
             raise DataError(f"no encoded table at {directory}", field="directory") from None
-        if meta.get("format") != FORMAT or meta.get("version") != VERSION:
-            raise DataError(f"{directory}: not an {FORMAT} v{VERSION}", field="directory")
+        if meta.get("format") != FORMAT or meta.get("version") not in (VERSION, VALUES_VERSION):
+            raise DataError(
+                f"{directory}: not an {FORMAT} v{VERSION} or v{VALUES_VERSION}", field="directory"
+            )
         names = [c["name"] for c in meta["columns"]]
         rejected = np.asarray(meta.get("rejected_positions", []), dtype=np.int64)
         return cls(
@@ -473,6 +661,11 @@ class EncodedTable:
             info=meta.get("info"),
             directory=directory,
             layout={c["name"]: (c["dtype"], int(c["offset"])) for c in meta["columns"]},
+            value_counts={
+                c["name"]: {"missing": int(c["missing"]), "invalid": int(c["invalid"])}
+                for c in meta["columns"]
+                if c.get("kind") == "values"
+            },
         )
 
     @classmethod
@@ -530,8 +723,36 @@ class EncodedTable:
         except KeyError:
             raise DataError(f"no column named {name!r}; columns are {self._names}", field=name) from None
 
+    def kind(self, name: str) -> str:
+        """``"values"`` for a column stored without a dictionary (:meth:`values`), else ``"dictionary"``."""
+        self._check(name)
+        return "values" if name in self._value_counts else "dictionary"
+
+    def value_counts(self, name: str) -> dict[str, int]:
+        """A value column's ``{"missing": rows, "invalid": rows}`` (both nan in :meth:`values`)."""
+        self._refuse_dictionary(name)
+        return dict(self._value_counts[name])
+
+    def values(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
+        """A value column's float64 rows ``[start, stop)``, memory-mapped (nan: missing or invalid)."""
+        self._refuse_dictionary(name)
+        return self._rows(name)[start:stop]
+
+    def _refuse_dictionary(self, name: str) -> None:
+        if self.kind(name) != "values":
+            raise DataError(f"{name}: not a column without a dictionary; read it with codes()", field=name)
+
+    def _refuse_values(self, name: str, what: str) -> None:
+        if name in self._value_counts:
+            raise DataError(
+                f"{name}: stored without a dictionary (a NUMERIC column with more than "
+                f"{VALUE_COLUMN_MIN_VALUES:,} distinct values), so it has no {what}; read it with values()",
+                field=name,
+            )
+
     def dictionary(self, name: str) -> np.ndarray:
         """Object array of the column's distinct stripped strings (``""`` = missing, at any index)."""
+        self._refuse_values(name, "dictionary")
         d = self._dicts.get(name)
         if d is None:
             self._check(name)
@@ -547,6 +768,10 @@ class EncodedTable:
 
     def codes(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """The column's codes for rows ``[start, stop)`` (memory-mapped for opened tables)."""
+        self._refuse_values(name, "codes")
+        return self._rows(name)[start:stop]
+
+    def _rows(self, name: str) -> np.ndarray:
         c = self._codes.get(name)
         if c is None:
             self._check(name)
@@ -560,10 +785,15 @@ class EncodedTable:
                     self._mmap = np.memmap(self.directory / "codes.bin", dtype=np.uint8, mode="r")
                 c = self._mmap[offset : offset + self._n_rows * dtype.itemsize].view(dtype)
             self._codes[name] = c
-        return c[start:stop]
+        return c
 
     def strings(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
-        """The column's decoded values (object array of str) for rows ``[start, stop)``."""
+        """The column's decoded values (object array of str) for rows ``[start, stop)``; a value column's
+        as ``repr`` of its floats (``""`` where missing or invalid: its text is not kept)."""
+        if self.kind(name) == "values":
+            out = np.empty(len(self.values(name, start, stop)), dtype=object)
+            out[:] = ["" if v != v else repr(v) for v in self.values(name, start, stop).tolist()]
+            return out
         values: np.ndarray = self.dictionary(name)[self.codes(name, start, stop)]
         return values
 

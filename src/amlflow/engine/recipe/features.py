@@ -36,13 +36,14 @@ or a realtime record can produce (``model.train`` turns that into a memory estim
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
 
 from amlflow.engine.limits import MAX_TOKENS_PER_VALUE
+from amlflow.engine.order_stats import Chunks, order_statistics
 from amlflow.engine.recipe.leaves import (
     MAX_STANDARDISED,
     FeatureBound,
@@ -60,6 +61,7 @@ from amlflow.engine.recipe.transforms import (
     obj_array,
     osb_count,
     quantile_edges,
+    rows_mean_std,
     tokens_of,
     weighted_mean_std,
     words,
@@ -118,7 +120,9 @@ class FeatureBuilder:
             else:
                 (a,) = e.attributes()
                 values, w = dicts.values(e), counts[a]
-                if lf.mode == "numeric":
+                if dicts.reads_rows(lf):
+                    lf.mean, lf.std = rows_mean_std(self._row_chunks(table, dicts, e, rows, batch_rows))
+                elif lf.mode == "numeric":
                     lf.mean, lf.std = weighted_mean_std(values.astype(np.float64), w)
                 elif lf.mode == "onehot":
                     lf.implicit, vocab = _mode_and_vocab(values, w)
@@ -138,7 +142,9 @@ class FeatureBuilder:
         self, table: Table, dicts: TableCache, rows: np.ndarray | None, batch_rows: int
     ) -> dict[str, np.ndarray]:
         """Fit the stateful sub-expressions (``quantile_bin`` edges, ``normalize`` statistics) on the rows
-        selected by ``rows``; returns the selected rows' count of every dictionary entry per attribute."""
+        selected by ``rows``; returns the selected rows' count of every dictionary entry per attribute
+        (a value column's: of every interval, once its edges are fitted)."""
+        self._fit_value_state(table, dicts, rows, batch_rows)
         attrs = sorted({a for lf in self.leaves for a in lf.expr.attributes()})
         counts = {a: np.zeros(len(dicts.dictionary(a)), dtype=np.float64) for a in attrs}
         for start, stop in table.iter_row_batches(batch_rows):
@@ -161,6 +167,47 @@ class FeatureBuilder:
                         assert e.n is not None
                         self.state[e.name] = {"edges": quantile_edges(x, w, e.n)}
         return counts
+
+    def _row_chunks(
+        self, table: Table, dicts: TableCache, e: Expr, rows: np.ndarray | None, batch_rows: int
+    ) -> Chunks:
+        """The pass function over a value column's NUMERIC expression ``e``, the selected rows only."""
+
+        def chunks() -> Iterator[np.ndarray]:
+            for start, stop in table.iter_row_batches(batch_rows):
+                v = dicts.row_values(e, start, stop)
+                yield v if rows is None else v[np.asarray(rows[start:stop], dtype=bool)]
+
+        return chunks
+
+    def _fit_value_state(
+        self, table: Table, dicts: TableCache, rows: np.ndarray | None, batch_rows: int
+    ) -> None:
+        """The stateful sub-expressions over value columns, from passes over the selected rows: the same
+        ``normalize`` statistics (to rounding) and ``quantile_bin`` edges (exactly: the order statistics
+        :func:`~amlflow.engine.recipe.transforms.quantile_edges` picks) as from a dictionary."""
+        for lf in self.leaves:
+            for e in lf.expr.walk():
+                if e.fn not in ("quantile_bin", "normalize") or e.name in self.state:
+                    continue
+                if not any(a in dicts.value_attrs for a in e.attributes()):
+                    continue
+                (a,) = e.attributes()
+                if e.fn == "normalize":
+                    mean, std = rows_mean_std(self._row_chunks(table, dicts, e.args[0], rows, batch_rows))
+                    self.state[e.name] = {"mean": mean, "std": std}
+                    continue
+                dicts.binned(a)  # refuses a quantile_bin of anything but the attribute itself
+                assert e.n is not None
+                chunks = self._row_chunks(table, dicts, e.args[0], rows, batch_rows)
+                total = sum(int((~np.isnan(c)).sum()) for c in chunks())
+                if total == 0:
+                    self.state[e.name] = {"edges": []}
+                    continue
+                ranks = np.floor(float(total) * np.arange(1, e.n) / e.n).astype(np.int64)
+                got = order_statistics(chunks, [0, *np.minimum(ranks, total - 1).tolist()], n=total)
+                edges = np.unique(got[1:])
+                self.state[e.name] = {"edges": [float(v) for v in edges[edges > got[0]]]}
 
     def _fit_cartesian(
         self, e: Expr, table: Table, dicts: TableCache, rows: np.ndarray | None, batch_rows: int
@@ -403,6 +450,13 @@ class FeatureBuilder:
             j = 0
             for lf in singles:
                 (a,) = lf.expr.attributes()
+                if dicts.reads_rows(lf):  # a NUMERIC output of a value column: its rows' own values
+                    ((col_map, val_map),) = lf.single_maps(dicts.row_values(lf.expr, start, stop))
+                    cols_t[j] = col_map
+                    if vals_t is not None:
+                        vals_t[j] = val_map
+                    j += 1
+                    continue
                 codes = dicts.codes(a, start, stop)
                 for col_map, val_map in self._single_maps(dicts, lf):
                     cols_t[j] = col_map[codes]

@@ -13,9 +13,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import scipy.sparse as sp
 
+from amlflow.engine.errors import DataError
 from amlflow.engine.recipe.parser import Expr
 from amlflow.engine.recipe.transforms import apply_transform, cartesian_pairs, obj_array, var_values
-from amlflow.engine.table import Columns
+from amlflow.engine.table import Columns, is_value_column
 
 if TYPE_CHECKING:
     from amlflow.engine.recipe.features import FeatureBuilder
@@ -141,12 +142,22 @@ def _leaf_mode(e: Expr) -> str:
 class TableCache:
     """Per-table cache of dictionaries, of expression values on them (types from the model schema) and of
     each output's per-entry feature maps: :meth:`FeatureBuilder.encoder` makes one for a table read in
-    many batches."""
+    many batches.
+
+    A column stored without a dictionary (a *value column*, :mod:`amlflow.engine.table`) is seen through
+    a dictionary of its **intervals**: the union of the fitted ``quantile_bin`` edges over it cuts the line
+    into intervals, each represented by its lower edge (``-inf`` for the first), plus a nan entry for the
+    missing rows; a row's code is its interval (:meth:`codes`). Every ``quantile_bin`` of the attribute
+    (alone or in a ``cartesian``) is a function of the interval, so the per-entry machinery gives the rows'
+    exact bins; a NUMERIC output of it (the attribute, ``normalize``) is read per row instead
+    (:meth:`row_values`, :meth:`reads_rows`), its mean and deviation summed over the rows."""
 
     def __init__(self, table: Columns, builder: FeatureBuilder) -> None:
         self.table = table
         self.builder = builder
         self.names = set(table.names)
+        self.value_attrs = {a for a in self.names if is_value_column(table, a)}
+        self._intervals: dict[str, np.ndarray] = {}
         self._dict: dict[str, np.ndarray] = {}
         self._values: dict[Expr, np.ndarray] = {}
         self.single: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {}  # per leaf: (columns, values) maps
@@ -154,14 +165,61 @@ class TableCache:
         self.counts: dict[int, np.ndarray] = {}
         self.bounds: dict[Expr, np.ndarray] = {}  # per single-attribute expression: values per entry, at most
 
+    def intervals(self, attr: str) -> np.ndarray:
+        """A value column's interval edges: every fitted ``quantile_bin`` edge over ``attr``, sorted."""
+        got = self._intervals.get(attr)
+        if got is None:
+            edges = [
+                np.asarray(self.builder.state[e.name]["edges"], dtype=np.float64) for e in self.binned(attr)
+            ]
+            got = self._intervals[attr] = np.unique(np.concatenate(edges)) if edges else np.zeros(0)
+        return got
+
+    def binned(self, attr: str) -> list[Expr]:
+        """The ``quantile_bin`` expressions over value column ``attr``; any other use of it than these,
+        the attribute itself and ``normalize`` of it raises a DataError naming it."""
+        out: list[Expr] = []
+        for lf in self.builder.leaves:
+            for e in lf.expr.walk():
+                if e.fn == "quantile_bin" and attr in e.attributes():
+                    if e.args[0].fn != "var":
+                        raise DataError(
+                            f"{attr}: {e.name} bins {e.args[0].name}, but {attr} is stored without a "
+                            "dictionary (a NUMERIC input with very many distinct values) and only its "
+                            f"own values can be binned: use quantile_bin({attr}, {e.n})",
+                            field=attr,
+                        )
+                    out.append(e)
+        return out
+
+    def reads_rows(self, lf: _Leaf) -> bool:
+        """Whether leaf ``lf`` is a NUMERIC output of a value column (read per row, not per entry)."""
+        return lf.mode == "numeric" and any(a in self.value_attrs for a in lf.expr.attributes())
+
+    def row_values(self, e: Expr, start: int, stop: int) -> np.ndarray:
+        """A NUMERIC expression's float64 value per row ``[start, stop)`` of a value column."""
+        if e.fn == "var":
+            assert e.attr is not None
+            return np.asarray(self.table.values(e.attr, start, stop), dtype=np.float64)  # type: ignore[attr-defined]
+        return np.asarray(apply_transform(e, self.row_values(e.args[0], start, stop), self.builder.state))
+
     def dictionary(self, attr: str) -> np.ndarray:
         d = self._dict.get(attr)
         if d is None:
-            d = self.table.dictionary(attr) if attr in self.names else obj_array([""])
+            if attr in self.value_attrs:  # its intervals' lower edges, then missing
+                d = np.concatenate([[-np.inf], self.intervals(attr), [np.nan]])
+            else:
+                d = self.table.dictionary(attr) if attr in self.names else obj_array([""])
             self._dict[attr] = d
         return d
 
     def codes(self, attr: str, start: int, stop: int) -> np.ndarray:
+        if attr in self.value_attrs:
+            v = np.asarray(self.table.values(attr, start, stop))  # type: ignore[attr-defined]
+            edges = self.intervals(attr)
+            c = np.searchsorted(edges, v, side="right")
+            c[np.isnan(v)] = len(edges) + 1
+            return c
         if attr in self.names:
             return np.asarray(self.table.codes(attr, start, stop))
         return np.zeros(stop - start, dtype=np.uint8)
@@ -170,7 +228,9 @@ class TableCache:
         """Values of a single-attribute expression per entry of its attribute's dictionary."""
         v = self._values.get(e)
         if v is None:
-            if e.fn == "var":
+            if e.fn == "var" and e.attr in self.value_attrs:
+                v = self.dictionary(e.attr).astype(np.float64)
+            elif e.fn == "var":
                 assert e.attr is not None
                 v = var_values(e.kind, self.dictionary(e.attr))
             else:

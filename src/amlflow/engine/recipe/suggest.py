@@ -10,7 +10,7 @@ import numpy as np
 
 from amlflow.engine.recipe.transforms import quantile_edges
 from amlflow.engine.schema import Schema, binary_view, numeric_view
-from amlflow.engine.table import Table
+from amlflow.engine.table import Table, is_value_column
 
 __all__ = ["SUGGESTED_BINS", "suggest_recipe"]
 
@@ -34,7 +34,11 @@ def suggest_recipe(table: Table, schema: Schema, *, max_rows: int = 200_000) -> 
     by_bins: dict[int, list[str]] = {}
     for a in numeric:
         best = SUGGESTED_BINS[0]
-        if target is not None and a in table.names:
+        if target is not None and a in table.names and is_value_column(table, a):
+            # a column without a dictionary: the first rows' own distinct values stand for one
+            x, codes = np.unique(np.asarray(table.values(a, 0, n)), return_inverse=True)
+            best = _best_bins(x, codes.reshape(-1).astype(np.int64), *target)
+        elif target is not None and a in table.names:
             x = numeric_view(table.dictionary(a))
             best = _best_bins(x, np.asarray(table.codes(a, 0, n), dtype=np.int64), *target)
         by_bins.setdefault(best, []).append(a)

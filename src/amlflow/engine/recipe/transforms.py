@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import string
 import unicodedata
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ __all__ = [
     "obj_array",
     "osb",
     "quantile_edges",
+    "rows_mean_std",
     "tokens_of",
     "var_values",
     "weighted_mean_std",
@@ -221,6 +222,27 @@ def weighted_mean_std(x: np.ndarray, w: np.ndarray) -> tuple[float, float]:
     with np.errstate(over="ignore", invalid="ignore"):
         mean = float(np.average(xs / scale, weights=ws))
         std = math.sqrt(float(np.average((xs / scale - mean) ** 2, weights=ws))) * scale
+    mean *= scale
+    if not math.isfinite(mean):
+        mean = 0.0
+    return mean, (std if std > 0 and math.isfinite(std) else 1.0)
+
+
+def rows_mean_std(chunks: Callable[[], Iterable[np.ndarray]]) -> tuple[float, float]:
+    """:func:`weighted_mean_std` of rows read in chunks (``chunks()``: one pass each; nan ignored):
+    three passes, the extreme, the mean, the deviation, summed per chunk."""
+    n, scale = 0, 0.0
+    for c in chunks():
+        c = c[~np.isnan(c)]
+        if len(c):
+            n, scale = n + len(c), max(scale, float(np.max(np.abs(c))))
+    if n == 0:
+        return 0.0, 1.0
+    scale = scale or 1.0
+    with np.errstate(over="ignore", invalid="ignore"):
+        mean = sum(float((c[~np.isnan(c)] / scale).sum()) for c in chunks()) / n
+        sq = sum(float(((c[~np.isnan(c)] / scale - mean) ** 2).sum()) for c in chunks())
+        std = math.sqrt(sq / n) * scale
     mean *= scale
     if not math.isfinite(mean):
         mean = 0.0
