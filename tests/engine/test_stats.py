@@ -243,8 +243,13 @@ def test_cramers_v_sparse_path_matches_dense() -> None:
     a = rng.integers(0, 3000, 20_000)
     b = (a % 7 + rng.integers(0, 2, 20_000)) % 9
     a[::50] = -1  # left out
-    dense = _cramers_v(a, 3000, b, 9)
-    sparse = _cramers_v(a, 3000 * 1000, b, 9)  # same data, a huge declared cardinality
+    whole = lambda: iter([(a, b)])  # noqa: E731
+    chunks = lambda: ((a[i : i + 3000], b[i : i + 3000]) for i in range(0, len(a), 3000))  # noqa: E731
+    dense = _cramers_v(whole, 3000, 9)
+    sparse = _cramers_v(whole, 3000 * 1000, 9)  # same data, a huge declared cardinality
     ct = pd.crosstab(a[a >= 0], b[a >= 0]).to_numpy()
     assert dense == pytest.approx(association(ct, method="cramer"), rel=1e-9)
     assert sparse == pytest.approx(dense, rel=1e-12)
+    # read in chunks of rows, the sparse path merging each chunk's cells: the same
+    assert _cramers_v(chunks, 3000, 9) == pytest.approx(dense, rel=1e-12)
+    assert _cramers_v(chunks, 3000 * 1000, 9) == pytest.approx(dense, rel=1e-12)

@@ -321,3 +321,65 @@ def test_the_suggested_recipe_is_the_dictionarys(tables: tuple[EncodedTable, Enc
     plain, values = tables
     for schema in (_schema(), _schema("NUMERIC"), _schema("CATEGORICAL")):
         assert suggest_recipe(values, schema) == suggest_recipe(plain, schema)
+
+
+REPO = Path(__file__).resolve().parents[2]
+REAL = {
+    # name: (csv, schema, recipe, model type)
+    "wine": (
+        "data/wine/winequality-red-comma.csv",
+        "schemas/wine-regression.csv.schema",
+        "recipes/wine.recipe.json",
+        "REGRESSION",
+    ),
+    "banking": (
+        "data/aml-banking/banking.csv",
+        "data/aml-banking/banking.csv.schema",
+        "data/aml-banking/recipe.json",
+        "BINARY",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REAL))
+@pytest.mark.parametrize("mode", ["memory", "streaming", "sharded"])
+def test_models_trained_on_value_columns_are_the_dictionarys(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, case: str, mode: str
+) -> None:
+    """The reference cases with every NUMERIC input of more than 40 distinct values stored as values:
+    the same model (its scores on the held-out rows to float32 rounding), in memory, streaming and
+    data-parallel (2 shards: the algorithm of the training processes and of Dask)."""
+    from amlflow.engine.model import train, train_sharded
+    from amlflow.engine.params import parse_parameters
+    from amlflow.engine.rearrange import parse_rearrangement
+    from amlflow.engine.recipe.parser import parse_recipe
+
+    csv_path, schema_path, recipe_path, model_type = REAL[case]
+    data = (REPO / csv_path).read_bytes()
+    schema = parse_schema((REPO / schema_path).read_text())
+    recipe = parse_recipe((REPO / recipe_path).read_text(), schema)
+    params = parse_parameters({"sgd.maxPasses": "5"})
+    tables = {}
+    for kind, threshold in (("plain", 10**9), ("values", THRESHOLD)):
+        monkeypatch.setattr(table_mod, "VALUE_COLUMN_MIN_VALUES", threshold)
+        for part, percent in (("train", (0, 70)), ("test", (70, 100))):
+            rearr = parse_rearrangement(
+                json.dumps({"splitting": {"percentBegin": percent[0], "percentEnd": percent[1]}})
+            )
+            build_dataset([_src(data)], schema, rearr, tmp_path / f"{kind}-{part}")
+            tables[kind, part] = EncodedTable.open(tmp_path / f"{kind}-{part}")
+    wide = [n for n in tables["values", "train"].names if tables["values", "train"].kind(n) == "values"]
+    assert len(wide) >= 2, wide  # several inputs are value columns
+    models = {
+        kind: (
+            train_sharded(tables[kind, "train"], schema, recipe, params, model_type, shards=2)
+            if mode == "sharded"
+            else train(tables[kind, "train"], schema, recipe, params, model_type, mode=mode)  # type: ignore[arg-type]
+        )
+        for kind in ("plain", "values")
+    }
+    for part in ("test",):
+        want = models["plain"].predict_table(tables["plain", part], schema).scores
+        for kind in ("plain", "values"):  # the value-column model on either kind of table
+            got = models["values"].predict_table(tables[kind, part], schema).scores
+            np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)

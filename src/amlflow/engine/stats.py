@@ -28,7 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import Counter
-from collections.abc import Collection, Iterator
+from collections.abc import Callable, Collection, Iterator
 from typing import Any
 
 import numpy as np
@@ -41,7 +41,10 @@ __all__ = ["compute_statistics"]
 
 TOP = 10
 BINS = 10
-CHUNK_ROWS = 1 << 20  # rows of a value column read at once
+CHUNK_ROWS = 1 << 20  # rows read at once: nothing is held per row of the whole table
+
+Rows = Callable[[int, int], np.ndarray]  # an attribute's rows [a, b) in the form a statistic reads them
+Pairs = Callable[[], Iterator[tuple[np.ndarray, np.ndarray]]]  # one pass: (x, y) chunks of rows
 
 
 def _num(x: Any) -> float | None:
@@ -96,27 +99,42 @@ def _top(dictionary: np.ndarray, counts: np.ndarray, k: int = TOP) -> list[dict[
     return [{"value": str(dictionary[i]), "count": int(counts[i])} for i in order]
 
 
-def _pearson(x: np.ndarray, y: np.ndarray) -> float | None:
-    m = ~(np.isnan(x) | np.isnan(y))
-    if m.sum() < 2:
+def _pearson(pairs: Pairs) -> float | None:
+    """Pearson's r of the (x, y) chunks ``pairs()`` yields (two passes; rows with a nan left out)."""
+    n, sx, sy = 0, 0.0, 0.0
+    for x, y in pairs():
+        m = ~(np.isnan(x) | np.isnan(y))
+        n += int(m.sum())
+        sx, sy = sx + float(x[m].sum()), sy + float(y[m].sum())
+    if n < 2:
         return None
-    a, b = x[m], y[m]
-    a = a - a.mean()
-    b = b - b.mean()
-    den = math.sqrt(float((a * a).sum()) * float((b * b).sum()))
-    return _num(float((a * b).sum()) / den) if den > 0 else None
+    mx, my = sx / n, sy / n
+    sab = saa = sbb = 0.0
+    for x, y in pairs():
+        m = ~(np.isnan(x) | np.isnan(y))
+        a, b = x[m] - mx, y[m] - my
+        sab, saa, sbb = sab + float((a * b).sum()), saa + float((a * a).sum()), sbb + float((b * b).sum())
+    den = math.sqrt(saa * sbb)
+    return _num(sab / den) if den > 0 else None
 
 
-def _eta(groups: np.ndarray, n_groups: int, y: np.ndarray) -> float | None:
-    """Correlation ratio of numeric ``y`` grouped by integer ``groups`` (-1 = left out)."""
-    m = (groups >= 0) & ~np.isnan(y)
-    if m.sum() < 2:
+def _eta(pairs: Pairs, n_groups: int) -> float | None:
+    """Correlation ratio of numeric ``y`` grouped by integer ``groups`` (-1 = left out), from the
+    (groups, y) chunks ``pairs()`` yields (two passes)."""
+    cnt, sums = np.zeros(n_groups), np.zeros(n_groups)
+    n, total_sum = 0, 0.0
+    for groups, y in pairs():
+        m = (groups >= 0) & ~np.isnan(y)
+        g, v = groups[m], y[m]
+        cnt += np.bincount(g, minlength=n_groups)
+        sums += np.bincount(g, weights=v, minlength=n_groups)
+        n, total_sum = n + len(v), total_sum + float(v.sum())
+    if n < 2:
         return None
-    g, v = groups[m], y[m]
-    cnt = np.bincount(g, minlength=n_groups).astype(np.float64)
-    sums = np.bincount(g, weights=v, minlength=n_groups)
-    mean = v.mean()
-    total = float(((v - mean) ** 2).sum())
+    mean = total_sum / n
+    total = 0.0
+    for groups, y in pairs():
+        total += float(((y[(groups >= 0) & ~np.isnan(y)] - mean) ** 2).sum())
     if total <= 0:
         return None
     nz = cnt > 0
@@ -124,77 +142,100 @@ def _eta(groups: np.ndarray, n_groups: int, y: np.ndarray) -> float | None:
     return _num(math.sqrt(min(1.0, between / total)))
 
 
-def _cramers_v(a: np.ndarray, na: int, b: np.ndarray, nb: int) -> float | None:
-    """Cramér's V of two integer-coded variables (-1 = left out); only non-empty cells are
-    materialised, so high-cardinality pairs stay small: chi² = n·(Σ O²/(R·C) − 1)."""
-    m = (a >= 0) & (b >= 0)
-    n = int(m.sum())
+def _cramers_v(pairs: Pairs, na: int, nb: int) -> float | None:
+    """Cramér's V of two integer-coded variables (-1 = left out) from the chunks ``pairs()`` yields;
+    only non-empty cells are kept, so high-cardinality pairs stay small: chi² = n·(Σ O²/(R·C) − 1)."""
+    rows, cols = np.zeros(na), np.zeros(nb)
+    dense = na * nb <= 1 << 22
+    observed = np.zeros(na * nb if dense else 0, dtype=np.int64)
+    cells_seen, counts_seen = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    n = 0
+    for a, b in pairs():
+        m = (a >= 0) & (b >= 0)
+        a, b = a[m].astype(np.int64), b[m].astype(np.int64)
+        n += len(a)
+        rows += np.bincount(a, minlength=na)
+        cols += np.bincount(b, minlength=nb)
+        cells = a * nb + b
+        if dense:
+            observed += np.bincount(cells, minlength=na * nb)
+        else:  # merge this chunk's distinct cells into those seen
+            u, k = np.unique(cells, return_counts=True)
+            cells_seen, inv = np.unique(np.concatenate([cells_seen, u]), return_inverse=True)
+            merged = np.bincount(inv.reshape(-1), weights=np.concatenate([counts_seen, k]))
+            counts_seen = merged.astype(np.int64)
     if n < 2:
         return None
-    a, b = a[m].astype(np.int64), b[m].astype(np.int64)
-    rows = np.bincount(a, minlength=na).astype(np.float64)
-    cols = np.bincount(b, minlength=nb).astype(np.float64)
     r, c = int(np.count_nonzero(rows)), int(np.count_nonzero(cols))
     if r < 2 or c < 2:
         return None
-    cells = a * nb + b
-    if na * nb <= 1 << 22:
-        observed = np.bincount(cells, minlength=na * nb)
+    if dense:
         nz = np.flatnonzero(observed)
         obs = observed[nz].astype(np.float64)
     else:
-        nz, counts = np.unique(cells, return_counts=True)
-        obs = counts.astype(np.float64)
+        nz, obs = cells_seen, counts_seen.astype(np.float64)
     chi2 = n * (float((obs * obs / (rows[nz // nb] * cols[nz % nb])).sum()) - 1.0)
     return _num(math.sqrt(min(1.0, max(0.0, chi2) / (n * (min(r, c) - 1)))))
 
 
+def _counts(table: Table, name: str, n_values: int) -> np.ndarray:
+    """Rows per dictionary entry, counted in chunks of rows."""
+    counts = np.zeros(n_values, dtype=np.int64)
+    for a, b in table.iter_row_batches(CHUNK_ROWS):
+        counts += np.bincount(np.asarray(table.codes(name, a, b)), minlength=n_values)
+    return counts
+
+
 class _Target:
-    """The target's per-row values in the forms the correlations need."""
+    """The target's values per dictionary entry, in the forms the correlations need, read per chunk of
+    rows (nothing is held per row)."""
 
     def __init__(self, table: Table, name: str, type_: str) -> None:
-        self.type = type_
+        self.table, self.name, self.type = table, name, type_
         d = table.dictionary(name)
-        codes = np.asarray(table.codes(name))
-        self.numeric: np.ndarray | None = None
-        self.groups: np.ndarray | None = None
+        self._numeric: np.ndarray | None = None
+        self._groups: np.ndarray | None = None
         self.n_groups = 0
         if type_ == "NUMERIC":
-            self.numeric = numeric_view(d)[codes]
+            self._numeric = numeric_view(d)
         elif type_ == "BINARY":
             view = binary_view(d)
-            self.numeric = view[codes]
-            g = np.where(np.isnan(view), -1, view).astype(np.int64)
-            self.groups, self.n_groups = g[codes], 2
+            self._numeric = view
+            self._groups, self.n_groups = np.where(np.isnan(view), -1, view).astype(np.int64), 2
         elif type_ == "CATEGORICAL":
             g = np.arange(len(d), dtype=np.int64)
             g[d == ""] = -1
-            self.groups, self.n_groups = g[codes], len(d)
+            self._groups, self.n_groups = g, len(d)
 
-    def correlation(
-        self, type_: str, view: np.ndarray | None, dictionary: np.ndarray, codes: np.ndarray
-    ) -> float | None:
-        """Correlation of an attribute (``view``: its numeric/binary view, None otherwise)."""
-        if type_ == "NUMERIC" and view is not None:
-            x = view[codes]
-            if self.type in ("NUMERIC", "BINARY") and self.numeric is not None:
-                return _pearson(x, self.numeric)
-            if self.groups is not None:
-                return _eta(self.groups, self.n_groups, x)
+    def numeric(self, a: int, b: int) -> np.ndarray:
+        assert self._numeric is not None
+        out: np.ndarray = self._numeric[self.table.codes(self.name, a, b)]
+        return out
+
+    def groups(self, a: int, b: int) -> np.ndarray:
+        assert self._groups is not None
+        out: np.ndarray = self._groups[self.table.codes(self.name, a, b)]
+        return out
+
+    def correlation(self, type_: str, x: Rows, n_x: int = 0) -> float | None:
+        """Correlation of an attribute of ``type_`` whose rows ``x(a, b)`` gives: its numeric values
+        (NUMERIC), or its group of ``n_x`` (-1: left out; CATEGORICAL, BINARY)."""
+        ranges = list(self.table.iter_row_batches(CHUNK_ROWS))
+
+        def pairs(f: Rows, g: Rows) -> Pairs:
+            return lambda: ((f(a, b), g(a, b)) for a, b in ranges)
+
+        if type_ == "NUMERIC":
+            if self.type in ("NUMERIC", "BINARY") and self._numeric is not None:
+                return _pearson(pairs(x, self.numeric))
+            if self._groups is not None:
+                return _eta(pairs(self.groups, x), self.n_groups)
             return None
         if type_ in ("CATEGORICAL", "BINARY"):
-            if type_ == "BINARY" and view is not None:
-                lut = np.where(np.isnan(view), -1, view).astype(np.int64)
-                n_x = 2
-            else:
-                lut = np.arange(len(dictionary), dtype=np.int64)
-                lut[dictionary == ""] = -1
-                n_x = len(dictionary)
-            x = lut[codes]
-            if self.type == "NUMERIC" and self.numeric is not None:
-                return _eta(x, n_x, self.numeric)
-            if self.groups is not None:
-                return _cramers_v(x, n_x, self.groups, self.n_groups)
+            if self.type == "NUMERIC" and self._numeric is not None:
+                return _eta(pairs(x, self.numeric), n_x)
+            if self._groups is not None:
+                return _cramers_v(pairs(x, self.groups), n_x, self.n_groups)
         return None
 
 
@@ -245,61 +286,14 @@ def _value_summary(table: Table, name: str, bins: int = BINS) -> dict[str, Any]:
     }
 
 
-def _value_correlation(table: Table, name: str, target: _Target) -> float | None:
-    """:meth:`_Target.correlation` of a NUMERIC value column, summed over chunks of rows."""
-    if target.type in ("NUMERIC", "BINARY") and target.numeric is not None:
-        y_all = target.numeric
-        n, sx, sy = 0, 0.0, 0.0
-        for a, b in table.iter_row_batches(CHUNK_ROWS):
-            x, y = table.values(name, a, b), y_all[a:b]
-            ok = ~(np.isnan(x) | np.isnan(y))
-            n += int(ok.sum())
-            sx, sy = sx + float(x[ok].sum()), sy + float(y[ok].sum())
-        if n < 2:
-            return None
-        mx, my = sx / n, sy / n
-        sab = saa = sbb = 0.0
-        for a, b in table.iter_row_batches(CHUNK_ROWS):
-            x, y = table.values(name, a, b), y_all[a:b]
-            ok = ~(np.isnan(x) | np.isnan(y))
-            xa, yb = x[ok] - mx, y[ok] - my
-            sab += float((xa * yb).sum())
-            saa += float((xa * xa).sum())
-            sbb += float((yb * yb).sum())
-        den = math.sqrt(saa * sbb)
-        return _num(sab / den) if den > 0 else None
-    if target.groups is None:
-        return None
-    groups, k = target.groups, target.n_groups
-    cnt, sums = np.zeros(k), np.zeros(k)
-    n, total_sum = 0, 0.0
-    for a, b in table.iter_row_batches(CHUNK_ROWS):
-        v, g = table.values(name, a, b), groups[a:b]
-        ok = (g >= 0) & ~np.isnan(v)
-        g, v = g[ok], v[ok]
-        cnt += np.bincount(g, minlength=k)
-        sums += np.bincount(g, weights=v, minlength=k)
-        n, total_sum = n + len(v), total_sum + float(v.sum())
-    if n < 2:
-        return None
-    mean = total_sum / n
-    total = 0.0
-    for a, b in table.iter_row_batches(CHUNK_ROWS):
-        v, g = table.values(name, a, b), groups[a:b]
-        total += float(((v[(g >= 0) & ~np.isnan(v)] - mean) ** 2).sum())
-    if total <= 0:
-        return None
-    nz = cnt > 0
-    between = float((cnt[nz] * (sums[nz] / cnt[nz] - mean) ** 2).sum())
-    return _num(math.sqrt(min(1.0, between / total)))
-
-
 def _value_attribute(table: Table, name: str, target: _Target | None) -> dict[str, Any]:
     counts = table.value_counts(name)
     out: dict[str, Any] = {"name": name, "type": "NUMERIC", **counts}
     out.update(_value_summary(table, name))
     out["correlation"] = (
-        _value_correlation(table, name, target) if target is not None and table.n_rows else None
+        target.correlation("NUMERIC", lambda a, b: table.values(name, a, b))
+        if target is not None and table.n_rows
+        else None
     )
     return out
 
@@ -308,8 +302,7 @@ def _attribute(table: Table, name: str, type_: str, target: _Target | None) -> d
     if is_value_column(table, name):
         return _value_attribute(table, name, target)
     d = table.dictionary(name)
-    codes = np.asarray(table.codes(name))
-    counts = np.bincount(codes, minlength=len(d))
+    counts = _counts(table, name, len(d))
     missing_mask = d == ""
     view = numeric_view(d) if type_ == "NUMERIC" else binary_view(d) if type_ == "BINARY" else None
     invalid_mask = np.isnan(view) & ~missing_mask if view is not None else np.zeros(len(d), dtype=bool)
@@ -330,9 +323,24 @@ def _attribute(table: Table, name: str, type_: str, target: _Target | None) -> d
     elif type_ == "TEXT":
         out.update(_text_stats(d, counts))
     out["correlation"] = (
-        target.correlation(type_, view, d, codes) if target is not None and len(codes) else None
+        target.correlation(type_, *_rows_of(table, name, type_, view, d))
+        if target is not None and table.n_rows
+        else None
     )
     return out
+
+
+def _rows_of(table: Table, name: str, type_: str, view: np.ndarray | None, d: np.ndarray) -> tuple[Rows, int]:
+    """An attribute's rows as :meth:`_Target.correlation` reads them, and its number of groups."""
+    if type_ == "NUMERIC" and view is not None:
+        lut, n_x = view, 0
+    elif type_ == "BINARY" and view is not None:
+        lut, n_x = np.where(np.isnan(view), -1, view).astype(np.int64), 2
+    else:
+        lut = np.arange(len(d), dtype=np.int64)
+        lut[d == ""] = -1
+        n_x = len(d)
+    return (lambda a, b: lut[table.codes(name, a, b)]), n_x
 
 
 def compute_statistics(
@@ -359,7 +367,7 @@ def compute_statistics(
     if schema.target is not None:
         ttype = schema.type_of(schema.target)
         d = table.dictionary(schema.target)
-        counts = np.bincount(np.asarray(table.codes(schema.target)), minlength=len(d))
+        counts = _counts(table, schema.target, len(d))
         tinfo: dict[str, Any] = {
             "name": schema.target,
             "type": ttype,
