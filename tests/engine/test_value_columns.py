@@ -383,3 +383,21 @@ def test_models_trained_on_value_columns_are_the_dictionarys(
         for kind in ("plain", "values"):  # the value-column model on either kind of table
             got = models["values"].predict_table(tables[kind, part], schema).scores
             np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-7)
+
+
+def test_a_value_column_read_as_categorical_is_refused(tables: tuple[EncodedTable, EncodedTable]) -> None:
+    """A model that reads x as CATEGORICAL (AML types a batch datasource like the training one) cannot
+    score a datasource that stored x as values: its text is gone; the error names x and the fix."""
+    from amlflow.engine.recipe.features import FeatureBuilder
+    from amlflow.engine.recipe.parser import parse_recipe
+
+    plain, values = tables
+    doc = json.loads(_schema().to_json())
+    for a in doc["attributes"]:
+        if a["attributeName"] == "x":
+            a["attributeType"] = "CATEGORICAL"
+    categorical = parse_schema(json.dumps(doc))
+    fb = FeatureBuilder.fit(parse_recipe(json.dumps({"outputs": ["x", "k"]}), categorical), categorical, plain)
+    with pytest.raises(DataError, match="x: the model reads it as CATEGORICAL") as e:
+        fb.transform(values)
+    assert e.value.field == "x"

@@ -157,6 +157,15 @@ class TableCache:
         self.builder = builder
         self.names = set(table.names)
         self.value_attrs = {a for a in self.names if is_value_column(table, a)}
+        for lf in builder.leaves if self.value_attrs else ():
+            for e in lf.expr.walk():
+                if e.fn == "var" and e.attr in self.value_attrs and e.kind != "NUMERIC":
+                    raise DataError(
+                        f"{e.attr}: the model reads it as {e.kind}, but this datasource stores it without a "
+                        "dictionary (a NUMERIC attribute with very many distinct values), so its text is not "
+                        f"kept: type {e.attr} {e.kind} in the datasource's schema, as in the model's",
+                        field=e.attr,
+                    )
         self._intervals: dict[str, np.ndarray] = {}
         self._dict: dict[str, np.ndarray] = {}
         self._values: dict[Expr, np.ndarray] = {}
