@@ -59,9 +59,14 @@ def _csv() -> bytes:
 
 
 @pytest.mark.timeout(300)
-def test_a_value_column_through_the_service(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("memory_limit", [None, 8 << 20])
+def test_a_value_column_through_the_service(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, memory_limit: int | None
+) -> None:
+    """In memory, and (an 8 MB budget) data-parallel on the training worker processes; the evaluation and
+    the batch are 20,000 rows or more, so they are scored on the batch worker processes."""
     data = _csv()
-    settings = Settings(home=tmp_path / "home", max_jobs=2)
+    settings = Settings(home=tmp_path / "home", max_jobs=2, memory_limit=memory_limit, training_processes=2)
     root = settings.resolved_storage_root()
     (root / "b").mkdir(parents=True)
     (root / "b" / "data.csv").write_bytes(data)
@@ -101,6 +106,7 @@ def test_a_value_column_through_the_service(tmp_path: Path, monkeypatch: pytest.
             for ds in ("ds-train", "ds-eval", "ds-all")
         }
         insights = json.loads((ds_dir / "insights.json").read_text())
+        training_log = service.jobs.log_path("MLModel", "ml").read_text()
         auc = float(ev["PerformanceMetrics"]["Properties"]["BinaryAUC"])
         (out,) = (root / "b" / "out" / "batch-prediction" / "result").glob("*.gz")
         rows = list(csv.DictReader(io.StringIO(gzip.decompress(out.read_bytes()).decode())))
@@ -108,6 +114,8 @@ def test_a_value_column_through_the_service(tmp_path: Path, monkeypatch: pytest.
         service.shutdown(timeout=60)
 
     assert kinds == {"ds-train": "values", "ds-eval": "dictionary", "ds-all": "values"}
+    want_mode = "in-memory" if memory_limit is None else "data-parallel in 2 worker processes"
+    assert f"training mode: {want_mode}" in training_log, training_log
     assert train_table.kind("k") == "dictionary"
 
     # the same data stored as dictionaries, in this process
