@@ -397,7 +397,8 @@ def test_a_value_column_read_as_categorical_is_refused(tables: tuple[EncodedTabl
         if a["attributeName"] == "x":
             a["attributeType"] = "CATEGORICAL"
     categorical = parse_schema(json.dumps(doc))
-    fb = FeatureBuilder.fit(parse_recipe(json.dumps({"outputs": ["x", "k"]}), categorical), categorical, plain)
+    recipe = parse_recipe(json.dumps({"outputs": ["x", "k"]}), categorical)
+    fb = FeatureBuilder.fit(recipe, categorical, plain)
     with pytest.raises(DataError, match="x: the model reads it as CATEGORICAL") as e:
         fb.transform(values)
     assert e.value.field == "x"
