@@ -402,3 +402,10 @@ def test_a_value_column_read_as_categorical_is_refused(tables: tuple[EncodedTabl
     with pytest.raises(DataError, match="x: the model reads it as CATEGORICAL") as e:
         fb.transform(values)
     assert e.value.field == "x"
+
+
+def test_reading_values_first_still_refuses_codes(tables: tuple[EncodedTable, EncodedTable]) -> None:
+    _, values = tables
+    values.values("x", 0, 3)
+    with pytest.raises(DataError, match="x: stored without a dictionary"):
+        values.codes("x", 0, 3)

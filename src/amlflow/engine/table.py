@@ -618,6 +618,7 @@ class EncodedTable:
     ) -> None:
         self._names = list(names)
         self._value_counts = {k: dict(v) for k, v in (value_counts or {}).items()}
+        self._value_rows: dict[str, np.ndarray] = {}
         self._dicts: dict[str, np.ndarray] = dict(dictionaries or {})
         self._codes: dict[str, np.ndarray] = dict(codes or {})
         self._n_rows = int(n_rows)
@@ -768,11 +769,16 @@ class EncodedTable:
 
     def codes(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
         """The column's codes for rows ``[start, stop)`` (memory-mapped for opened tables)."""
-        self._refuse_values(name, "codes")
-        return self._rows(name)[start:stop]
+        c = self._codes.get(name)
+        if c is None:
+            self._refuse_values(name, "codes")
+            c = self._rows(name)
+        return c[start:stop]
 
     def _rows(self, name: str) -> np.ndarray:
-        c = self._codes.get(name)
+        """A dictionary column's codes, or a value column's floats: every row, mapped from disk once."""
+        cache = self._value_rows if name in self._value_counts else self._codes
+        c = cache.get(name)
         if c is None:
             self._check(name)
             assert self.directory is not None
@@ -783,8 +789,10 @@ class EncodedTable:
             else:
                 if self._mmap is None:
                     self._mmap = np.memmap(self.directory / "codes.bin", dtype=np.uint8, mode="r")
-                c = self._mmap[offset : offset + self._n_rows * dtype.itemsize].view(dtype)
-            self._codes[name] = c
+                # a plain ndarray over the mapping: slicing a np.memmap costs ~3 us more (its
+                # __array_finalize__), once per column per batch of rows
+                c = np.asarray(self._mmap[offset : offset + self._n_rows * dtype.itemsize]).view(dtype)
+            cache[name] = c
         return c
 
     def strings(self, name: str, start: int = 0, stop: int | None = None) -> np.ndarray:
