@@ -364,3 +364,67 @@ def test_a_part_uploaded_across_the_clean_up_is_deleted_s3_root(
     mine = f"x/{dask_datasource._relative('ds-late')}/"
     keys = [o["Key"] for o in s3.list_objects_v2(Bucket="artifacts", Prefix=mine).get("Contents", [])]
     assert keys == [f"{mine}parts/tok.cancelled"], keys
+
+
+def test_a_column_without_a_dictionary_on_the_cluster_is_the_in_process_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """80,000 distinct floats in two files cut into 7 ranges of 256 KiB: every part keeps a dictionary (at
+    most ~11,000 values), the merge stores the column as values, as the in-process job reading it whole
+    does; the same bytes and insights."""
+    import numpy as np
+
+    from amlflow.engine.table import EncodedTable
+
+    monkeypatch.setattr(dask_datasource, "RANGE_BYTES", 256 << 10)
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=80_000)
+    rows = [f"{v!r},{int(v + rng.normal() > 0)}\n".encode() for v in x.tolist()]
+    files = {
+        "wide/a.csv": b"x,y\n" + b"".join(rows[:45_000]),
+        "wide/b.csv": b"x,y\n" + b"".join(rows[45_000:]),
+    }
+    schema = json.dumps(
+        {
+            "dataFileContainsHeader": True,
+            "targetAttributeName": "y",
+            "attributes": [
+                {"attributeName": "x", "attributeType": "NUMERIC"},
+                {"attributeName": "y", "attributeType": "BINARY"},
+            ],
+        }
+    )
+
+    def run(service: Service) -> tuple[dict[str, Any], dict[str, bytes], str]:
+        ml = build_client(service, service.settings)
+        ml.create_data_source_from_s3(
+            DataSourceId="ds-wide",
+            DataSpec={"DataLocationS3": "s3://data/wide/", "DataSchema": schema},
+            ComputeStatistics=True,
+        )
+        done = wait_for(lambda: ml.get_data_source(DataSourceId="ds-wide"), timeout=120)
+        return done, _outputs(service, "ds-wide"), service.jobs.log_path("DataSource", "ds-wide").read_text()
+
+    with mnist_s3(monkeypatch, files), local_cluster() as cluster:
+        local = Service(s3_settings(tmp_path / "local", tmp_path / "local.db"))
+        try:
+            done, expected, _ = run(local)
+            assert EncodedTable.open(local._paths("DataSource", "ds-wide") / "table").kind("x") == "values"
+        finally:
+            local.shutdown(timeout=30)
+        service = Service(
+            s3_settings(
+                tmp_path / "dask",
+                tmp_path / "dask.db",
+                dask_address=cluster.scheduler_address,
+                dask_datasource="always",
+            )
+        )
+        try:
+            got, outputs, log = run(service)
+        finally:
+            service.shutdown(timeout=30)
+    assert done["Status"] == got["Status"] == "COMPLETED", (done, got)
+    assert "encoding on the Dask cluster at tcp://" in log and "in 7 part(s)" in log, log
+    for name, data in expected.items():
+        assert outputs[name] == data, f"{name} differs from the in-process job's"
