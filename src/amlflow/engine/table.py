@@ -41,6 +41,7 @@ Example:
 
 from __future__ import annotations
 
+import abc
 import json
 import os
 import shutil
@@ -174,7 +175,7 @@ def is_value_column(columns: Columns, name: str) -> bool:
 # --------------------------------------------------------------------------------------------- writer
 
 
-class _Segments:
+class _Segments(abc.ABC):
     """A column's rows as arrays: kept in memory until the table spills them to the column's file."""
 
     kind = "dictionary"
@@ -188,8 +189,9 @@ class _Segments:
         self.spilled: list[tuple[np.dtype[Any], int]] = []  # segments in the spill file, in order
 
     @property
+    @abc.abstractmethod
     def dtype(self) -> np.dtype[Any]:
-        raise NotImplementedError
+        """The dtype the rows are written in (a dictionary's narrowest code dtype, or float64)."""
 
     def _buffer(self, arr: np.ndarray) -> int:
         if len(arr):

@@ -116,6 +116,17 @@ class Models(EntityOps):
         params = parse_parameters(entity.internal["request"].get("Parameters") or None)
         budget = self.settings.memory_limit
         model: Any = None
+        # what every way of training gets: the table and how to learn from it
+        fit: dict[str, Any] = {
+            "table": table,
+            "schema": schema,
+            "recipe": recipe,
+            "params": params,
+            "model_type": entity.attrs["MLModelType"],
+            "seed": self.settings.seed,
+            "memory_budget": int(budget) if budget is not None else None,
+            "log": ctx.log,
+        }
         if self.settings.dask_address and self.settings.dask_training != "never":
             from amlflow.service.dask_training import train_on_dask  # data-parallel (docs/scale.md)
 
@@ -124,15 +135,8 @@ class Models(EntityOps):
                 self.artifacts,
                 model_id=entity.id,
                 datasource_id=ds.id,
-                table=table,
-                schema=schema,
-                recipe=recipe,
-                params=params,
-                model_type=entity.attrs["MLModelType"],
-                seed=self.settings.seed,
-                memory_budget=int(budget) if budget is not None else None,
                 when=self.settings.dask_training,
-                log=ctx.log,
+                **fit,
             )
         if model is None:
             trainer, extra = self.engine.train, {}
@@ -141,18 +145,8 @@ class Models(EntityOps):
                 from amlflow.service.training_processes import train_in_processes  # docs/scale.md
 
                 def on_the_workers() -> Any:
-                    return train_in_processes(
-                        processes,
-                        work_dir=self._paths("MLModel", entity.id) / f".shards.tmp-{uuid.uuid4().hex[:12]}",
-                        table=table,
-                        schema=schema,
-                        recipe=recipe,
-                        params=params,
-                        model_type=entity.attrs["MLModelType"],
-                        seed=self.settings.seed,
-                        memory_budget=int(budget) if budget is not None else None,
-                        log=ctx.log,
-                    )
+                    work_dir = self._paths("MLModel", entity.id) / f".shards.tmp-{uuid.uuid4().hex[:12]}"
+                    return train_in_processes(processes, work_dir=work_dir, **fit)
 
                 trainer, extra = engine_train, {"streaming": on_the_workers}
             model = trainer(
